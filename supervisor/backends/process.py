@@ -1,0 +1,144 @@
+"""One llama-server child: spawn (own process group, dies with us), readiness, output, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections import deque
+from pathlib import Path
+
+import httpx
+
+from ..errors import ModelLoadError
+from . import launcher
+
+CHILD_LOG = logging.getLogger("supervisor.child")
+READY_POLL_S = 0.02  # readiness is noticed within ~20 ms of /health turning 200
+TAIL_LINES = 40
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the child may still lose a race for it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class BackendProcess:
+    """A running (or exited) llama-server, identified by ``name`` in logs."""
+
+    def __init__(self, name: str, argv: list[str], base_url: str) -> None:
+        self.name = name
+        self.argv = argv
+        self.base_url = base_url
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    def output_tail(self) -> list[str]:
+        return list(self._tail)
+
+    async def start(self) -> None:
+        launcher_script = Path(launcher.__file__)
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(launcher_script), str(os.getpid()), "--", *self.argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        CHILD_LOG.info("[%s] started pid %s: %s", self.name, self._proc.pid, " ".join(self.argv))
+        self._reader = asyncio.create_task(self._read_output(), name=f"output:{self.name}")
+
+    async def _read_output(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        stream = self._proc.stdout
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:  # a line longer than the buffer: take it in pieces
+                raw = await stream.read(65536)
+            if not raw:
+                return
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self._tail.append(line)
+                CHILD_LOG.info("[%s] %s", self.name, line)
+
+    async def wait_exit(self) -> int:
+        assert self._proc is not None
+        code = await self._proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
+        return code
+
+    async def wait_ready(self, client: httpx.AsyncClient, timeout: float) -> None:
+        """Return once /health answers 200; raise ModelLoadError if the child exits first or
+        the timeout passes (the child is then stopped)."""
+        exited = asyncio.ensure_future(self.wait_exit())
+        try:
+            async with asyncio.timeout(timeout):
+                while not exited.done():
+                    if await self._healthy(client):
+                        return
+                    await asyncio.wait({exited}, timeout=READY_POLL_S)
+        except TimeoutError:
+            await self.stop(grace=2.0)
+            reason = f"not ready after {timeout:.0f}s"
+            raise ModelLoadError(self.name, reason, self.output_tail()) from None
+        finally:
+            if not exited.done():
+                exited.cancel()
+        code = exited.result()
+        raise ModelLoadError(self.name, f"llama-server exited with code {code}", self.output_tail())
+
+    async def _healthy(self, client: httpx.AsyncClient) -> bool:
+        try:
+            response = await client.get(f"{self.base_url}/health", timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM to the process group, ``grace`` seconds, then SIGKILL."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        self._signal_group(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            CHILD_LOG.warning("[%s] did not stop in %.1fs: SIGKILL", self.name, grace)
+            self._signal_group(signal.SIGKILL)
+            await proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        CHILD_LOG.info("[%s] stopped (exit %s)", self.name, proc.returncode)
+
+    def kill_now(self) -> None:
+        """SIGKILL the group without waiting: for a gateway on its way out."""
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)

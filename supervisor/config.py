@@ -1,0 +1,122 @@
+"""Settings: one declarative model, one loader for CLI flags, environment and a TOML file.
+
+Precedence, highest first: CLI flags, ``LLAMA_SUPERVISOR_*`` environment variables, the TOML
+file (``--config`` or ``LLAMA_SUPERVISOR_CONFIG``), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+
+ENV_PREFIX = "LLAMA_SUPERVISOR_"
+
+
+def default_cache_dir() -> Path:
+    """Where builds, downloads and the demo model are cached (outside any checkout)."""
+    explicit = os.environ.get(f"{ENV_PREFIX}CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "llama-supervisor"
+
+
+class ModelSettings(BaseModel):
+    """Per-model overrides. ``file`` names the model: a file name or stem found in a models
+    directory, or a path to a ``.gguf`` file (the config file is trusted admin input)."""
+
+    file: str = Field(description="GGUF file name, stem, or path")
+    alias: str | None = Field(default=None, description="name the model is served under")
+    ctx_size: int | None = Field(default=None, ge=0, description="llama-server --ctx-size")
+    n_gpu_layers: int | None = Field(default=None, ge=-1, description="llama-server -ngl")
+    parallel: int | None = Field(default=None, ge=1, description="parallel slots (-np)")
+    extra_args: list[str] = Field(default_factory=list, description="more llama-server flags")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    host: str = Field(default="127.0.0.1", description="address the gateway listens on")
+    port: int = Field(default=8080, ge=0, le=65535, description="port the gateway listens on")
+    models_dirs: list[Path] = Field(
+        default_factory=lambda: [Path("models")], description="directories scanned for .gguf"
+    )
+    llama_server: Path | None = Field(
+        default=None, description="llama-server binary; found in the build cache when unset"
+    )
+    models: list[ModelSettings] = Field(default_factory=list, description="per-model overrides")
+    default_model: str | None = Field(default=None, description="model for requests naming none")
+    autoload: bool = Field(default=True, description="load a model on its first request")
+
+    ctx_size: int | None = Field(default=None, ge=0, description="default --ctx-size")
+    n_gpu_layers: int | None = Field(default=None, ge=-1, description="default -ngl")
+    parallel: int = Field(default=4, ge=1, description="default parallel slots per model")
+    threads: int | None = Field(default=None, ge=1, description="default --threads")
+    embedding_pooling: str = Field(
+        default="mean", description="pooling for embedding children of models that set none"
+    )
+
+    load_timeout_s: float = Field(default=300.0, gt=0, description="max wait for a child")
+    stop_grace_s: float = Field(default=10.0, ge=0, description="SIGTERM→SIGKILL grace")
+    log_level: str = Field(default="info", description="gateway log level")
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="build/model cache")
+
+    @field_validator("log_level")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+    def overrides_for(self, file_name: str, stem: str) -> ModelSettings | None:
+        """The ``[[models]]`` entry that names this file, if any."""
+        for entry in self.models:
+            name = Path(entry.file).name
+            if name in (file_name, stem):
+                return entry
+        return None
+
+
+def load_settings(config_file: Path | None = None, **cli: Any) -> Settings:
+    """Build settings from CLI values (``None`` means "not given"), environment and TOML."""
+    if config_file is None and os.environ.get(f"{ENV_PREFIX}CONFIG"):
+        config_file = Path(os.environ[f"{ENV_PREFIX}CONFIG"])
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+    toml_path = config_file
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if toml_path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            return tuple(sources)
+
+    given = {key: value for key, value in cli.items() if value is not None}
+    try:
+        loaded = _Loaded(**given)
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc
+    return Settings.model_validate(loaded.model_dump())

@@ -1,0 +1,1 @@
+"""Pure translation per API surface: parse requests and shape replies and errors."""

@@ -1,0 +1,83 @@
+"""The one exception hierarchy of llama-supervisor.
+
+Everything the gateway raises on purpose is a ``SupervisorError``; each surface's error formatter
+turns one into its own body shape (the OpenAI envelope, or ``{"detail": …}`` for ``/api``).
+Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they are caught.
+
+    SupervisorError                 500 server_error
+    ├── BadRequest                  400 invalid_request_error
+    ├── NotFound                    404 invalid_request_error
+    │   └── ModelNotFound           404 model_not_found
+    ├── ModelUnavailable            503 (Retry-After) model not loaded and not loadable now
+    ├── ModelLoadError              503 the child failed to start; carries its last stderr lines
+    ├── BackendError                502 the child failed or vanished while serving a request
+    └── ConfigError                 500 bad configuration (raised at start-up, not per request)
+"""
+
+from __future__ import annotations
+
+
+class SupervisorError(Exception):
+    status_code: int = 500
+    error_type: str = "server_error"
+    code: str = "internal_error"
+    retry_after: int | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class BadRequest(SupervisorError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class NotFound(SupervisorError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Model not found: {name}", param="model")
+        self.name = name
+
+
+class ModelUnavailable(SupervisorError):
+    status_code = 503
+    error_type = "unavailable_error"
+    code = "model_not_loaded"
+    retry_after = 5
+
+
+class ModelLoadError(SupervisorError):
+    status_code = 503
+    error_type = "unavailable_error"
+    code = "model_load_failed"
+    retry_after = 5
+
+    def __init__(self, model: str, reason: str, stderr_tail: list[str] | None = None) -> None:
+        tail = list(stderr_tail or [])
+        message = f"Model '{model}' failed to load: {reason}"
+        if tail:
+            message += "\n" + "\n".join(tail)
+        super().__init__(message)
+        self.model = model
+        self.reason = reason
+        self.stderr_tail = tail
+
+
+class BackendError(SupervisorError):
+    status_code = 502
+    error_type = "server_error"
+    code = "backend_error"
+
+
+class ConfigError(SupervisorError):
+    code = "config_error"

@@ -1,0 +1,73 @@
+"""One error formatter per surface, registered once for our errors, validation errors and
+Starlette's own 404/405."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from .dialects import openai
+from .errors import BadRequest, NotFound, SupervisorError
+
+LOG = logging.getLogger(__name__)
+
+
+class MethodNotAllowed(SupervisorError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+def _uses_detail_format(path: str) -> bool:
+    """Seed 002's surface (/api/…, not /api/v2/…) answers errors as {"detail": …}."""
+    return path.startswith("/api/") and not path.startswith("/api/v2/") and path != "/api/v2"
+
+
+def error_response(path: str, error: SupervisorError) -> JSONResponse:
+    body: dict[str, Any] = (
+        {"detail": error.message} if _uses_detail_format(path) else openai.error_body(error)
+    )
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    return JSONResponse(body, status_code=error.status_code, headers=headers)
+
+
+async def _on_supervisor_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SupervisorError)
+    if exc.status_code >= 500:
+        LOG.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
+    return error_response(request.url.path, exc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+    return error_response(request.url.path, BadRequest(message, param=where or None))
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    error: SupervisorError
+    if exc.status_code == 404:
+        error = NotFound(f"Not found: {request.method} {request.url.path}")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"Method {request.method} not allowed on {request.url.path}")
+    else:
+        error = SupervisorError(str(exc.detail))
+        error.status_code = exc.status_code
+    response = error_response(request.url.path, error)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(SupervisorError, _on_supervisor_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)

@@ -1,0 +1,263 @@
+"""The model registry: which GGUF files exist, and which request names map to them.
+
+Scanning touches the filesystem; resolving a request's model name never does. A name is only
+ever a dictionary key, so a client cannot use it to reach files outside the models directories.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ModelSettings, Settings
+from .errors import ModelNotFound
+from .gguf_meta import GGUFInfo, InvalidModelFile, read_gguf_info
+
+logger = logging.getLogger(__name__)
+
+_SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+
+_CacheKey = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    path: Path
+    file_name: str
+    stem: str
+    alias: str | None
+    size: int
+    modified: float
+    info: GGUFInfo
+    # Pydantic models are unhashable; leaving this out of eq/hash keeps entries hashable.
+    overrides: ModelSettings | None = field(default=None, compare=False)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name this model answers to, in resolution order."""
+        if self.alias is not None:
+            return (self.alias, self.file_name, self.stem)
+        return (self.file_name, self.stem)
+
+
+@dataclass(frozen=True)
+class _Index:
+    entries: tuple[ModelEntry, ...] = ()
+    by_alias: dict[str, ModelEntry] = field(default_factory=dict)
+    by_file: dict[str, ModelEntry] = field(default_factory=dict)
+    by_stem: dict[str, ModelEntry] = field(default_factory=dict)
+
+
+def is_model_file_name(name: str) -> bool:
+    """Whether a directory entry named ``name`` should be registered as a model."""
+    if name.startswith(".") or not name.lower().endswith(".gguf"):
+        return False
+    # Multimodal projectors are loaded alongside a model (--mmproj), never on their own.
+    if name.lower().startswith("mmproj"):
+        return False
+    # llama-server opens a split model through its first shard and finds the rest itself.
+    shard = _SHARD_RE.search(name)
+    return shard is None or int(shard.group(1)) <= 1
+
+
+def is_safe_name(name: str) -> bool:
+    """Whether ``name`` may be looked up at all: never empty, and never anything path-like."""
+    if name in ("", ".", ".."):
+        return False
+    return not any(bad in name for bad in ("/", "\\", "\x00"))
+
+
+class Registry:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._index = _Index()
+        self._info_cache: dict[_CacheKey, GGUFInfo] = {}
+
+    def scan(self) -> list[ModelEntry]:
+        """Rescan the models directories and configured paths; return entries sorted by id."""
+        cache: dict[_CacheKey, GGUFInfo] = {}
+        found: list[ModelEntry] = []
+        seen_paths: set[Path] = set()
+        for link_path, overrides in self._candidates():
+            entry = self._make_entry(link_path, overrides, cache)
+            if entry is None:
+                continue
+            # A configured path that also sits in a models dir is the same model, not a clash.
+            if overrides is not None and entry.path in seen_paths:
+                continue
+            seen_paths.add(entry.path)
+            found.append(entry)
+        index = _build_index(found)
+        # Swapped in only once complete, so a scan that raises leaves the previous index intact;
+        # the cache keeps only files still present, so it cannot grow without bound.
+        self._index = index
+        self._info_cache = cache
+        return list(index.entries)
+
+    def entries(self) -> list[ModelEntry]:
+        """The last scan's entries, sorted by id."""
+        return list(self._index.entries)
+
+    def find(self, name: str) -> ModelEntry | None:
+        """The model ``name`` refers to (alias, then file name, then stem), or None."""
+        if not is_safe_name(name):
+            return None
+        index = self._index
+        for table in (index.by_alias, index.by_file, index.by_stem):
+            entry = table.get(name)
+            if entry is not None:
+                return entry
+        return None
+
+    def resolve(self, name: str) -> ModelEntry:
+        """Like ``find``, but raise ``ModelNotFound`` for an unknown name."""
+        entry = self.find(name)
+        if entry is None:
+            raise ModelNotFound(name)
+        return entry
+
+    def _candidates(self) -> list[tuple[Path, ModelSettings | None]]:
+        # Directory files come first so their order decides duplicates; configured paths carry
+        # their own [[models]] entry, and None means "look the overrides up by name".
+        roots = _existing_roots(self._settings.models_dirs)
+        found: list[tuple[Path, ModelSettings | None]] = [
+            (path, None) for root in roots for path in _walk_models_dir(root, roots)
+        ]
+        for model in self._settings.models:
+            path = _configured_path(model.file)
+            if path is not None:
+                found.append((path, model))
+        return found
+
+    def _make_entry(
+        self,
+        path: Path,
+        overrides: ModelSettings | None,
+        cache: dict[_CacheKey, GGUFInfo],
+    ) -> ModelEntry | None:
+        try:
+            resolved = path.resolve(strict=True)
+            stat = resolved.stat()
+        except (OSError, RuntimeError) as exc:
+            logger.warning("skipping model file %s: %s", path, exc)
+            return None
+        key: _CacheKey = (str(resolved), stat.st_size, stat.st_mtime_ns)
+        info = cache.get(key) or self._info_cache.get(key)
+        if info is None:
+            try:
+                info = read_gguf_info(resolved)
+            except InvalidModelFile as exc:
+                logger.warning("skipping model file %s: %s", path, exc)
+                return None
+        cache[key] = info
+        # Names come from the link itself, so a symlink can give a model a friendlier name.
+        file_name = path.name
+        stem = path.stem
+        if overrides is None:
+            overrides = _overrides_for(self._settings, file_name, stem, resolved)
+        alias = overrides.alias if overrides is not None else None
+        return ModelEntry(
+            id=alias or stem,
+            path=resolved,
+            file_name=file_name,
+            stem=stem,
+            alias=alias,
+            size=stat.st_size,
+            modified=stat.st_mtime,
+            info=info,
+            overrides=overrides,
+        )
+
+
+def _existing_roots(dirs: list[Path]) -> list[Path]:
+    roots: list[Path] = []
+    for directory in dirs:
+        resolved = directory.expanduser().resolve()
+        if not resolved.is_dir():
+            logger.warning("models directory %s does not exist; skipping it", directory)
+            continue
+        if resolved not in roots:
+            roots.append(resolved)
+    return roots
+
+
+def _walk_models_dir(root: Path, roots: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        # Sorted in place so the walk order, and with it duplicate resolution, is deterministic.
+        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+        for name in sorted(filenames):
+            if not is_model_file_name(name):
+                continue
+            path = Path(dirpath) / name
+            try:
+                target = path.resolve()
+            except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+                logger.warning("skipping %s: %s", path, exc)
+                continue
+            if not any(target.is_relative_to(allowed) for allowed in roots):
+                logger.warning("skipping %s: it links outside the models directories", path)
+                continue
+            found.append(path)
+    return found
+
+
+def _is_path_like(file: str) -> bool:
+    return os.sep in file or "/" in file or Path(file).is_absolute()
+
+
+def _configured_path(file: str) -> Path | None:
+    # Only a value that is visibly a path is treated as one; a bare name is matched by scanning.
+    if not _is_path_like(file):
+        return None
+    path = Path(file).expanduser()
+    if not path.is_file():
+        logger.warning("configured model file %s does not exist; skipping it", file)
+        return None
+    return path
+
+
+def _overrides_for(
+    settings: Settings, file_name: str, stem: str, resolved: Path
+) -> ModelSettings | None:
+    """``Settings.overrides_for``, except that an entry giving a path only applies to that file:
+    otherwise ``/elsewhere/m.gguf`` would hand its alias to every ``m.gguf`` in a models dir."""
+    for model in settings.models:
+        if Path(model.file).name not in (file_name, stem):
+            continue
+        if _is_path_like(model.file):
+            try:
+                if Path(model.file).expanduser().resolve() != resolved:
+                    continue
+            except (OSError, RuntimeError):
+                continue
+        return model
+    return None
+
+
+def _build_index(found: list[ModelEntry]) -> _Index:
+    by_id: dict[str, ModelEntry] = {}
+    by_alias: dict[str, ModelEntry] = {}
+    by_file: dict[str, ModelEntry] = {}
+    by_stem: dict[str, ModelEntry] = {}
+    for entry in found:
+        # An entry whose id is taken could never be listed or addressed by it: drop it whole.
+        if not _claim(by_id, entry.id, entry):
+            continue
+        if entry.alias is not None:
+            _claim(by_alias, entry.alias, entry)
+        _claim(by_file, entry.file_name, entry)
+        _claim(by_stem, entry.stem, entry)
+    entries = tuple(sorted(by_id.values(), key=lambda entry: entry.id))
+    return _Index(entries, by_alias, by_file, by_stem)
+
+
+def _claim(table: dict[str, ModelEntry], name: str, entry: ModelEntry) -> bool:
+    first = table.setdefault(name, entry)
+    if first is not entry:
+        logger.warning("duplicate model name %r: %s wins over %s", name, first.path, entry.path)
+    return first is entry

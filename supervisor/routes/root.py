@@ -1,0 +1,28 @@
+"""Shared routes: GET /health (llama.cpp's form) and GET / (seeds 002 and 003)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from .. import __version__
+from . import gateway
+
+router = APIRouter(tags=["shared"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """200 while the gateway runs, whether or not models are loaded."""
+    return {"status": "ok"}
+
+
+@router.get("/")
+async def root(request: Request) -> dict[str, Any]:
+    return {
+        "name": "llama-supervisor",
+        "version": __version__,
+        "status": "running",
+        "models_available": len(gateway(request).registry.entries()),
+    }

@@ -1,0 +1,182 @@
+"""The app end to end with fake children: routing, passthrough, SSE relay, error formats."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from fakes import FAKE_HOST, FakeFactory, Script
+from fastapi.testclient import TestClient
+
+from supervisor.app import create_app
+from supervisor.config import Settings
+
+CHILD = f"http://{FAKE_HOST}"
+SSE = {"content-type": "text/event-stream"}
+MakeGGUF = Callable[..., Path]
+
+
+def chunk(text: str) -> bytes:
+    payload = {"object": "chat.completion.chunk", "choices": [{"delta": {"content": text}}]}
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+class BrokenStream(httpx.AsyncByteStream):
+    """Two events, half of a third, then the connection drops (a child killed mid-stream)."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield chunk("Hel")
+        yield chunk("lo")
+        yield b'data: {"choi'
+        raise httpx.RemoteProtocolError("peer closed connection")
+
+
+@pytest.fixture
+def factory() -> FakeFactory:
+    return FakeFactory()
+
+
+@pytest.fixture
+def child() -> Iterator[respx.MockRouter]:
+    """The fake children's HTTP side: routes a test sets up answer for every child."""
+    with respx.mock(base_url=CHILD, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+def client(
+    tmp_path: Path, make_gguf: MakeGGUF, factory: FakeFactory, child: respx.MockRouter
+) -> Iterator[TestClient]:
+    make_gguf("models/tiny.Q4_1.gguf")
+    settings = Settings(models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable))
+    with TestClient(create_app(settings, factory=factory)) as test_client:
+        yield test_client
+
+
+def test_health_and_root(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    root = client.get("/").json()
+    assert root["status"] == "running"
+    assert root["models_available"] == 1
+
+
+def test_models_are_listed_by_stem_and_found_by_any_name(client: TestClient) -> None:
+    listed = client.get("/v1/models").json()
+    assert listed["object"] == "list"
+    assert [m["id"] for m in listed["data"]] == ["tiny.Q4_1"]
+    assert client.get("/v1/models/tiny.Q4_1.gguf").json()["id"] == "tiny.Q4_1"
+    missing = client.get("/v1/models/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+
+
+def test_body_reaches_the_child_untouched_with_unknown_fields(
+    client: TestClient, child: respx.MockRouter
+) -> None:
+    reply = {"object": "chat.completion", "choices": [{"message": {"content": "hi"}}]}
+    route = child.post("/v1/chat/completions").mock(return_value=httpx.Response(200, json=reply))
+    body = json.dumps(
+        {"model": "tiny.Q4_1.gguf", "messages": [], "tools": [{"type": "function"}], "seed": 7}
+    ).encode()
+    response = client.post("/v1/chat/completions", content=body)
+    assert response.status_code == 200
+    assert response.json() == reply
+    assert route.calls.last.request.content == body
+
+
+def test_child_errors_pass_through_with_their_status(
+    client: TestClient, child: respx.MockRouter
+) -> None:
+    child.post("/v1/completions").mock(
+        return_value=httpx.Response(400, json={"error": {"message": "bad n_probs"}})
+    )
+    response = client.post("/v1/completions", json={"model": "tiny.Q4_1", "prompt": "x"})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "bad n_probs"
+
+
+def test_sse_is_relayed_with_no_buffering_headers(
+    client: TestClient, child: respx.MockRouter
+) -> None:
+    events = chunk("Hel") + chunk("lo") + b"data: [DONE]\n\n"
+    child.post("/v1/chat/completions").mock(
+        return_value=httpx.Response(200, headers=SSE, content=events)
+    )
+    with client.stream(
+        "POST", "/v1/chat/completions", json={"model": "tiny.Q4_1", "stream": True}
+    ) as response:
+        assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.read() == events
+
+
+def test_child_dying_mid_stream_ends_with_one_error_event_and_done(
+    client: TestClient, child: respx.MockRouter
+) -> None:
+    child.post("/v1/chat/completions").mock(
+        return_value=httpx.Response(200, headers=SSE, stream=BrokenStream())
+    )
+    response = client.post("/v1/chat/completions", json={"model": "tiny.Q4_1", "stream": True})
+    events = [e for e in response.text.split("\n\n") if e.strip()]
+    assert events[:2] == [chunk("Hel").decode().strip(), chunk("lo").decode().strip()]
+    error = json.loads(events[-2].strip().removeprefix("data: "))
+    assert error["error"]["code"] == "backend_error"
+    assert events[-1].strip() == "data: [DONE]"
+
+
+def test_embeddings_go_to_an_embedding_child(
+    client: TestClient, factory: FakeFactory, child: respx.MockRouter
+) -> None:
+    child.post("/v1/embeddings").mock(
+        return_value=httpx.Response(200, json={"data": [{"embedding": [0.1]}]})
+    )
+    response = client.post("/v1/embeddings", json={"model": "tiny.Q4_1", "input": "x"})
+    assert response.status_code == 200
+    assert "--embeddings" in factory.made[-1].argv
+
+
+def test_bad_input_gets_openai_errors_never_500(client: TestClient) -> None:
+    cases = [
+        (client.post("/v1/chat/completions", content=b"{nope"), 400, "invalid_request"),
+        (client.post("/v1/chat/completions", content=b"[]"), 400, "invalid_request"),
+        (client.post("/v1/chat/completions", json={"model": "x/../y"}), 404, "model_not_found"),
+        (client.post("/v1/chat/completions", json={"model": 5}), 400, "invalid_request"),
+        (client.get("/v1/chat/completions"), 405, "method_not_allowed"),
+        (client.get("/v1/nothing-here"), 404, "not_found"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+
+
+def test_no_model_named_and_none_loaded_is_a_503(client: TestClient) -> None:
+    response = client.post("/v1/chat/completions", json={"messages": []})
+    assert response.status_code == 503
+    assert "retry-after" in response.headers
+
+
+def test_api_surface_errors_use_detail(client: TestClient) -> None:
+    response = client.get("/api/nothing")
+    assert response.status_code == 404
+    assert set(response.json()) == {"detail"}
+
+
+def test_load_failure_is_a_503_carrying_the_child_output(
+    tmp_path: Path, make_gguf: MakeGGUF
+) -> None:
+    make_gguf("models/tiny.Q4_1.gguf")
+    settings = Settings(models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable))
+    factory = FakeFactory([Script(fail_with=["llama_model_load: error loading model"])])
+    with TestClient(create_app(settings, factory=factory)) as client:
+        response = client.post("/v1/chat/completions", json={"model": "tiny.Q4_1"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    error = response.json()["error"]
+    assert error["code"] == "model_load_failed"
+    assert "error loading model" in error["message"]

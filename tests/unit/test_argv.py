@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from fakes import make_entry as entry
+
+from supervisor.backends.argv import Role, build_argv, launch_spec
+from supervisor.config import ModelSettings, Settings
+
+BINARY = Path("/opt/llama/llama-server")
+
+
+def test_chat_child_argv_listens_on_loopback_with_the_model_id_as_alias() -> None:
+    argv = build_argv(launch_spec(Settings(parallel=2), entry(), BINARY, Role.CHAT, 41000))
+    assert argv == [
+        "/opt/llama/llama-server",
+        "--model", "/models/tiny.Q4_1.gguf",
+        "--alias", "tiny.Q4_1",
+        "--host", "127.0.0.1",
+        "--port", "41000",
+        "--parallel", "2",
+    ]  # fmt: skip
+
+
+def test_model_overrides_win_over_global_defaults_and_extra_args_come_last() -> None:
+    own = ModelSettings(
+        file="tiny.Q4_1.gguf", alias="tiny", ctx_size=512, parallel=1, extra_args=["--mlock"]
+    )
+    settings = Settings(ctx_size=4096, n_gpu_layers=99, parallel=4, threads=2)
+    argv = build_argv(launch_spec(settings, entry(overrides=own), BINARY, Role.CHAT, 1))
+    joined = " ".join(argv)
+    assert "--alias tiny " in joined
+    assert "--ctx-size 512" in joined
+    assert "--n-gpu-layers 99" in joined
+    assert "--parallel 1" in joined
+    assert "--threads 2" in joined
+    assert argv[-1] == "--mlock"
+
+
+def test_embedding_child_gets_pooling_only_when_the_model_sets_none() -> None:
+    settings = Settings(embedding_pooling="mean")
+    plain = build_argv(launch_spec(settings, entry(), BINARY, Role.EMBEDDING, 1))
+    assert plain[-3:] == ["--embeddings", "--pooling", "mean"]
+    dedicated = build_argv(launch_spec(settings, entry(pooling_type=2), BINARY, Role.EMBEDDING, 1))
+    assert dedicated[-1] == "--embeddings"
+    assert "--pooling" not in dedicated

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from supervisor.dialects import openai
+from supervisor.errors import BackendError, BadRequest, ModelNotFound
+
+
+def test_parse_body_accepts_objects_only() -> None:
+    assert openai.parse_body(b'{"model": "m", "tools": []}') == {"model": "m", "tools": []}
+    for bad in (b"", b"{", b"[1]", b'"text"', b"\xff"):
+        with pytest.raises(BadRequest):
+            openai.parse_body(bad)
+
+
+def test_model_and_stream_fields_are_typed() -> None:
+    assert openai.requested_model({"model": "m"}) == "m"
+    assert openai.requested_model({}) is None
+    assert openai.wants_stream({"stream": True}) is True
+    assert openai.wants_stream({}) is False
+    with pytest.raises(BadRequest):
+        openai.requested_model({"model": 3})
+    with pytest.raises(BadRequest):
+        openai.wants_stream({"stream": "yes"})
+
+
+def test_error_envelope_has_the_four_openai_fields() -> None:
+    body = openai.error_body(ModelNotFound("nope"))
+    assert body == {
+        "error": {
+            "message": "Model not found: nope",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
+
+
+def test_error_event_is_one_sse_event_then_done() -> None:
+    raw = openai.error_event(BackendError("child died")).decode()
+    events = [e for e in raw.split("\n\n") if e]
+    assert len(events) == 2
+    assert json.loads(events[0].removeprefix("data: "))["error"]["code"] == "backend_error"
+    assert events[1] == "data: [DONE]"
