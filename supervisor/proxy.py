@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import anyio
 import httpx
-from starlette.background import BackgroundTask
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from .backends.pool import Lease
 from .errors import BackendError, SupervisorError
@@ -78,42 +78,68 @@ class Proxy:
                 lease.release()
             return Response(content, upstream.status_code, _passed_headers(upstream))
         headers = _passed_headers(upstream) | STREAM_HEADERS
-        return StreamingResponse(
-            relay(upstream, lease, error_event),
-            status_code=upstream.status_code,
-            headers=headers,
-            background=BackgroundTask(_finish, upstream, lease),
-        )
+        return RelayResponse(upstream, lease, error_event, headers)
 
 
 def _passed_headers(upstream: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
 
 
-async def _finish(upstream: httpx.Response, lease: Lease) -> None:
-    with anyio.CancelScope(shield=True):
-        await upstream.aclose()
-    lease.release()
+class RelayResponse(Response):
+    """Relays a child's SSE stream.
+
+    Starlette's StreamingResponse (ASGI spec >= 2.4) notices a gone client only at its next
+    send, and then leaves the body iterator unclosed. Here a watcher cancels the relay as soon
+    as the client disconnects, and the upstream response is always closed, which makes
+    llama-server drop the generation and free its slot at once."""
+
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        lease: Lease,
+        error_event: ErrorEvent,
+        headers: dict[str, str],
+    ) -> None:
+        self.status_code = upstream.status_code
+        self.background = None
+        self.init_headers(headers)
+        self._upstream = upstream
+        self._lease = lease
+        self._error_event = error_event
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+                await self._relay(send)
+                tasks.cancel_scope.cancel()
+        except OSError:
+            pass  # the client went away while we were sending
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._upstream.aclose()
+            self._lease.release()
+
+    async def _relay(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})  # fmt: skip
+        event_closed = True
+        try:
+            async for chunk in self._upstream.aiter_raw():
+                event_closed = chunk.endswith(b"\n\n")
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.HTTPError as exc:
+            model = self._lease.backend.entry.id
+            LOG.warning("[%s] stream broke: %s", model, exc)
+            error = BackendError(
+                f"Model '{model}' backend failed during the stream; the request did not complete"
+            )
+            tail = (b"" if event_closed else b"\n\n") + self._error_event(error)
+            await send({"type": "http.response.body", "body": tail, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def relay(
-    upstream: httpx.Response, lease: Lease, error_event: ErrorEvent
-) -> AsyncIterator[bytes]:
-    """Yield the child's bytes as they come. If the child dies mid-stream, end with one error
-    event (and whatever terminator ``error_event`` adds). When the client goes away, Starlette
-    cancels us; closing the upstream response then makes llama-server drop the generation and
-    free its slot at once."""
-    event_closed = True
-    try:
-        async for chunk in upstream.aiter_raw():
-            event_closed = chunk.endswith(b"\n\n")
-            yield chunk
-    except httpx.HTTPError as exc:
-        LOG.warning("[%s] stream broke: %s", lease.backend.entry.id, exc)
-        error = BackendError(
-            f"Model '{lease.backend.entry.id}' backend failed during the stream; "
-            "the request did not complete"
-        )
-        yield (b"" if event_closed else b"\n\n") + error_event(error)
-    finally:
-        await _finish(upstream, lease)
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()

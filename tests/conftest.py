@@ -1,8 +1,60 @@
+"""Fixtures shared by the unit and integration tiers."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
+import gguf
+import numpy as np
 import pytest
+
+MakeGGUF = Callable[..., Path]
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+
+
+@pytest.fixture
+def make_gguf(tmp_path: Path) -> MakeGGUF:
+    """A writer of tiny but valid GGUF files; relative paths land under ``tmp_path``."""
+
+    def write(
+        path: Path | str,
+        arch: str = "llama",
+        ctx: int = 2048,
+        embedding: int = 64,
+        blocks: int = 2,
+        file_type: int | None = 3,
+        name: str | None = "tiny",
+        pooling_type: int | None = None,
+        chat_template: bool = True,
+        tensor_shape: tuple[int, ...] = (4, 8),
+    ) -> Path:
+        target = tmp_path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        writer = gguf.GGUFWriter(str(target), arch)
+        if name is not None:
+            writer.add_name(name)
+        writer.add_context_length(ctx)
+        writer.add_embedding_length(embedding)
+        writer.add_block_count(blocks)
+        if file_type is not None:
+            writer.add_file_type(file_type)
+        if pooling_type is not None:
+            writer.add_uint32(f"{arch}.pooling_type", pooling_type)
+        if chat_template:
+            writer.add_chat_template(CHAT_TEMPLATE)
+        writer.add_tensor("weight", np.ones(tensor_shape, dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return target
+
+    return write

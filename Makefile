@@ -1,0 +1,44 @@
+# Two commands a fresh clone needs (see README.md):
+#   make demo   set everything up, then run the gateway on 127.0.0.1:8080 with the demo model
+#   make test   set everything up, then run lint, types and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODELS_DIR ?= models
+PYTEST_ARGS ?=
+
+.PHONY: setup llama-server demo-model demo test lint unit clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+llama-server:
+	./build_llamacpp.sh
+
+demo-model: setup
+	$(BIN)/llama-supervisor demo-model --models-dir $(MODELS_DIR)
+
+demo: setup llama-server demo-model
+	$(BIN)/llama-supervisor serve --models-dir $(MODELS_DIR)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -q tests/unit
+
+# Integration tests need the real binary and model: fail rather than skip when missing.
+test: setup lint llama-server
+	LLAMA_SUPERVISOR_REQUIRE_INTEGRATION=1 $(BIN)/pytest -q -rs $(PYTEST_ARGS); \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests selected"; exit 0; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,157 @@
+"""The OpenAI surface through the real gateway and a real llama-server running SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from conftest import MODEL_ID, RunningGateway, wait_until_gone
+
+pytestmark = pytest.mark.integration
+
+LONG = {"max_tokens": 4000, "ignore_eos": True}  # llama.cpp's own field, passed through
+
+
+@pytest.fixture
+def client(gateway: RunningGateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[str]:
+    for line in lines:
+        if line:
+            assert line.startswith("data: "), line
+            yield line.removeprefix("data: ")
+
+
+def test_model_list(client: openai.OpenAI) -> None:
+    ids = [m.id for m in client.models.list()]
+    assert ids == [MODEL_ID]
+    assert client.models.retrieve(f"{MODEL_ID}.gguf").id == MODEL_ID
+
+
+def test_chat(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert reply.object == "chat.completion"
+    assert reply.model == MODEL_ID
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].message.content
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+def test_streamed_chat(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": "Count from one to five."}],
+        max_tokens=24,
+        stream=True,
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) > 2
+    assert text.strip()
+    assert chunks[-1].choices == [] or chunks[-1].choices[0].finish_reason is not None
+
+
+def test_completions(client: openai.OpenAI) -> None:
+    reply = client.completions.create(model=MODEL_ID, prompt="Once upon a time", max_tokens=8)
+    assert reply.object == "text_completion"
+    assert reply.choices[0].text
+
+
+def test_embeddings_and_chat_on_the_same_model(client: openai.OpenAI) -> None:
+    result = client.embeddings.create(model=MODEL_ID, input=["hello", "world"])
+    assert [len(d.embedding) for d in result.data] == [576, 576]
+    assert result.data[0].embedding != result.data[1].embedding
+    reply = client.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    assert reply.choices[0].message.content is not None
+
+
+def test_unknown_model_is_an_openai_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "x"}]
+        )
+    assert caught.value.code == "model_not_found"
+
+
+def test_raw_sse_framing(gateway: RunningGateway) -> None:
+    body = {
+        "model": MODEL_ID,
+        "messages": [{"role": "user", "content": "Say hello"}],
+        "max_tokens": 12,
+        "stream": True,
+    }
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-accel-buffering"] == "no"
+        raw = response.read().decode()
+    assert raw.endswith("\n\n")
+    events = [e for e in raw.split("\n\n") if e]
+    assert all(e.startswith("data: ") and "\n" not in e for e in events)
+    assert events[-1] == "data: [DONE]"
+    for event in events[:-1]:
+        chunk = json.loads(event.removeprefix("data: "))
+        assert chunk["object"] == "chat.completion.chunk"
+
+
+def slots_busy(port: int) -> bool:
+    slots = httpx.get(f"http://127.0.0.1:{port}/slots", timeout=5).json()
+    return any(slot["is_processing"] for slot in slots)
+
+
+def wait_for(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_client_disconnect_mid_stream_frees_the_slot(gateway: RunningGateway) -> None:
+    body = {"model": MODEL_ID, "prompt": "Tell me a long story.", "stream": True, **LONG}
+    with httpx.stream("POST", f"{gateway.url}/v1/completions", json=body, timeout=60) as resp:
+        events = sse_events(resp.iter_lines())
+        for _ in range(3):
+            next(events)
+        port = gateway.child_port()
+        assert slots_busy(port)
+    # The client hung up after 3 of 4000 tokens: the slot must free without finishing them.
+    assert wait_for(lambda: not slots_busy(port), timeout=20)
+
+
+def test_child_killed_mid_stream_ends_with_an_error_event(gateway: RunningGateway) -> None:
+    body = {"model": MODEL_ID, "prompt": "Write an essay.", "stream": True, **LONG}
+    with httpx.stream("POST", f"{gateway.url}/v1/completions", json=body, timeout=60) as resp:
+        events = sse_events(resp.iter_lines())
+        next(events)
+        victims = [c for c in gateway.children() if "--embeddings" not in c.cmdline()]
+        os.kill(victims[0].pid, signal.SIGKILL)
+        rest = list(events)
+    assert rest[-1] == "[DONE]"
+    error = json.loads(rest[-2])
+    assert error["error"]["code"] == "backend_error"
+    assert not wait_until_gone(victims, timeout=5)
+    # The model loads again on its next request.
+    reply = httpx.post(
+        f"{gateway.url}/v1/completions",
+        json={"model": MODEL_ID, "prompt": "Hello", "max_tokens": 4},
+        timeout=60,
+    )
+    assert reply.status_code == 200, reply.text

@@ -1,0 +1,77 @@
+"""The launcher ties a child's life to its parent's (no llama-server needed: `sleep` will do)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from supervisor.backends import launcher
+
+LAUNCHER = str(Path(launcher.__file__))
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PDEATHSIG")
+
+# A parent that starts the launcher the way the gateway does, prints the child's pid, waits.
+PARENT = f"""
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, {LAUNCHER!r}, str(os.getpid()), "--", "sleep", "60"],
+                         stdin=subprocess.PIPE, start_new_session=True)
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@linux_only
+def test_child_dies_when_its_parent_is_sigkilled() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child_pid = int(parent.stdout.readline())
+    try:
+        assert not gone(child_pid, timeout=0.3)
+        assert psutil.Process(child_pid).cmdline()[0] == "sleep"  # exec'd, no extra process
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert gone(child_pid, timeout=2)
+    finally:
+        parent.kill()
+        if not gone(child_pid, 0):
+            os.kill(child_pid, signal.SIGKILL)
+
+
+@linux_only
+def test_launcher_refuses_when_the_parent_is_already_gone() -> None:
+    not_parent = os.getpid() + 1_000_000
+    result = subprocess.run([sys.executable, LAUNCHER, str(not_parent), "--", "true"])
+    assert result.returncode == 125
+
+
+def test_launcher_reports_a_missing_program() -> None:
+    result = subprocess.run(
+        [sys.executable, LAUNCHER, str(os.getpid()), "--", "/no/such/llama-server"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 127
+    assert "cannot start /no/such/llama-server" in result.stderr
+
+
+def test_launcher_usage_error() -> None:
+    assert subprocess.run([sys.executable, LAUNCHER, "1"], capture_output=True).returncode == 2
