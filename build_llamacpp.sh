@@ -28,6 +28,8 @@ Options:
   --jobs N                   parallel compile jobs (default: number of cores)
   --cache-dir DIR            where sources and builds are cached
                              (default: \$LLAMA_SUPERVISOR_CACHE or ~/.cache/llama-supervisor)
+  --amx                      keep ggml's AMX kernels on x86-64 (left out by default: they
+                             crash where the OS does not grant AMX state, e.g. some VMs)
   --force                    rebuild even when a cached build exists
   --print-key                print the cache key and exit
   -h, --help                 show this help
@@ -62,6 +64,7 @@ JOBS="$(nproc_portable)"
 CACHE_DIR="${LLAMA_SUPERVISOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llama-supervisor}"
 FORCE=0
 PRINT_KEY=0
+KEEP_AMX=0
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -71,6 +74,7 @@ while [ $# -gt 0 ]; do
     --jobs) JOBS="${2:?--jobs needs a number}"; shift 2 ;;
     --cache-dir) CACHE_DIR="${2:?--cache-dir needs a directory}"; shift 2 ;;
     --force) FORCE=1; shift ;;
+    --amx) KEEP_AMX=1; shift ;;
     --print-key) PRINT_KEY=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
@@ -177,6 +181,14 @@ main() {
     -DLLAMA_OPENSSL=OFF
     -DLLAMA_CURL=OFF
   )
+  # ggml's AMX kernels (picked by -march=native on recent Xeons) crash with SIGSEGV where the
+  # kernel or hypervisor does not grant AMX tile state, as on our CI VMs; the gain is small,
+  # so x86-64 builds leave AMX out. Explicit -mno-* flags win over -march=native in GCC and
+  # Clang. --amx keeps it.
+  if [ "$KEEP_AMX" = 0 ] && { [ "$(uname -m)" = x86_64 ] || [ "$(uname -m)" = amd64 ]; }; then
+    flags+=("-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+            "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+  fi
   local bflag
   bflag="$(backend_flags)"
   if [ -n "$bflag" ]; then flags+=("$bflag"); fi

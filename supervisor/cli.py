@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import uvicorn
 
 from . import __version__
 from .errors import SupervisorError
@@ -51,8 +56,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .app import create_app
     from .backends.binary import find_llama_server
     from .config import load_settings
@@ -70,7 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
     binary = find_llama_server(settings.llama_server, settings.cache_dir)
     settings = settings.model_copy(update={"llama_server": binary})
     LOG.info("llama-server: %s", binary)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -78,7 +81,23 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.stop_grace_s) + 5,
     )
+    GatewayServer(config).run()
     return 0
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, minus re-raising SIGTERM/SIGINT after its graceful shutdown: once the
+    children are stopped, a signalled gateway exits 0, as a service manager expects."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _demo_model(args: argparse.Namespace) -> int:

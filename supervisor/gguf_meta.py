@@ -1,18 +1,43 @@
 """Read the few GGUF metadata fields the gateway needs to describe and launch a model.
 
-``gguf.GGUFReader`` memory-maps the file and parses only the header, so this is cheap even for
-multi-gigabyte models; tensor data is never touched.
+Only the header is read (key/values and tensor infos); tensor data is never touched, so this
+costs milliseconds even for multi-gigabyte models. The ``gguf`` package supplies the format's
+constants.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 import gguf
 
 GGUF_MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+MAX_COUNT = 1 << 24  # key/values or tensors in one file
+MAX_ARRAY = 1 << 32
+MAX_STRING = 1 << 26
+MAX_DIMS = 8
+VALUE_BOOL = int(gguf.GGUFValueType.BOOL)
+VALUE_STRING = int(gguf.GGUFValueType.STRING)
+VALUE_ARRAY = int(gguf.GGUFValueType.ARRAY)
+SCALARS: dict[int, str] = {
+    int(gguf.GGUFValueType.UINT8): "<B",
+    int(gguf.GGUFValueType.INT8): "<b",
+    int(gguf.GGUFValueType.UINT16): "<H",
+    int(gguf.GGUFValueType.INT16): "<h",
+    int(gguf.GGUFValueType.UINT32): "<I",
+    int(gguf.GGUFValueType.INT32): "<i",
+    int(gguf.GGUFValueType.FLOAT32): "<f",
+    int(gguf.GGUFValueType.BOOL): "<?",
+    int(gguf.GGUFValueType.UINT64): "<Q",
+    int(gguf.GGUFValueType.INT64): "<q",
+    int(gguf.GGUFValueType.FLOAT64): "<d",
+}
 
 
 class InvalidModelFile(ValueError):
@@ -34,46 +59,156 @@ class GGUFInfo:
 
 def read_gguf_info(path: Path) -> GGUFInfo:
     """Parse the header of the GGUF file at ``path``; raise ``InvalidModelFile`` if it is bad."""
-    _check_magic(path)
-    try:
-        # Truncation surfaces here too: the reader reshapes each tensor's view of the memory
-        # map, which fails when the file ends early.
-        reader = gguf.GGUFReader(path)
-        return _info_from_reader(reader)
-    # GGUFReader signals corruption with whatever its numpy parsing happens to raise.
-    except Exception as exc:
-        raise InvalidModelFile(f"corrupt or truncated GGUF file {path}: {exc}") from exc
-
-
-def _check_magic(path: Path) -> None:
-    # Checked before GGUFReader sees the file: on garbage it may raise anything, or try to
-    # allocate arrays sized by random header bytes.
     try:
         with path.open("rb") as handle:
-            magic = handle.read(len(GGUF_MAGIC))
+            header = _HeaderReader(handle, path).read()
     except FileNotFoundError as exc:
         raise InvalidModelFile(f"file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise InvalidModelFile(f"not a file: {path}") from exc
     except OSError as exc:
         raise InvalidModelFile(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if magic != GGUF_MAGIC:
-        raise InvalidModelFile(f"not a GGUF file (bad magic): {path}")
+    return _info_from_header(header)
 
 
-def _info_from_reader(reader: Any) -> GGUFInfo:
-    arch = _str_field(reader, "general.architecture")
-    prefix = arch or ""
-    template = _str_field(reader, "tokenizer.chat_template")
+@dataclass
+class _Header:
+    fields: dict[str, object]
+    parameter_count: int
+
+
+class _HeaderReader:
+    """A streaming reader of the GGUF header (key/values and tensor infos).
+
+    ``gguf.GGUFReader`` maps every array into numpy objects, which takes seconds for a
+    tokenizer's 50,000 strings; this reads scalars and skips arrays, so a header costs
+    milliseconds and never more memory than one value. Limits on counts and lengths keep
+    garbage from asking for absurd reads. Truncation is caught by checking that the file is as
+    long as its tensor infos say."""
+
+    def __init__(self, handle: BinaryIO, path: Path) -> None:
+        self._handle = handle
+        self._path = path
+
+    def read(self) -> _Header:
+        if self._handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+            raise InvalidModelFile(f"not a GGUF file (bad magic): {self._path}")
+        version, tensor_count, kv_count = struct.unpack("<IQQ", self._take(20))
+        if version not in (2, 3) or tensor_count > MAX_COUNT or kv_count > MAX_COUNT:
+            raise InvalidModelFile(f"unsupported or corrupt GGUF header: {self._path}")
+        fields: dict[str, object] = {}
+        for _ in range(kv_count):
+            key = self._string()
+            fields[key] = self._value(self._u32())
+        data_end, parameters = self._tensor_extent(tensor_count)
+        alignment = fields.get("general.alignment", DEFAULT_ALIGNMENT)
+        if not isinstance(alignment, int) or alignment <= 0:
+            alignment = DEFAULT_ALIGNMENT
+        data_start = -(-self._handle.tell() // alignment) * alignment
+        size = os.fstat(self._handle.fileno()).st_size
+        if data_start + data_end > size:
+            raise InvalidModelFile(
+                f"truncated GGUF file {self._path}: tensors need {data_start + data_end} bytes, "
+                f"the file has {size}"
+            )
+        return _Header(fields, parameters)
+
+    def _tensor_extent(self, count: int) -> tuple[int, int]:
+        """(end of the last tensor's data relative to the data section, total elements)."""
+        end = 0
+        total = 0
+        for _ in range(count):
+            self._string()
+            n_dims = self._u32()
+            if n_dims > MAX_DIMS:
+                raise InvalidModelFile(f"corrupt tensor info in {self._path}")
+            dims = struct.unpack(f"<{n_dims}Q", self._take(8 * n_dims))
+            ggml_type, offset = struct.unpack("<IQ", self._take(12))
+            elements = math.prod(dims)
+            block, type_size = _block_size(ggml_type, self._path)
+            end = max(end, offset + elements // block * type_size)
+            total += elements
+        return end, total
+
+    def _take(self, size: int) -> bytes:
+        data = self._handle.read(size)
+        if len(data) != size:
+            raise InvalidModelFile(f"truncated GGUF header: {self._path}")
+        return data
+
+    def _u32(self) -> int:
+        return int(struct.unpack("<I", self._take(4))[0])
+
+    def _u64(self) -> int:
+        return int(struct.unpack("<Q", self._take(8))[0])
+
+    def _string(self) -> str:
+        length = self._u64()
+        if length > MAX_STRING:
+            raise InvalidModelFile(f"corrupt string length in {self._path}")
+        return self._take(length).decode("utf-8", "replace")
+
+    def _value(self, value_type: int) -> object:
+        if value_type == VALUE_STRING:
+            return self._string()
+        if value_type == VALUE_ARRAY:
+            self._skip_array()
+            return None
+        scalar = SCALARS.get(value_type)
+        if scalar is None:
+            raise InvalidModelFile(f"unknown GGUF value type {value_type} in {self._path}")
+        value = struct.unpack(scalar, self._take(struct.calcsize(scalar)))[0]
+        return bool(value) if value_type == VALUE_BOOL else value
+
+    def _skip_array(self) -> None:
+        item_type, count = self._u32(), self._u64()
+        if count > MAX_ARRAY:
+            raise InvalidModelFile(f"corrupt array length in {self._path}")
+        if item_type in SCALARS:
+            self._handle.seek(count * struct.calcsize(SCALARS[item_type]), os.SEEK_CUR)
+        elif item_type == VALUE_STRING:
+            for _ in range(count):
+                length = self._u64()
+                if length > MAX_STRING:
+                    raise InvalidModelFile(f"corrupt string length in {self._path}")
+                self._handle.seek(length, os.SEEK_CUR)
+        else:  # arrays of arrays do not occur in practice; refuse rather than guess
+            raise InvalidModelFile(f"unsupported nested GGUF array in {self._path}")
+
+
+def _block_size(ggml_type: int, path: Path) -> tuple[int, int]:
+    try:
+        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
+    except (ValueError, KeyError) as exc:
+        raise InvalidModelFile(f"unknown tensor type {ggml_type} in {path}") from exc
+    return int(block), int(type_size)
+
+
+def _info_from_header(header: _Header) -> GGUFInfo:
+    fields = header.fields
+    arch = _text(fields, "general.architecture")
+    template = _text(fields, "tokenizer.chat_template")
     return GGUFInfo(
         architecture=arch,
-        name=_str_field(reader, "general.name"),
-        context_length=_int_field(reader, f"{prefix}.context_length") if arch else None,
-        embedding_length=_int_field(reader, f"{prefix}.embedding_length") if arch else None,
-        block_count=_int_field(reader, f"{prefix}.block_count") if arch else None,
-        file_type=file_type_name(_int_field(reader, "general.file_type")),
-        pooling_type=_int_field(reader, f"{prefix}.pooling_type") if arch else None,
+        name=_text(fields, "general.name"),
+        context_length=_number(fields, f"{arch}.context_length") if arch else None,
+        embedding_length=_number(fields, f"{arch}.embedding_length") if arch else None,
+        block_count=_number(fields, f"{arch}.block_count") if arch else None,
+        file_type=file_type_name(_number(fields, "general.file_type")),
+        pooling_type=_number(fields, f"{arch}.pooling_type") if arch else None,
         has_chat_template=bool(template and template.strip()),
-        parameter_count=_parameter_count(reader),
+        parameter_count=header.parameter_count,
     )
+
+
+def _text(fields: dict[str, object], key: str) -> str | None:
+    value = fields.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _number(fields: dict[str, object], key: str) -> int | None:
+    value = fields.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def file_type_name(value: int | None) -> str | None:
@@ -90,29 +225,3 @@ def file_type_name(value: int | None) -> str | None:
     if name == "ALL_F32":
         return "F32"
     return name.removeprefix("MOSTLY_")
-
-
-def _str_field(reader: Any, key: str) -> str | None:
-    field = reader.get_field(key)
-    if field is None or field.types != [gguf.GGUFValueType.STRING]:
-        return None
-    value = field.contents()
-    return value if isinstance(value, str) else None
-
-
-def _int_field(reader: Any, key: str) -> int | None:
-    field = reader.get_field(key)
-    # A single scalar; arrays and strings under an int key mean a malformed file, so ignore.
-    if field is None or len(field.types) != 1:
-        return None
-    value = field.contents()
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value
-
-
-def _parameter_count(reader: Any) -> int | None:
-    try:
-        return sum(int(tensor.n_elements) for tensor in reader.tensors)
-    except (TypeError, ValueError, AttributeError):
-        return None

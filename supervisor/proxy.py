@@ -22,7 +22,7 @@ from .errors import BackendError, SupervisorError
 LOG = logging.getLogger(__name__)
 
 ErrorEvent = Callable[[SupervisorError], bytes]
-STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+STREAM_HEADERS = {"x-accel-buffering": "no", "cache-control": "no-cache"}
 HOP_HEADERS = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 )
@@ -82,7 +82,8 @@ class Proxy:
 
 
 def _passed_headers(upstream: httpx.Response) -> dict[str, str]:
-    return {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
+    """The child's headers minus hop-by-hop ones, keys lower-cased so ours replace its own."""
+    return {k.lower(): v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
 
 
 class RelayResponse(Response):

@@ -20,7 +20,7 @@ LONG = {"max_tokens": 4000, "ignore_eos": True}  # llama.cpp's own field, passed
 
 @pytest.fixture
 def client(gateway: RunningGateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0, timeout=120)
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[str]:
@@ -96,7 +96,8 @@ def test_raw_sse_framing(gateway: RunningGateway) -> None:
         "max_tokens": 12,
         "stream": True,
     }
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body) as response:
+    url = f"{gateway.url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, timeout=120) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["x-accel-buffering"] == "no"
