@@ -23,6 +23,7 @@ LOG = logging.getLogger(__name__)
 
 ErrorEvent = Callable[[SupervisorError], bytes]
 STREAM_HEADERS = {"x-accel-buffering": "no", "cache-control": "no-cache"}
+CLIENT_CLOSED_REQUEST = 499  # nginx's code; the client never sees it
 HOP_HEADERS = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 )
@@ -52,9 +53,13 @@ class Proxy:
         self._client = client
 
     async def forward(
-        self, lease: Lease, path: str, body: bytes, error_event: ErrorEvent
+        self, lease: Lease, path: str, body: bytes, error_event: ErrorEvent, receive: Receive
     ) -> Response:
-        """POST ``body`` to the child and relay its answer; SSE answers are streamed."""
+        """POST ``body`` to the child and relay its answer; SSE answers are streamed.
+
+        llama-server answers a non-streamed request only when the generation is done, so the
+        client's disconnect is watched (on ``receive``) while we wait: a client that gives up
+        cancels the upstream request, and the child's slot frees at once."""
         backend = lease.backend
         request = self._client.build_request(
             "POST",
@@ -62,23 +67,41 @@ class Proxy:
             content=body,
             headers={"content-type": "application/json"},
         )
+        upstream: httpx.Response | None = None
+        content = b""
+        answered = False
         try:
             with map_upstream_errors(backend.entry.id):
-                upstream = await self._client.send(request, stream=True)
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+                    upstream = await self._client.send(request, stream=True)
+                    if not _is_event_stream(upstream):
+                        content = await upstream.aread()
+                    answered = True
+                    tasks.cancel_scope.cancel()
         except BaseException:
-            lease.release()
+            await _close(upstream, lease)
             raise
-        content_type = upstream.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            try:
-                with map_upstream_errors(backend.entry.id):
-                    content = await upstream.aread()
-            finally:
-                await upstream.aclose()
-                lease.release()
-            return Response(content, upstream.status_code, _passed_headers(upstream))
-        headers = _passed_headers(upstream) | STREAM_HEADERS
-        return RelayResponse(upstream, lease, error_event, headers)
+        if not answered or upstream is None:  # the client went away: nobody reads the answer
+            await _close(upstream, lease)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        if _is_event_stream(upstream):
+            headers = _passed_headers(upstream) | STREAM_HEADERS
+            return RelayResponse(upstream, lease, error_event, headers)
+        await _close(upstream, lease)
+        return Response(content, upstream.status_code, _passed_headers(upstream))
+
+
+def _is_event_stream(upstream: httpx.Response) -> bool:
+    content_type: str = upstream.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream")
+
+
+async def _close(upstream: httpx.Response | None, lease: Lease) -> None:
+    if upstream is not None:
+        with anyio.CancelScope(shield=True):
+            await upstream.aclose()
+    lease.release()
 
 
 def _passed_headers(upstream: httpx.Response) -> dict[str, str]:
@@ -117,9 +140,7 @@ class RelayResponse(Response):
         except OSError:
             pass  # the client went away while we were sending
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._upstream.aclose()
-            self._lease.release()
+            await _close(self._upstream, self._lease)
 
     async def _relay(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code,

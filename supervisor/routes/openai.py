@@ -31,7 +31,7 @@ async def _relay(request: Request, path: str, role: Role) -> Response:
     gw = gateway(request)
     entry = gw.pick_model(openai.requested_model(data))
     lease = await gw.lease(entry, role)
-    return await gw.proxy.forward(lease, path, body, openai.error_event)
+    return await gw.proxy.forward(lease, path, body, openai.error_event, request.receive)
 
 
 @router.post("/chat/completions")
