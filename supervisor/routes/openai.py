@@ -27,7 +27,7 @@ async def get_model(request: Request, model_id: str) -> dict[str, Any]:
 async def _relay(request: Request, path: str, role: Role) -> Response:
     body = await request.body()
     data = openai.parse_body(body)
-    openai.wants_stream(data)
+    openai.wants_stream(data)  # a bad value is our clear 400, not the child's
     gw = gateway(request)
     entry = gw.pick_model(openai.requested_model(data))
     lease = await gw.lease(entry, role)
