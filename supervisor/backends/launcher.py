@@ -8,7 +8,8 @@ forks from its event-loop thread, which lives as long as the gateway, so the "pa
 exits" caveat of PDEATHSIG does not bite.
 
 Elsewhere (macOS): stay as a small watchdog. The gateway holds our stdin pipe; when the gateway
-dies the pipe reaches EOF and we kill llama-server. SIGTERM is forwarded.
+dies the pipe reaches EOF and we kill llama-server. SIGTERM is forwarded. Setting
+LLAMA_SUPERVISOR_LAUNCHER=watchdog picks this mode on Linux too (the tests use it).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def main(args: list[str]) -> int:
         return 2
     parent_pid, argv = int(args[0]), args[2:]
     try:
-        if sys.platform.startswith("linux"):
+        forced_watchdog = os.environ.get("LLAMA_SUPERVISOR_LAUNCHER") == "watchdog"
+        if sys.platform.startswith("linux") and not forced_watchdog:
             _exec_with_deathsig(parent_pid, argv)
         return _watchdog(argv)
     except OSError as exc:

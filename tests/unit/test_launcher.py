@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,11 +40,21 @@ def gone(pid: int, timeout: float) -> bool:
     return False
 
 
+def start_parent(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int]:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert parent.stdout is not None
+    return parent, int(parent.stdout.readline())
+
+
+def sleepers_of(pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(pid).children(recursive=True) if p.name() == "sleep"]
+
+
 @linux_only
 def test_child_dies_when_its_parent_is_sigkilled() -> None:
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
-    assert parent.stdout is not None
-    child_pid = int(parent.stdout.readline())
+    parent, child_pid = start_parent()
     try:
         assert not gone(child_pid, timeout=0.3)
         assert psutil.Process(child_pid).cmdline()[0] == "sleep"  # exec'd, no extra process
@@ -54,6 +65,25 @@ def test_child_dies_when_its_parent_is_sigkilled() -> None:
         parent.kill()
         if not gone(child_pid, 0):
             os.kill(child_pid, signal.SIGKILL)
+
+
+def test_watchdog_mode_kills_the_child_when_the_parent_is_sigkilled() -> None:
+    """The macOS mechanism (stdin EOF), forced on any platform."""
+    parent, launcher_pid = start_parent(os.environ | {"LLAMA_SUPERVISOR_LAUNCHER": "watchdog"})
+    try:
+        deadline = time.monotonic() + 5
+        while not sleepers_of(launcher_pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sleepers = sleepers_of(launcher_pid)
+        assert len(sleepers) == 1
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert gone(sleepers[0].pid, timeout=2)
+        assert gone(launcher_pid, timeout=2)
+    finally:
+        parent.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher_pid, signal.SIGKILL)
 
 
 @linux_only
