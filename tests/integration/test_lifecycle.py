@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MODEL_ID, RunningGateway, alive, wait_until_gone
+from harness import MODEL_ID, RunningGateway, alive, wait_until_gone
 
 pytestmark = pytest.mark.integration
 

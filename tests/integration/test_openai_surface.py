@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from conftest import MODEL_ID, RunningGateway, wait_until_gone
+from harness import MODEL_ID, RunningGateway, wait_until_gone
 
 pytestmark = pytest.mark.integration
 
