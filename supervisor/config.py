@@ -82,14 +82,6 @@ class Settings(BaseSettings):
     def _lower(cls, value: str) -> str:
         return value.lower()
 
-    def overrides_for(self, file_name: str, stem: str) -> ModelSettings | None:
-        """The ``[[models]]`` entry that names this file, if any."""
-        for entry in self.models:
-            name = Path(entry.file).name
-            if name in (file_name, stem):
-                return entry
-        return None
-
 
 def load_settings(config_file: Path | None = None, **cli: Any) -> Settings:
     """Build settings from CLI values (``None`` means "not given"), environment and TOML."""

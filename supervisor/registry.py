@@ -224,8 +224,9 @@ def _configured_path(file: str) -> Path | None:
 def _overrides_for(
     settings: Settings, file_name: str, stem: str, resolved: Path
 ) -> ModelSettings | None:
-    """``Settings.overrides_for``, except that an entry giving a path only applies to that file:
-    otherwise ``/elsewhere/m.gguf`` would hand its alias to every ``m.gguf`` in a models dir."""
+    """The ``[[models]]`` entry naming this file by name or stem. An entry giving a path only
+    applies to that very file: otherwise ``/elsewhere/m.gguf`` would hand its alias to every
+    ``m.gguf`` in a models dir."""
     for model in settings.models:
         if Path(model.file).name not in (file_name, stem):
             continue

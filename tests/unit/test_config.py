@@ -47,12 +47,6 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     assert load_settings().default_model == "tiny"
 
 
-def test_overrides_found_by_file_name_or_stem(tmp_path: Path) -> None:
-    settings = load_settings(write_toml(tmp_path))
-    assert settings.overrides_for("tiny.Q4_1.gguf", "tiny.Q4_1") is not None
-    assert settings.overrides_for("other.gguf", "other") is None
-
-
 def test_bad_values_and_missing_file_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_settings(tmp_path / "missing.toml")
