@@ -1,0 +1,1 @@
+"""Model lifecycle: one state machine per model, admission queues, scheduling, swaps."""
