@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from . import __version__
-from .backends.pool import ProcessFactory
+from .backends.child import ProcessFactory
 from .config import Settings
-from .gateway import build_gateway
+from .gateway import SettingsLoader, build_gateway
 from .http_errors import install_error_handlers
-from .routes import openai, root
+from .memory import MemoryProbe
+from .routes import api_v2, myllm, openai, root
 
 
-def create_app(settings: Settings, *, factory: ProcessFactory | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    factory: ProcessFactory | None = None,
+    load_settings: SettingsLoader | None = None,
+    probe: MemoryProbe | None = None,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway = build_gateway(settings, factory)
+        gateway = build_gateway(settings, factory, load_settings, probe)
         app.state.gateway = gateway
+        gateway.manager.start(gateway.registry.entries())
+        hup = _on_sighup(gateway.reload_in_background)
         try:
             yield
         finally:
+            hup()
             await gateway.close()
 
     app = FastAPI(
@@ -34,4 +48,21 @@ def create_app(settings: Settings, *, factory: ProcessFactory | None = None) -> 
     install_error_handlers(app)
     app.include_router(root.router)
     app.include_router(openai.router)
+    app.include_router(api_v2.router)
+    app.include_router(myllm.router)
     return app
+
+
+def _on_sighup(reload: Callable[[], None]) -> Callable[[], None]:
+    """SIGHUP re-reads the configuration. The handler only schedules the work; returns the
+    undo. Only the main thread may own signals (tests run apps in other threads)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reload)
+
+    def undo() -> None:
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo

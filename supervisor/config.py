@@ -43,6 +43,9 @@ class ModelSettings(BaseModel):
     n_gpu_layers: int | None = Field(default=None, ge=-1, description="llama-server -ngl")
     parallel: int | None = Field(default=None, ge=1, description="parallel slots (-np)")
     extra_args: list[str] = Field(default_factory=list, description="more llama-server flags")
+    pinned: bool = Field(default=False, description="load at start, never evict, restart on crash")
+    preload: bool = Field(default=False, description="load at start-up")
+    idle_ttl_s: float | None = Field(default=None, gt=0, description="unload after idle seconds")
 
 
 class Settings(BaseSettings):
@@ -74,6 +77,19 @@ class Settings(BaseSettings):
 
     load_timeout_s: float = Field(default=300.0, gt=0, description="max wait for a child")
     stop_grace_s: float = Field(default=10.0, ge=0, description="SIGTERM→SIGKILL grace")
+    drain_timeout_s: float = Field(
+        default=60.0, ge=0, description="how long unload and swap wait for in-flight requests"
+    )
+    queue_max: int = Field(default=64, ge=0, description="requests queued per model at most")
+    queue_timeout_s: float = Field(default=60.0, gt=0, description="longest wait in a queue")
+    idle_ttl_s: float | None = Field(default=None, gt=0, description="unload after idle seconds")
+    max_loaded_models: int | None = Field(default=None, ge=1, description="loaded at once")
+    memory_reserve_mb: int = Field(default=512, ge=0, description="RAM kept free for the host")
+    health_interval_s: float = Field(default=5.0, gt=0, description="liveness check period")
+    health_timeout_s: float = Field(default=3.0, gt=0, description="liveness check timeout")
+    health_failures: int = Field(default=2, ge=1, description="missed checks before a restart")
+    restart_max_attempts: int = Field(default=5, ge=1, description="restarts of a pinned model")
+    restart_backoff_max_s: float = Field(default=30.0, gt=0, description="longest restart wait")
     log_level: str = Field(default="info", description="gateway log level")
     cache_dir: Path = Field(default_factory=default_cache_dir, description="build/model cache")
 

@@ -1,31 +1,40 @@
 """The gateway's services, built once per app in its lifespan and reached by routes through
-``app.state``: the registry, the pool of children, the proxy, and model picking."""
+``app.state``: the registry, the model manager, the proxy, model picking and reload."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
 from .backends.argv import Role
-from .backends.binary import find_llama_server
-from .backends.pool import BackendPool, Lease, ProcessFactory
+from .backends.child import ChildStarter, Lease, ProcessFactory
 from .config import Settings
-from .errors import ModelUnavailable
+from .errors import ModelUnavailable, SupervisorError
+from .lifecycle.manager import ModelManager
+from .memory import MemoryProbe
 from .proxy import Proxy, make_client
 from .registry import ModelEntry, Registry
+
+LOG = logging.getLogger(__name__)
+SettingsLoader = Callable[[], Settings]
 
 
 @dataclass
 class Gateway:
     settings: Settings
     registry: Registry
-    pool: BackendPool
+    manager: ModelManager
     proxy: Proxy
     client: httpx.AsyncClient
+    load_settings: SettingsLoader
     started_at: float = field(default_factory=time.time)
+    last_error: str | None = None
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def pick_model(self, name: str | None) -> ModelEntry:
         """The model a request names; without a name, the configured default, else the only
@@ -34,34 +43,57 @@ class Gateway:
             return self.registry.resolve(name)
         if self.settings.default_model:
             return self.registry.resolve(self.settings.default_model)
-        loaded = {b.entry.id: b.entry for b in self.pool.loaded()}
+        loaded = {m.entry.id: m.entry for m in self.manager.loaded()}
         if len(loaded) == 1:
-            return next(iter(loaded.values()))
+            return self.registry.resolve(next(iter(loaded)))
         raise ModelUnavailable(
             "No model named in the request and no default model configured"
             if not loaded
             else "No model named in the request and several models are loaded"
         )
 
-    async def lease(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease:
-        return await self.pool.lease(entry, role, autoload=self.settings.autoload)
+    async def acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease:
+        return await self.manager.acquire(entry, role)
+
+    async def reload(self) -> dict[str, list[str]]:
+        """Re-read the configuration and rescan the models directories (SIGHUP, or
+        POST /api/v2/reload): changed models are hot-swapped, removed ones drained."""
+        async with self._reload_lock:
+            settings = self.load_settings()
+            registry = Registry(settings)
+            entries = registry.scan()
+            report = await self.manager.apply(settings, entries)
+            self.settings, self.registry = settings, registry
+            LOG.info("configuration reloaded: %s", report)
+            return report
+
+    def reload_in_background(self) -> None:
+        async def run() -> None:
+            try:
+                await self.reload()
+            except SupervisorError as exc:
+                self.last_error = exc.message
+                LOG.error("reload failed: %s", exc.message)
+
+        self.manager.spawn(run(), "reload")
 
     async def close(self) -> None:
-        await self.pool.close()
+        await self.manager.close()
         await self.client.aclose()
 
 
-def build_gateway(settings: Settings, factory: ProcessFactory | None = None) -> Gateway:
+def build_gateway(
+    settings: Settings,
+    factory: ProcessFactory | None = None,
+    load_settings: SettingsLoader | None = None,
+    probe: MemoryProbe | None = None,
+) -> Gateway:
     registry = Registry(settings)
     registry.scan()
     client = make_client()
-
-    def binary() -> Path:
-        return find_llama_server(settings.llama_server, settings.cache_dir)
-
-    pool = (
-        BackendPool(settings, client, binary, factory)
-        if factory
-        else BackendPool(settings, client, binary)
+    starter = ChildStarter(client, factory) if factory else ChildStarter(client)
+    probe = probe or MemoryProbe(reserve_bytes=settings.memory_reserve_mb * 1024**2)
+    manager = ModelManager(settings, starter, probe, client)
+    return Gateway(
+        settings, registry, manager, Proxy(client), client, load_settings or (lambda: settings)
     )
-    return Gateway(settings, registry, pool, Proxy(client), client)

@@ -55,6 +55,9 @@ class GGUFInfo:
     pooling_type: int | None
     has_chat_template: bool
     parameter_count: int | None
+    # Attention heads, for sizing the KV cache: grouped-query models keep fewer K/V heads.
+    head_count: int | None = None
+    head_count_kv: int | None = None
 
 
 def read_gguf_info(path: Path) -> GGUFInfo:
@@ -198,6 +201,8 @@ def _info_from_header(header: _Header) -> GGUFInfo:
         pooling_type=_number(fields, f"{arch}.pooling_type") if arch else None,
         has_chat_template=bool(template and template.strip()),
         parameter_count=header.parameter_count,
+        head_count=_number(fields, f"{arch}.attention.head_count") if arch else None,
+        head_count_kv=_number(fields, f"{arch}.attention.head_count_kv") if arch else None,
     )
 
 

@@ -7,16 +7,17 @@ after a child's death starts on a fresh line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import anyio
 import httpx
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .backends.pool import Lease
+from .backends.child import Lease
 from .errors import BackendError, SupervisorError
 
 LOG = logging.getLogger(__name__)
@@ -53,37 +54,37 @@ class Proxy:
         self._client = client
 
     async def forward(
-        self, lease: Lease, path: str, body: bytes, error_event: ErrorEvent, receive: Receive
+        self,
+        acquire: Callable[[], Awaitable[Lease]],
+        path: str,
+        body: bytes,
+        error_event: ErrorEvent,
+        receive: Receive,
     ) -> Response:
-        """POST ``body`` to the child and relay its answer; SSE answers are streamed.
+        """Wait for a slot (``acquire``), POST ``body`` to its child and relay the answer;
+        SSE answers are streamed.
 
-        llama-server answers a non-streamed request only when the generation is done, so the
-        client's disconnect is watched (on ``receive``) while we wait: a client that gives up
-        cancels the upstream request, and the child's slot frees at once."""
-        backend = lease.backend
-        request = self._client.build_request(
-            "POST",
-            backend.base_url + path,
-            content=body,
-            headers={"content-type": "application/json"},
-        )
+        The client's disconnect is watched (on ``receive``) all along: a client that gives up
+        while queued leaves the queue, and one that gives up while llama-server generates a
+        non-streamed answer (sent only when complete) cancels the upstream request, so the
+        slot frees at once."""
+        lease: Lease | None = None
         upstream: httpx.Response | None = None
         content = b""
-        answered = False
         try:
-            with map_upstream_errors(backend.entry.id):
-                async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
-                    upstream = await self._client.send(request, stream=True)
+            async with cancelled_on_disconnect(receive) as watch:
+                lease = await acquire()
+                with map_upstream_errors(lease.backend.entry.id):
+                    upstream = await self._client.send(
+                        self._request(lease, path, body), stream=True
+                    )
                     if not _is_event_stream(upstream):
                         content = await upstream.aread()
-                    answered = True
-                    tasks.cancel_scope.cancel()
         except BaseException:
             await _close(upstream, lease)
             raise
-        if not answered or upstream is None:  # the client went away: nobody reads the answer
-            await _close(upstream, lease)
+        if watch.cancelled_caught or upstream is None or lease is None:
+            await _close(upstream, lease)  # the client went away: nobody reads the answer
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         if _is_event_stream(upstream):
             headers = _passed_headers(upstream) | STREAM_HEADERS
@@ -91,17 +92,38 @@ class Proxy:
         await _close(upstream, lease)
         return Response(content, upstream.status_code, _passed_headers(upstream))
 
+    def _request(self, lease: Lease, path: str, body: bytes) -> httpx.Request:
+        return self._client.build_request(
+            "POST",
+            lease.backend.base_url + path,
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+
+
+@contextlib.asynccontextmanager
+async def cancelled_on_disconnect(receive: Receive) -> AsyncIterator[anyio.CancelScope]:
+    """Run the body in a scope that is cancelled when the client disconnects (check
+    ``cancelled_caught`` afterwards). Unlike a task group, exceptions pass through unwrapped."""
+    with anyio.CancelScope() as scope:
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, scope))
+        try:
+            yield scope
+        finally:
+            watcher.cancel()
+
 
 def _is_event_stream(upstream: httpx.Response) -> bool:
     content_type: str = upstream.headers.get("content-type", "")
     return content_type.startswith("text/event-stream")
 
 
-async def _close(upstream: httpx.Response | None, lease: Lease) -> None:
+async def _close(upstream: httpx.Response | None, lease: Lease | None) -> None:
     if upstream is not None:
         with anyio.CancelScope(shield=True):
             await upstream.aclose()
-    lease.release()
+    if lease is not None:
+        lease.release()
 
 
 def _passed_headers(upstream: httpx.Response) -> dict[str, str]:
@@ -133,10 +155,8 @@ class RelayResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+            async with cancelled_on_disconnect(receive):
                 await self._relay(send)
-                tasks.cancel_scope.cancel()
         except OSError:
             pass  # the client went away while we were sending
         finally:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import ModelSettings, Settings
-from .errors import ModelNotFound
+from .errors import BadRequest, ModelNotFound
 from .gguf_meta import GGUFInfo, InvalidModelFile, read_gguf_info
 
 logger = logging.getLogger(__name__)
@@ -262,3 +262,28 @@ def _claim(table: dict[str, ModelEntry], name: str, entry: ModelEntry) -> bool:
     if first is not entry:
         logger.warning("duplicate model name %r: %s wins over %s", name, first.path, entry.path)
     return first is entry
+
+
+def version_entry(settings: Settings, current: ModelEntry, path: str) -> ModelEntry:
+    """``current`` served from another file, for a hot swap. ``path`` (absolute, or relative to
+    a models directory) must resolve, symlinks followed, to a readable GGUF inside a models
+    directory: anything else is a 400 that names no host path beyond what was given."""
+    roots = _existing_roots(settings.models_dirs)
+    given = Path(path)
+    candidates = [given] if given.is_absolute() else [root / given for root in roots]
+    for candidate in candidates:
+        try:
+            resolved = candidate.resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue
+        if not any(resolved.is_relative_to(root) for root in roots):
+            raise BadRequest(f"'{path}' is outside the models directories", param="path")
+        if resolved.suffix.lower() != ".gguf" or not resolved.is_file():
+            raise BadRequest(f"'{path}' is not a .gguf file", param="path")
+        try:
+            info = read_gguf_info(resolved)
+        except InvalidModelFile as exc:
+            raise BadRequest(f"'{path}' is not a usable GGUF file: {exc}", param="path") from exc
+        stat = resolved.stat()
+        return replace(current, path=resolved, size=stat.st_size, modified=stat.st_mtime, info=info)
+    raise BadRequest(f"no model file '{path}' in the models directories", param="path")

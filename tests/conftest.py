@@ -35,6 +35,8 @@ def make_gguf(tmp_path: Path) -> MakeGGUF:
         pooling_type: int | None = None,
         chat_template: bool = True,
         tensor_shape: tuple[int, ...] = (4, 8),
+        head_count: int | None = None,
+        head_count_kv: int | None = None,
     ) -> Path:
         target = tmp_path / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +52,10 @@ def make_gguf(tmp_path: Path) -> MakeGGUF:
             writer.add_uint32(f"{arch}.pooling_type", pooling_type)
         if chat_template:
             writer.add_chat_template(CHAT_TEMPLATE)
+        if head_count is not None:
+            writer.add_head_count(head_count)
+        if head_count_kv is not None:
+            writer.add_head_count_kv(head_count_kv)
         writer.add_tensor("weight", np.ones(tensor_shape, dtype=np.float32))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()

@@ -7,6 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..config import Settings
+from ..lifecycle.state import LoadParams
 from ..registry import ModelEntry
 
 
@@ -32,14 +33,28 @@ class LaunchSpec:
     parallel: int | None = None
     threads: int | None = None
     pooling: str | None = None
+    batch_size: int | None = None
+    mlock: bool = False
+    kv_cache_type: str | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _first(*values: int | None) -> int | None:
+    return next((v for v in values if v is not None), None)
+
+
 def launch_spec(
-    settings: Settings, entry: ModelEntry, binary: Path, role: Role, port: int
+    settings: Settings,
+    entry: ModelEntry,
+    binary: Path,
+    role: Role,
+    port: int,
+    params: LoadParams | None = None,
 ) -> LaunchSpec:
-    """Merge global defaults with the model's own overrides (the model's win)."""
+    """Merge, highest first: the load request's parameters, the model's [[models]] entry,
+    the global defaults."""
     own = entry.overrides
+    asked = params or LoadParams()
     pooling = None
     if role is Role.EMBEDDING and entry.info.pooling_type is None:
         pooling = settings.embedding_pooling
@@ -50,15 +65,24 @@ def launch_spec(
         host="127.0.0.1",
         port=port,
         role=role,
-        ctx_size=own.ctx_size if own and own.ctx_size is not None else settings.ctx_size,
-        n_gpu_layers=(
-            own.n_gpu_layers if own and own.n_gpu_layers is not None else settings.n_gpu_layers
+        ctx_size=_first(asked.n_ctx, own.ctx_size if own else None, settings.ctx_size),
+        n_gpu_layers=_first(
+            asked.n_gpu_layers, own.n_gpu_layers if own else None, settings.n_gpu_layers
         ),
-        parallel=own.parallel if own and own.parallel is not None else settings.parallel,
-        threads=settings.threads,
+        parallel=parallel_slots(settings, entry),
+        threads=_first(asked.threads, settings.threads),
         pooling=pooling,
+        batch_size=asked.n_batch,
+        mlock=bool(asked.use_mlock),
+        # f16 is llama.cpp's default KV type: only f16_kv=false changes anything.
+        kv_cache_type="f32" if asked.f16_kv is False else None,
         extra_args=tuple(own.extra_args) if own else (),
     )
+
+
+def parallel_slots(settings: Settings, entry: ModelEntry) -> int:
+    own = entry.overrides
+    return own.parallel if own and own.parallel is not None else settings.parallel
 
 
 def build_argv(spec: LaunchSpec) -> list[str]:
@@ -74,10 +98,15 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         ("--n-gpu-layers", spec.n_gpu_layers),
         ("--parallel", spec.parallel),
         ("--threads", spec.threads),
+        ("--batch-size", spec.batch_size),
+        ("--cache-type-k", spec.kv_cache_type),
+        ("--cache-type-v", spec.kv_cache_type),
     ]
     for flag, value in optional:
         if value is not None:
             argv += [flag, str(value)]
+    if spec.mlock:
+        argv.append("--mlock")
     if spec.role is Role.EMBEDDING:
         argv.append("--embeddings")
         if spec.pooling:

@@ -30,8 +30,9 @@ async def _relay(request: Request, path: str, role: Role) -> Response:
     openai.wants_stream(data)  # a bad value is our clear 400, not the child's
     gw = gateway(request)
     entry = gw.pick_model(openai.requested_model(data))
-    lease = await gw.lease(entry, role)
-    return await gw.proxy.forward(lease, path, body, openai.error_event, request.receive)
+    return await gw.proxy.forward(
+        lambda: gw.acquire(entry, role), path, body, openai.error_event, request.receive
+    )
 
 
 @router.post("/chat/completions")

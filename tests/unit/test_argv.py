@@ -6,6 +6,7 @@ from fakes import make_entry as entry
 
 from supervisor.backends.argv import Role, build_argv, launch_spec
 from supervisor.config import ModelSettings, Settings
+from supervisor.lifecycle.state import LoadParams
 
 BINARY = Path("/opt/llama/llama-server")
 
@@ -44,3 +45,30 @@ def test_embedding_child_gets_pooling_only_when_the_model_sets_none() -> None:
     dedicated = build_argv(launch_spec(settings, entry(pooling_type=2), BINARY, Role.EMBEDDING, 1))
     assert dedicated[-1] == "--embeddings"
     assert "--pooling" not in dedicated
+
+
+def test_load_parameters_map_to_llama_server_flags_and_win() -> None:
+    own = ModelSettings(file="tiny.Q4_1.gguf", ctx_size=512, n_gpu_layers=10)
+    params = LoadParams(
+        n_gpu_layers=32, n_ctx=2048, n_batch=256, threads=3, use_mlock=True, f16_kv=False
+    )
+    spec = launch_spec(Settings(), entry(overrides=own), BINARY, Role.CHAT, 1, params)
+    joined = " ".join(build_argv(spec))
+    for flags in (
+        "--n-gpu-layers 32",
+        "--ctx-size 2048",
+        "--batch-size 256",
+        "--threads 3",
+        "--mlock",
+        "--cache-type-k f32 --cache-type-v f32",
+    ):
+        assert flags in joined
+
+
+def test_f16_kv_true_and_mlock_false_add_nothing() -> None:
+    spec = launch_spec(
+        Settings(), entry(), BINARY, Role.CHAT, 1, LoadParams(f16_kv=True, use_mlock=False)
+    )
+    argv = build_argv(spec)
+    assert "--mlock" not in argv
+    assert "--cache-type-k" not in argv

@@ -42,6 +42,14 @@ def test_reads_pooling_type_and_other_arch(make_gguf: MakeGGUF) -> None:
     assert info.has_chat_template is False
 
 
+def test_reads_attention_head_counts(make_gguf: MakeGGUF) -> None:
+    path = make_gguf("gqa.gguf", head_count=9, head_count_kv=3)
+
+    info = read_gguf_info(path)
+
+    assert (info.head_count, info.head_count_kv) == (9, 3)
+
+
 def test_missing_optional_fields_are_none(make_gguf: MakeGGUF) -> None:
     path = make_gguf("bare.gguf", file_type=None, name=None, chat_template=False)
 
@@ -50,6 +58,8 @@ def test_missing_optional_fields_are_none(make_gguf: MakeGGUF) -> None:
     assert info.file_type is None
     assert info.name is None
     assert info.has_chat_template is False
+    assert info.head_count is None
+    assert info.head_count_kv is None
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,142 @@
+"""A ready llama-server child, the leases requests hold on it, and the starter that makes one.
+
+Which children exist, and when they start and stop, is the lifecycle package's business; this
+module only knows how to bring one child from nothing to ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+from ..config import Settings
+from ..errors import ModelLoadError
+from ..lifecycle.state import LoadParams
+from ..registry import ModelEntry
+from .argv import Role, build_argv, launch_spec, parallel_slots
+from .binary import find_llama_server
+from .process import BackendProcess, free_port
+
+LOG = logging.getLogger(__name__)
+BIND_RETRIES = 3  # the free port we picked can be taken before the child binds it
+
+
+class ChildProcess(Protocol):
+    name: str
+    base_url: str
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def alive(self) -> bool: ...
+    def output_tail(self) -> list[str]: ...
+    async def start(self) -> None: ...
+    async def wait_ready(self, client: httpx.AsyncClient, timeout: float) -> None: ...
+    async def wait_exit(self) -> int: ...
+    async def stop(self, grace: float) -> None: ...
+    def kill_now(self) -> None: ...
+
+
+ProcessFactory = Callable[[str, list[str], str], ChildProcess]
+
+
+@dataclass(eq=False)
+class Backend:
+    """A child that answered /health, and what requests need to reach it."""
+
+    entry: ModelEntry
+    role: Role
+    process: ChildProcess
+    port: int
+    parallel: int
+    params: LoadParams
+    load_seconds: float
+    loaded_at: float = field(default_factory=time.time)
+    in_flight: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    @property
+    def base_url(self) -> str:
+        return self.process.base_url
+
+    @property
+    def has_free_slot(self) -> bool:
+        return self.process.alive and self.in_flight < self.parallel
+
+
+class Lease:
+    """One request's hold on a backend slot. Release is idempotent (streams end in odd ways)
+    and tells the owner, so queued requests move up and drains notice the end."""
+
+    def __init__(self, backend: Backend, on_release: Callable[[Backend], None]) -> None:
+        self.backend = backend
+        self._on_release = on_release
+        self._released = False
+        backend.in_flight += 1
+        backend.idle.clear()
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        backend = self.backend
+        backend.in_flight -= 1
+        backend.last_used = time.monotonic()
+        if backend.in_flight == 0:
+            backend.idle.set()
+        self._on_release(backend)
+
+
+def _default_factory(name: str, argv: list[str], base_url: str) -> ChildProcess:
+    return BackendProcess(name, argv, base_url)
+
+
+class ChildStarter:
+    """Starts one child and waits until it is ready, on a fresh loopback port."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, factory: ProcessFactory = _default_factory
+    ) -> None:
+        self._client = client
+        self._factory = factory
+
+    async def start(
+        self, settings: Settings, entry: ModelEntry, role: Role, params: LoadParams
+    ) -> Backend:
+        binary = find_llama_server(settings.llama_server, settings.cache_dir)
+        name = entry.id if role is Role.CHAT else f"{entry.id}#embedding"
+        for attempt in range(1, BIND_RETRIES + 1):
+            port = free_port()
+            spec = launch_spec(settings, entry, binary, role, port, params)
+            process = self._factory(name, build_argv(spec), f"http://127.0.0.1:{port}")
+            started = time.monotonic()
+            try:
+                await process.start()
+            except OSError as exc:
+                raise ModelLoadError(entry.id, f"cannot start llama-server: {exc}") from exc
+            try:
+                await process.wait_ready(self._client, settings.load_timeout_s)
+            except ModelLoadError as exc:
+                lost_port = any("bind" in line.lower() for line in exc.stderr_tail)
+                if lost_port and attempt < BIND_RETRIES:
+                    LOG.warning("[%s] lost port %d to another process; retrying", name, port)
+                    continue
+                raise
+            except BaseException:
+                await process.stop(grace=0)  # cancelled while loading: leave nothing behind
+                raise
+            seconds = time.monotonic() - started
+            LOG.info("[%s] ready on port %d in %.2fs", name, port, seconds)
+            parallel = parallel_slots(settings, entry)
+            return Backend(entry, role, process, port, parallel, params, seconds)
+        raise AssertionError("unreachable")

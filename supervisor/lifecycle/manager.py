@@ -1,0 +1,307 @@
+"""The models the gateway runs: one ManagedModel per (model, role), memory-aware placement with
+LRU eviction, restarts of pinned models, and the liveness and idle-unload loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from ..backends.argv import Role, launch_spec, parallel_slots
+from ..backends.child import Backend, ChildStarter, Lease
+from ..config import ModelSettings, Settings
+from ..errors import SupervisorError
+from ..memory import MemoryEstimate, MemoryProbe, estimate_memory, format_bytes, process_tree_rss
+from ..registry import ModelEntry
+from .model import ManagedModel, SwapReport
+from .state import LoadParams, ModelState, ModelStatus
+
+LOG = logging.getLogger(__name__)
+
+
+class InsufficientMemory(SupervisorError):
+    status_code = 503
+    error_type = "unavailable_error"
+    code = "insufficient_memory"
+    retry_after = 30
+
+
+class ModelManager:
+    def __init__(
+        self,
+        settings: Settings,
+        starter: ChildStarter,
+        probe: MemoryProbe,
+        client: httpx.AsyncClient,
+    ) -> None:
+        self._settings = settings
+        self._starter = starter
+        self._probe = probe
+        self._client = client
+        self._models: dict[tuple[str, Role], ManagedModel] = {}
+        self._health_misses: dict[Backend, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    # -- the models ---------------------------------------------------------------------------
+    def model(self, entry: ModelEntry, role: Role = Role.CHAT) -> ManagedModel:
+        key = (entry.id, role)
+        model = self._models.get(key)
+        if model is None:
+            model = ManagedModel(entry, role, self)
+            model.pinned = role is Role.CHAT and _own(entry).pinned
+            self._models[key] = model
+        return model
+
+    def models(self) -> list[ManagedModel]:
+        return list(self._models.values())
+
+    def loaded(self) -> list[ManagedModel]:
+        return [m for m in self._models.values() if m.backend is not None]
+
+    async def acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease:
+        return await self.model(entry, role).acquire(autoload=self._settings.autoload)
+
+    async def unload(self, entry: ModelEntry) -> bool:
+        results = [await m.unload() for m in self._roles_of(entry)]
+        return any(results)
+
+    async def swap(
+        self, entry: ModelEntry, new: ModelEntry, params: LoadParams | None
+    ) -> SwapReport:
+        """Swap the chat child to ``new``; an embedding child, if running, follows."""
+        report = await self.model(entry).swap(new, params)
+        embedding = self._models.get((entry.id, Role.EMBEDDING))
+        if embedding is not None and embedding.backend is not None:
+            await embedding.swap(new, params)
+        return report
+
+    def _roles_of(self, entry: ModelEntry) -> list[ManagedModel]:
+        return [m for role in Role if (m := self._models.get((entry.id, role))) is not None]
+
+    def status(self, entry: ModelEntry) -> ModelStatus:
+        chat = self.model(entry)
+        embedding = self._models.get((entry.id, Role.EMBEDDING))
+        backend = chat.backend
+        return ModelStatus(
+            id=entry.id,
+            path=chat.entry.path,
+            state=chat.state,
+            pinned=chat.pinned,
+            pid=backend.process.pid if backend else None,
+            port=backend.port if backend else None,
+            params=chat.params,
+            memory_estimate=self.estimate(chat.entry, chat.params).total,
+            rss=process_tree_rss(pid) if backend and (pid := backend.process.pid) else None,
+            loaded_at=backend.loaded_at if backend else None,
+            load_seconds=backend.load_seconds if backend else None,
+            last_error=chat.last_error,
+            exit_code=chat.exit_code,
+            restart_count=chat.restart_count,
+            in_flight=backend.in_flight if backend else 0,
+            queued=chat.queued,
+            embedding_state=embedding.state if embedding else ModelState.UNLOADED,
+        )
+
+    # -- memory -------------------------------------------------------------------------------
+    def estimate(self, entry: ModelEntry, params: LoadParams) -> MemoryEstimate:
+        spec = launch_spec(self._settings, entry, entry.path, Role.CHAT, 0, params)
+        kv_bytes = 4.0 if spec.kv_cache_type == "f32" else 2.0
+        return estimate_memory(
+            entry, spec.ctx_size, parallel_slots(self._settings, entry), kv_bytes
+        )
+
+    def _free_for(self, entry: ModelEntry, params: LoadParams) -> tuple[int, str]:
+        """Free bytes where this model's weights go: VRAM when layers are offloaded to an
+        NVIDIA GPU, else RAM."""
+        budget = self._probe.budget()
+        gpu_layers = launch_spec(self._settings, entry, entry.path, Role.CHAT, 0, params)
+        offloaded = gpu_layers.n_gpu_layers not in (None, 0)
+        if offloaded and budget.vram_free is not None:
+            return budget.vram_free, "VRAM"
+        return budget.ram_available, "RAM"
+
+    def fits_beside(self, model: ManagedModel, entry: ModelEntry, params: LoadParams) -> bool:
+        free, _ = self._free_for(entry, params)
+        return self.estimate(entry, params).total <= free
+
+    async def make_room(self, model: ManagedModel, entry: ModelEntry, params: LoadParams) -> None:
+        """Evict least-recently-used idle models until ``entry`` fits the memory budget and
+        the maximum count of loaded models; never a busy or pinned one."""
+        need = self.estimate(entry, params).total
+        while True:
+            others = [m for m in self.loaded() if m.entry.id != model.entry.id]
+            free, where = self._free_for(entry, params)
+            limit = self._settings.max_loaded_models
+            too_many = limit is not None and len({m.entry.id for m in others}) >= limit
+            if need <= free and not too_many:
+                return
+            victim = self._least_recently_used(others)
+            if victim is None:
+                reason = (
+                    f"{len(others)} models loaded (max {limit})"
+                    if too_many
+                    else f"{format_bytes(free)} {where} free"
+                )
+                raise InsufficientMemory(
+                    f"Model '{model.entry.id}' needs about {format_bytes(need)}; {reason}, and "
+                    "every loaded model is busy or pinned"
+                )
+            LOG.info("evicting '%s' (least recently used) to load '%s'", victim.name, model.name)
+            await self.unload(victim.entry)
+
+    @staticmethod
+    def _least_recently_used(models: list[ManagedModel]) -> ManagedModel | None:
+        idle = [
+            m
+            for m in models
+            if m.backend is not None
+            and m.state is ModelState.READY
+            and not m.pinned
+            and m.backend.in_flight == 0
+            and m.queued == 0
+        ]
+        return min(idle, key=lambda m: m.backend.last_used if m.backend else 0.0, default=None)
+
+    # -- ModelHost --------------------------------------------------------------------------------
+    async def start_child(self, entry: ModelEntry, role: Role, params: LoadParams) -> Backend:
+        return await self._starter.start(self._settings, entry, role, params)
+
+    def child_died(self, model: ManagedModel, restart: bool) -> None:
+        """Pinned models (and children killed for not answering) come back by themselves,
+        with exponential backoff; others load again on their next request."""
+        if restart or model.pinned:
+            self.spawn(self._restart(model), f"restart:{model.name}")
+
+    async def _restart(self, model: ManagedModel) -> None:
+        settings = self._settings
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=0.5, max=settings.restart_backoff_max_s),
+            stop=stop_after_attempt(settings.restart_max_attempts),
+            retry=retry_if_exception_type(SupervisorError),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    model.restart_count += 1
+                    await model.load()
+        except SupervisorError as exc:
+            LOG.error("[%s] gave up restarting: %s", model.name, exc.message)
+
+    # -- loops -------------------------------------------------------------------------------------
+    def start(self, entries: list[ModelEntry]) -> None:
+        """Load pinned and preloaded models, and start the liveness and idle loops."""
+        for entry in entries:
+            own = _own(entry)
+            if own.pinned or own.preload:
+                self.spawn(self._preload(entry), f"preload:{entry.id}")
+        self.spawn(self._liveness_loop(), "liveness")
+        self.spawn(self._idle_loop(), "idle-unload")
+
+    async def _preload(self, entry: ModelEntry) -> None:
+        try:
+            await self.model(entry).load()
+        except SupervisorError as exc:
+            LOG.error("[%s] could not load at start-up: %s", entry.id, exc.message)
+
+    async def _liveness_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.health_interval_s)
+            models = [m for m in self._models.values() if m.serving() is not None]
+            await asyncio.gather(*(self._check(m) for m in models))
+
+    async def _check(self, model: ManagedModel) -> None:
+        backend = model.serving()
+        if backend is None:
+            return
+        try:
+            response = await self._client.get(
+                f"{backend.base_url}/health", timeout=self._settings.health_timeout_s
+            )
+            alive = response.status_code == 200
+        except httpx.HTTPError:
+            alive = False
+        misses = 0 if alive else self._health_misses.get(backend, 0) + 1
+        self._health_misses[backend] = misses
+        if misses >= self._settings.health_failures:
+            LOG.error("[%s] pid %s stopped answering /health: killing and restarting it",
+                      model.name, backend.process.pid)  # fmt: skip
+            del self._health_misses[backend]
+            model.kill_unresponsive(backend)
+
+    async def _idle_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for model in list(self._models.values()):
+                ttl = _own(model.entry).idle_ttl_s or self._settings.idle_ttl_s
+                backend = model.serving()
+                if ttl is None or backend is None or model.pinned:
+                    continue
+                if backend.in_flight == 0 and model.queued == 0 and now - backend.last_used > ttl:
+                    LOG.info("[%s] idle for %.0fs: unloading", model.name, now - backend.last_used)
+                    await model.unload()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- configuration reload ------------------------------------------------------------------
+    async def apply(self, settings: Settings, entries: list[ModelEntry]) -> dict[str, list[str]]:
+        """Adopt new settings and a rescanned registry: swap loaded models whose file or
+        configuration changed, unload removed ones. New models need nothing: they load on
+        demand (or now, if pinned or preloaded)."""
+        self._settings = settings
+        by_id = {e.id: e for e in entries}
+        report: dict[str, list[str]] = {"swapped": [], "unloaded": [], "added": []}
+        for (model_id, role), model in list(self._models.items()):
+            new = by_id.get(model_id)
+            if new is None:
+                await model.unload()
+                del self._models[(model_id, role)]
+                report["unloaded"].append(model.name)
+                continue
+            model.pinned = role is Role.CHAT and _own(new).pinned
+            if model.serving() is not None and _changed(model.entry, new):
+                await model.swap(new)
+                report["swapped"].append(model.name)
+            else:
+                model.entry = new
+        known = {model_id for model_id, _ in self._models}
+        report["added"] = sorted(set(by_id) - known)
+        for entry in entries:
+            own = _own(entry)
+            if (own.pinned or own.preload) and self.model(entry).serving() is None:
+                self.spawn(self._preload(entry), f"preload:{entry.id}")
+        return report
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(m.close() for m in self._models.values()), return_exceptions=True)
+
+
+def _own(entry: ModelEntry) -> ModelSettings:
+    return entry.overrides or ModelSettings(file=entry.file_name)
+
+
+def _changed(old: ModelEntry, new: ModelEntry) -> bool:
+    """A different file (path, size or time) or different launch settings."""
+
+    def key(e: ModelEntry) -> tuple[object, ...]:
+        return (e.path, e.size, e.modified, e.overrides)
+
+    return key(old) != key(new)

@@ -1,0 +1,325 @@
+"""One model in one role: its state machine, its current child, the children still draining,
+and the FIFO queue of requests waiting for a slot.
+
+Every transition happens here, under one lock per model, so loads, unloads, swaps and
+requests for the same model never race. A request never sees a child being replaced: it waits
+(queued, or for the state to settle) and then gets the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..backends.argv import Role
+from ..backends.child import Backend, Lease
+from ..config import Settings
+from ..errors import ModelLoadError, ModelUnavailable, SupervisorError
+from ..registry import ModelEntry
+from .state import LoadParams, ModelState, check_transition
+
+LOG = logging.getLogger(__name__)
+
+
+class QueueFull(SupervisorError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+    retry_after = 1
+
+
+class QueueTimeout(SupervisorError):
+    status_code = 503
+    error_type = "unavailable_error"
+    code = "queue_timeout"
+    retry_after = 5
+
+
+class ModelHost(Protocol):
+    """What a model needs from the manager that owns it."""
+
+    @property
+    def settings(self) -> Settings: ...
+    async def start_child(self, entry: ModelEntry, role: Role, params: LoadParams) -> Backend: ...
+    async def make_room(
+        self, model: ManagedModel, entry: ModelEntry, params: LoadParams
+    ) -> None: ...
+    def fits_beside(self, model: ManagedModel, entry: ModelEntry, params: LoadParams) -> bool: ...
+    def child_died(self, model: ManagedModel, restart: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class SwapReport:
+    mode: str  # "blue-green": new beside old; "stop-start": memory could not hold both
+    seconds: float
+    backend: Backend
+
+
+class ManagedModel:
+    def __init__(self, entry: ModelEntry, role: Role, host: ModelHost) -> None:
+        self.entry = entry
+        self.role = role
+        self.params = LoadParams()
+        self.pinned = False
+        self.state = ModelState.UNLOADED
+        self.backend: Backend | None = None
+        self.last_error: str | None = None
+        self.exit_code: int | None = None
+        self.restart_count = 0
+        self._host = host
+        self._changed = asyncio.Event()
+        self._lock = asyncio.Lock()  # one load, unload or swap at a time
+        self._loading: asyncio.Task[Backend] | None = None
+        self._waiters: deque[asyncio.Future[Lease | None]] = deque()
+        self._retiring: set[Backend] = set()  # stopped on purpose: their exit is no crash
+        self._restart_on_exit: set[Backend] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- requests ------------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    def serving(self) -> Backend | None:
+        backend = self.backend
+        if self.state is ModelState.READY and backend and backend.process.alive:
+            return backend
+        return None
+
+    async def acquire(self, *, autoload: bool) -> Lease:
+        """A slot on the current child: loading the model, or waiting for a swap, an unload
+        or a restart to settle, or queueing (FIFO) until a slot frees."""
+        while True:
+            backend = self.serving()
+            if backend is not None:
+                if not self._waiters and backend.has_free_slot:
+                    return Lease(backend, self._released)
+                lease = await self._enqueue()
+                if lease is not None:
+                    return lease
+            elif self.state in (ModelState.UNLOADED, ModelState.FAILED):
+                if not autoload:
+                    raise ModelUnavailable(f"Model '{self.entry.id}' is not loaded")
+                await self.load()
+            else:
+                await self._changed.wait()
+
+    async def _enqueue(self) -> Lease | None:
+        settings = self._host.settings
+        if self.queued >= settings.queue_max:
+            raise QueueFull(f"Model '{self.entry.id}' has {self.queued} requests queued")
+        waiter: asyncio.Future[Lease | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(settings.queue_timeout_s):
+                return await waiter
+        except BaseException as exc:
+            # Granted in the same instant we gave up (timeout, client gone): hand it back.
+            if waiter.done() and not waiter.cancelled() and (lease := waiter.result()):
+                lease.release()
+            if isinstance(exc, TimeoutError):
+                raise QueueTimeout(
+                    f"Model '{self.entry.id}' had no free slot for {settings.queue_timeout_s:g}s"
+                ) from None
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        """Hand free slots to queued requests in order; if the model cannot serve now, send
+        them back to ``acquire`` to wait for (or start) the next child."""
+        backend = self.serving()
+        while self._waiters:
+            waiter = self._waiters[0]
+            if waiter.done():
+                self._waiters.popleft()
+            elif backend is None:
+                self._waiters.popleft().set_result(None)
+            elif backend.has_free_slot:
+                self._waiters.popleft().set_result(Lease(backend, self._released))
+            else:
+                break
+
+    def _released(self, backend: Backend) -> None:
+        if backend is self.backend:
+            self._wake()
+
+    def _set(self, state: ModelState) -> None:
+        check_transition(self.state, state)
+        LOG.info("[%s] %s -> %s", self.name, self.state, state)
+        self.state = state
+        self._changed.set()
+        self._changed = asyncio.Event()
+        self._wake()
+
+    @property
+    def name(self) -> str:
+        return self.entry.id if self.role is Role.CHAT else f"{self.entry.id}#embedding"
+
+    # -- load, unload ---------------------------------------------------------------------
+    async def load(self, params: LoadParams | None = None) -> Backend:
+        """Make the model ready (with ``params`` if given: a loaded model whose parameters
+        differ is swapped to them). Concurrent callers share one load and its outcome."""
+        backend = self.serving()
+        if backend is not None:
+            if params is None or params == self.params:
+                return backend
+            return (await self.swap(self.entry, params)).backend
+        task = self._loading
+        if task is None or task.done():
+            task = asyncio.create_task(self._load(params), name=f"load:{self.name}")
+            self._loading = task
+        return await asyncio.shield(task)
+
+    async def _load(self, params: LoadParams | None) -> Backend:
+        async with self._lock:
+            backend = self.serving()
+            if backend is not None:
+                return backend
+            if self.state is ModelState.READY:  # its child died; the watcher is catching up
+                self._set(ModelState.FAILED)
+            return await self._start_as_current(self.entry, params or self.params)
+
+    async def _start_as_current(self, entry: ModelEntry, params: LoadParams) -> Backend:
+        self._set(ModelState.LOADING)
+        try:
+            await self._host.make_room(self, entry, params)
+            backend = await self._host.start_child(entry, self.role, params)
+        except BaseException as exc:
+            self.last_error = exc.message if isinstance(exc, SupervisorError) else repr(exc)
+            self._set(ModelState.FAILED)
+            raise
+        self.entry, self.params = entry, params
+        self._install(backend)
+        return backend
+
+    def _install(self, backend: Backend) -> None:
+        self.backend = backend
+        self.last_error = None
+        self._spawn(self._watch(backend), f"watch:{self.name}")
+        self._set(ModelState.READY)
+
+    async def unload(self) -> bool:
+        """Drain in-flight requests (bounded), then stop the child. Requests that arrive
+        meanwhile wait, and load the model again afterwards if autoload is on."""
+        async with self._lock:
+            backend = self.backend
+            if backend is None:
+                if self.state is ModelState.FAILED:
+                    self._set(ModelState.UNLOADED)
+                return False
+            if self.state is ModelState.READY:
+                self._set(ModelState.DRAINING)
+                await self._drain(backend)
+            self._set(ModelState.STOPPING)
+            await self._stop(backend)
+            self.backend = None
+            self._set(ModelState.UNLOADED)
+            return True
+
+    async def _drain(self, backend: Backend) -> None:
+        grace = self._host.settings.drain_timeout_s
+        try:
+            await asyncio.wait_for(backend.idle.wait(), grace)
+        except TimeoutError:
+            LOG.warning("[%s] %d requests still running after %.0fs drain; stopping anyway",
+                        self.name, backend.in_flight, grace)  # fmt: skip
+
+    async def _stop(self, backend: Backend) -> None:
+        self._retiring.add(backend)
+        await backend.process.stop(self._host.settings.stop_grace_s)
+
+    # -- swap -------------------------------------------------------------------------------
+    async def swap(self, entry: ModelEntry, params: LoadParams | None = None) -> SwapReport:
+        """Replace the child with one for ``entry`` (a new file version) and ``params``.
+
+        Blue/green when memory holds both: the new child starts beside the old, takes every
+        new request once ready, and the old finishes its requests, then stops. Otherwise
+        stop-then-start, requests queued meanwhile. If the new version fails, the old one
+        keeps (or, after stop-then-start, resumes) serving and the error is raised."""
+        params = params if params is not None else self.params
+        async with self._lock:
+            started = time.monotonic()
+            old = self.serving()
+            if old is None:
+                if self.state is ModelState.READY:
+                    self._set(ModelState.FAILED)
+                backend = await self._start_as_current(entry, params)
+                return SwapReport("load", time.monotonic() - started, backend)
+            if self._host.fits_beside(self, entry, params):
+                backend = await self._host.start_child(entry, self.role, params)
+                self.entry, self.params, self.backend = entry, params, backend
+                self._spawn(self._watch(backend), f"watch:{self.name}")
+                self._wake()
+                self._spawn(self._retire(old), f"retire:{self.name}")
+                return SwapReport("blue-green", time.monotonic() - started, backend)
+            return await self._swap_stop_start(old, entry, params, started)
+
+    async def _swap_stop_start(
+        self, old: Backend, entry: ModelEntry, params: LoadParams, started: float
+    ) -> SwapReport:
+        self._set(ModelState.DRAINING)
+        await self._drain(old)
+        self._set(ModelState.STOPPING)
+        await self._stop(old)
+        self.backend = None
+        self._set(ModelState.UNLOADED)
+        try:
+            backend = await self._start_as_current(entry, params)
+        except ModelLoadError as exc:
+            LOG.warning("[%s] new version failed; restoring the old one", self.name)
+            await self._start_as_current(old.entry, old.params)
+            raise ModelLoadError(
+                self.entry.id, "swap failed; the old version is serving again", exc.stderr_tail
+            ) from exc
+        return SwapReport("stop-start", time.monotonic() - started, backend)
+
+    async def _retire(self, old: Backend) -> None:
+        await self._drain(old)
+        await self._stop(old)
+
+    # -- children dying ----------------------------------------------------------------------
+    async def _watch(self, backend: Backend) -> None:
+        code = await backend.process.wait_exit()
+        if backend in self._retiring:
+            self._retiring.discard(backend)
+            return
+        restart = backend in self._restart_on_exit
+        self._restart_on_exit.discard(backend)
+        tail = backend.process.output_tail()[-5:]
+        LOG.warning("[%s] child exited unexpectedly with code %s", self.name, code)
+        self.exit_code = code
+        self.last_error = f"llama-server exited with code {code}" + "".join(f"\n{t}" for t in tail)
+        if backend is self.backend:
+            self.backend = None
+            if self.state is not ModelState.FAILED:
+                self._set(ModelState.FAILED)
+            self._host.child_died(self, restart)
+
+    def kill_unresponsive(self, backend: Backend) -> None:
+        """For the liveness check: a child that stopped answering is killed and restarted."""
+        self._restart_on_exit.add(backend)
+        backend.process.kill_now()
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop every child of this model at once (gateway shutdown)."""
+        for task in list(self._tasks):
+            task.cancel()
+        children = [b for b in (self.backend, *self._retiring) if b is not None]
+        self._retiring.update(children)
+        await asyncio.gather(
+            *(b.process.stop(self._host.settings.stop_grace_s) for b in children),
+            return_exceptions=True,
+        )
+        self.backend = None

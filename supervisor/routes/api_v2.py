@@ -1,0 +1,85 @@
+"""The /api/v2 surface (seed 001): models list and info with their lifecycle state, and the
+admin routes: load, unload, hot swap, reload."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from ..dialects import api_v2
+from ..dialects.openai import parse_body
+from ..memory import format_bytes
+from ..registry import version_entry
+from . import gateway
+
+router = APIRouter(prefix="/api/v2", tags=["api/v2"])
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    gw = gateway(request)
+    entries = gw.registry.entries()
+    statuses = [(e, gw.manager.status(e)) for e in entries]
+    return api_v2.models_list(entries, statuses, format_bytes)
+
+
+@router.get("/models/{model_id}")
+async def model_info(request: Request, model_id: str) -> dict[str, Any]:
+    gw = gateway(request)
+    entry = gw.registry.resolve(model_id)
+    return api_v2.model_info(entry, gw.manager.status(entry), format_bytes=format_bytes)
+
+
+async def _optional_body(request: Request) -> dict[str, Any] | None:
+    body = await request.body()
+    return parse_body(body) if body.strip() else None
+
+
+@router.post("/models/{model_id}/load")
+async def load_model(request: Request, model_id: str) -> dict[str, Any]:
+    """Load with seed 001's parameters; a loaded model with other parameters is swapped to
+    them without dropping requests."""
+    gw = gateway(request)
+    entry = gw.registry.resolve(model_id)
+    params = api_v2.parse_load_params(await _optional_body(request))
+    await gw.manager.model(entry).load(params)
+    status = gw.manager.status(entry)
+    used = status.rss if status.rss is not None else status.memory_estimate
+    return api_v2.load_response(status, format_bytes(used or 0))
+
+
+@router.post("/models/{model_id}/unload")
+async def unload_model(request: Request, model_id: str) -> dict[str, Any]:
+    gw = gateway(request)
+    await gw.manager.unload(gw.registry.resolve(model_id))
+    return api_v2.unload_response(time.time())
+
+
+@router.post("/models/{model_id}/swap")
+async def swap_model(request: Request, model_id: str) -> dict[str, Any]:
+    """Hot-swap to another file version: ``{"path": …}`` (a .gguf inside a models directory)
+    plus optional load parameters."""
+    gw = gateway(request)
+    entry = gw.registry.resolve(model_id)
+    path, params = api_v2.parse_swap_body(parse_body(await request.body()))
+    current = gw.manager.model(entry).entry
+    new = version_entry(gw.settings, current, path)
+    report = await gw.manager.swap(entry, new, params)
+    return {
+        "status": "success",
+        "message": f"Model swapped ({report.mode})",
+        "mode": report.mode,
+        "swap_seconds": round(report.seconds, 3),
+        "path": str(new.path),
+        "load_time": api_v2.iso(report.backend.loaded_at),
+    }
+
+
+@router.post("/reload")
+async def reload(request: Request) -> dict[str, Any]:
+    """Re-read the configuration (like SIGHUP): changed models are hot-swapped, removed ones
+    drained and unloaded, new ones registered."""
+    report = await gateway(request).reload()
+    return {"status": "success", "message": "Configuration reloaded", **report}

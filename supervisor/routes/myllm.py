@@ -1,0 +1,41 @@
+"""The /api surface (seed 002, MyLLM): models list and info, load and unload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from ..dialects import myllm
+from . import gateway
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    gw = gateway(request)
+    return myllm.models_list([(e, gw.manager.status(e)) for e in gw.registry.entries()])
+
+
+@router.get("/models/{model_name}")
+async def model_info(request: Request, model_name: str) -> dict[str, Any]:
+    gw = gateway(request)
+    entry = gw.registry.resolve(model_name)
+    return myllm.model_entry(entry, gw.manager.status(entry))
+
+
+@router.post("/models/{model_name}/load")
+async def load_model(request: Request, model_name: str) -> dict[str, Any]:
+    gw = gateway(request)
+    entry = gw.registry.resolve(model_name)
+    await gw.manager.model(entry).load()
+    return myllm.load_response(entry.id)
+
+
+@router.post("/models/{model_name}/unload")
+async def unload_model(request: Request, model_name: str) -> dict[str, Any]:
+    gw = gateway(request)
+    entry = gw.registry.resolve(model_name)
+    await gw.manager.unload(entry)
+    return myllm.unload_response(entry.id)
