@@ -91,7 +91,9 @@ class FakeFactory:
 
 
 def make_entry(
-    pooling_type: int | None = None, overrides: ModelSettings | None = None
+    pooling_type: int | None = None,
+    overrides: ModelSettings | None = None,
+    stem: str = "tiny.Q4_1",
 ) -> ModelEntry:
     info = GGUFInfo(
         architecture="llama",
@@ -105,10 +107,10 @@ def make_entry(
         parameter_count=32,
     )
     return ModelEntry(
-        id=overrides.alias if overrides and overrides.alias else "tiny.Q4_1",
-        path=Path("/models/tiny.Q4_1.gguf"),
-        file_name="tiny.Q4_1.gguf",
-        stem="tiny.Q4_1",
+        id=overrides.alias if overrides and overrides.alias else stem,
+        path=Path(f"/models/{stem}.gguf"),
+        file_name=f"{stem}.gguf",
+        stem=stem,
         alias=overrides.alias if overrides else None,
         size=1000,
         modified=0.0,

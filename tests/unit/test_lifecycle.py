@@ -1,0 +1,330 @@
+"""The lifecycle with scripted fake children: queueing, loads, drains, swaps, crashes,
+eviction, idle unloads and liveness, all without a real llama-server."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import respx
+from fakes import FAKE_HOST, FakeFactory, Script, make_entry
+
+from supervisor.backends.argv import Role
+from supervisor.backends.child import ChildStarter
+from supervisor.config import ModelSettings, Settings
+from supervisor.errors import ModelLoadError
+from supervisor.lifecycle.manager import InsufficientMemory, ModelManager
+from supervisor.lifecycle.model import QueueFull, QueueTimeout
+from supervisor.lifecycle.state import LoadParams, ModelState
+from supervisor.memory import MemoryProbe
+
+pytestmark = pytest.mark.anyio
+GiB = 1024**3
+
+
+def probe(available: int = 16 * GiB) -> MemoryProbe:
+    memory = SimpleNamespace(total=24 * GiB, available=available)
+    return MemoryProbe(reserve_bytes=0, virtual_memory=lambda: memory, gpu_reader=list)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as http:
+        yield http
+
+
+def manager(
+    client: httpx.AsyncClient,
+    factory: FakeFactory,
+    memory: MemoryProbe | None = None,
+    **overrides: object,
+) -> ModelManager:
+    defaults: dict[str, object] = {"parallel": 1, "stop_grace_s": 1.0, "drain_timeout_s": 5.0}
+    settings = Settings(llama_server=Path(sys.executable), **(defaults | overrides))  # type: ignore[arg-type]
+    return ModelManager(settings, ChildStarter(client, factory), memory or probe(), client)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_concurrent_requests_share_one_load(client: httpx.AsyncClient) -> None:
+    factory = FakeFactory([Script(ready_delay=0.05)])
+    models = manager(client, factory, parallel=4)
+    leases = await asyncio.gather(*(models.acquire(make_entry()) for _ in range(4)))
+    assert len(factory.made) == 1
+    assert {lease.backend.process.pid for lease in leases} == {factory.made[0].pid}
+    assert models.status(make_entry()).in_flight == 4
+
+
+async def test_queue_is_fifo_bounded_and_refuses_overflow(client: httpx.AsyncClient) -> None:
+    models = manager(client, FakeFactory(), queue_max=2)
+    first = await models.acquire(make_entry())
+    second = asyncio.create_task(models.acquire(make_entry()))
+    third = asyncio.create_task(models.acquire(make_entry()))
+    await settle()
+    assert models.status(make_entry()).queued == 2
+    with pytest.raises(QueueFull) as refused:
+        await models.acquire(make_entry())
+    assert refused.value.status_code == 429 and refused.value.retry_after
+    first.release()
+    lease = await asyncio.wait_for(second, 1)
+    assert not third.done()
+    lease.release()
+    (await asyncio.wait_for(third, 1)).release()
+
+
+async def test_queue_wait_is_bounded(client: httpx.AsyncClient) -> None:
+    models = manager(client, FakeFactory(), queue_timeout_s=0.05)
+    held = await models.acquire(make_entry())
+    with pytest.raises(QueueTimeout) as timed_out:
+        await models.acquire(make_entry())
+    assert timed_out.value.status_code == 503
+    assert models.status(make_entry()).queued == 0
+    held.release()
+
+
+async def test_a_client_that_gives_up_leaves_the_queue(client: httpx.AsyncClient) -> None:
+    models = manager(client, FakeFactory())
+    held = await models.acquire(make_entry())
+    waiting = asyncio.create_task(models.acquire(make_entry()))
+    await settle()
+    waiting.cancel()
+    await settle()
+    assert models.status(make_entry()).queued == 0
+    held.release()
+    assert models.status(make_entry()).in_flight == 0
+
+
+async def test_a_failed_load_fails_every_waiter_once_then_retries(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory([Script(fail_with=["error loading model"], ready_delay=0.02)])
+    models = manager(client, factory)
+    results = await asyncio.gather(
+        *(models.acquire(make_entry()) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, ModelLoadError) for r in results)
+    assert len(factory.made) == 1
+    status = models.status(make_entry())
+    assert status.state is ModelState.FAILED
+    assert status.last_error and "error loading model" in status.last_error
+    lease = await models.acquire(make_entry())
+    assert lease.backend.process is factory.made[1]
+
+
+async def test_unload_drains_in_flight_requests_first(client: httpx.AsyncClient) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    lease = await models.acquire(make_entry())
+    unloading = asyncio.create_task(models.unload(make_entry()))
+    await settle()
+    assert models.status(make_entry()).state is ModelState.DRAINING
+    assert factory.made[0].alive
+    lease.release()
+    assert await asyncio.wait_for(unloading, 1)
+    assert models.status(make_entry()).state is ModelState.UNLOADED
+    assert not factory.made[0].alive
+
+
+async def test_a_request_during_unload_waits_and_gets_a_new_child(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    lease = await models.acquire(make_entry())
+    unloading = asyncio.create_task(models.unload(make_entry()))
+    await settle()
+    arriving = asyncio.create_task(models.acquire(make_entry()))
+    await settle()
+    assert not arriving.done()
+    lease.release()
+    await unloading
+    new = await asyncio.wait_for(arriving, 1)
+    assert new.backend.process is factory.made[1]
+
+
+async def test_blue_green_swap_serves_old_requests_on_old_and_new_on_new(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory, parallel=2)
+    old_lease = await models.acquire(make_entry())
+    v2 = dataclasses.replace(make_entry(), path=Path("/models/v2/tiny.Q4_1.gguf"))
+    report = await models.swap(make_entry(), v2, None)
+    assert report.mode == "blue-green"
+    new_lease = await models.acquire(make_entry())
+    assert new_lease.backend.process is factory.made[1]
+    assert "/models/v2/tiny.Q4_1.gguf" in factory.made[1].argv
+    await settle()
+    assert factory.made[0].alive  # still finishing the old request
+    old_lease.release()
+    await settle()
+    assert not factory.made[0].alive
+    assert models.status(make_entry()).path == v2.path
+
+
+async def test_a_failed_swap_leaves_the_old_version_serving(client: httpx.AsyncClient) -> None:
+    factory = FakeFactory([Script(), Script(fail_with=["invalid magic"])])
+    models = manager(client, factory)
+    await models.model(make_entry()).load()
+    v2 = dataclasses.replace(make_entry(), path=Path("/models/v2.gguf"))
+    with pytest.raises(ModelLoadError):
+        await models.swap(make_entry(), v2, None)
+    status = models.status(make_entry())
+    assert status.state is ModelState.READY
+    assert status.path == make_entry().path
+    lease = await models.acquire(make_entry())
+    assert lease.backend.process is factory.made[0]
+
+
+async def test_swap_falls_back_to_stop_start_when_both_do_not_fit(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    big = dataclasses.replace(make_entry(), size=150 * 1024**2)  # about 220 MB with its cache
+
+    def ram() -> SimpleNamespace:  # 350 MB, less what loaded children use
+        used = sum(m.entry.size for m in models.loaded())
+        return SimpleNamespace(total=350 * 1024**2, available=350 * 1024**2 - used)
+
+    models = manager(client, factory, MemoryProbe(0, virtual_memory=ram, gpu_reader=list))
+    lease = await models.acquire(big)
+    model = models.model(big)
+    v2 = dataclasses.replace(big, path=Path("/models/v2.gguf"))
+    swapping = asyncio.create_task(models.swap(big, v2, None))
+    await settle()
+    assert model.state is ModelState.DRAINING
+    queued = asyncio.create_task(models.acquire(big))
+    lease.release()
+    report = await asyncio.wait_for(swapping, 1)
+    assert report.mode == "stop-start"
+    assert (await asyncio.wait_for(queued, 1)).backend.process is factory.made[1]
+
+
+async def test_load_with_other_parameters_swaps_to_them(client: httpx.AsyncClient) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    model = models.model(make_entry())
+    await model.load(LoadParams(n_ctx=512))
+    await model.load(LoadParams(n_ctx=512))
+    assert len(factory.made) == 1
+    await model.load(LoadParams(n_ctx=1024))
+    assert len(factory.made) == 2
+    assert "1024" in factory.made[1].argv
+
+
+async def test_a_crashed_child_is_reloaded_on_the_next_request(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    (await models.acquire(make_entry())).release()
+    factory.made[0].die(-9)
+    await settle()
+    status = models.status(make_entry())
+    assert (status.state, status.exit_code) == (ModelState.FAILED, -9)
+    assert len(factory.made) == 1  # not pinned: no restart by itself
+    lease = await models.acquire(make_entry())
+    assert lease.backend.process is factory.made[1]
+
+
+async def test_a_pinned_model_comes_back_by_itself(client: httpx.AsyncClient) -> None:
+    factory = FakeFactory()
+    pinned = make_entry(overrides=ModelSettings(file="tiny.Q4_1.gguf", pinned=True))
+    models = manager(client, factory)
+    models.start([pinned])
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if models.status(pinned).state is ModelState.READY:
+            break
+    factory.made[0].die(-9)
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if len(factory.made) == 2 and models.status(pinned).state is ModelState.READY:
+            break
+    status = models.status(pinned)
+    assert status.state is ModelState.READY and status.restart_count == 1
+    await models.close()
+
+
+async def test_lru_eviction_respects_the_loaded_model_limit(client: httpx.AsyncClient) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory, max_loaded_models=1)
+    a, b = make_entry(stem="a"), make_entry(stem="b")
+    (await models.acquire(a)).release()
+    (await models.acquire(b)).release()
+    assert models.status(a).state is ModelState.UNLOADED
+    assert models.status(b).state is ModelState.READY
+    busy = await models.acquire(b)
+    with pytest.raises(InsufficientMemory) as refused:
+        await models.acquire(a)  # b is busy: never evicted
+    assert refused.value.status_code == 503 and refused.value.retry_after
+    assert "busy or pinned" in refused.value.message
+    busy.release()
+    (await models.acquire(a)).release()
+    assert models.status(b).state is ModelState.UNLOADED
+
+
+async def test_a_model_that_cannot_fit_is_refused_with_the_figures(
+    client: httpx.AsyncClient,
+) -> None:
+    models = manager(client, FakeFactory(), probe(available=1024))
+    with pytest.raises(InsufficientMemory) as refused:
+        await models.acquire(make_entry())
+    assert "needs about" in refused.value.message and "1KB RAM free" in refused.value.message
+
+
+async def test_idle_models_unload_after_their_ttl_but_not_while_busy(
+    client: httpx.AsyncClient,
+) -> None:
+    models = manager(client, FakeFactory(), idle_ttl_s=0.2)
+    models.start([])
+    busy = await models.acquire(make_entry())
+    await asyncio.sleep(1.5)
+    assert models.status(make_entry()).state is ModelState.READY
+    busy.release()
+    for _ in range(40):
+        await asyncio.sleep(0.1)
+        if models.status(make_entry()).state is ModelState.UNLOADED:
+            break
+    assert models.status(make_entry()).state is ModelState.UNLOADED
+    await models.close()
+
+
+async def test_a_child_that_stops_answering_is_killed_and_restarted(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory, health_interval_s=0.02, health_failures=2)
+    with respx.mock(base_url=f"http://{FAKE_HOST}") as child:
+        child.get("/health").mock(side_effect=httpx.ReadTimeout("hung"))
+        await models.model(make_entry()).load()
+        models.start([])
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if len(factory.made) == 2 and models.status(make_entry()).state is ModelState.READY:
+                break
+    assert not factory.made[0].alive
+    assert models.status(make_entry()).restart_count == 1
+    await models.close()
+
+
+async def test_embedding_children_are_separate_and_unload_together(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    (await models.acquire(make_entry(), Role.CHAT)).release()
+    (await models.acquire(make_entry(), Role.EMBEDDING)).release()
+    assert "--embeddings" in factory.made[1].argv
+    assert models.status(make_entry()).embedding_state is ModelState.READY
+    await models.unload(make_entry())
+    assert not any(p.alive for p in factory.made)
