@@ -58,23 +58,29 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
     from .backends.binary import find_llama_server
-    from .config import load_settings
+    from .config import Settings, load_settings
 
-    settings = load_settings(
-        args.config,
-        host=args.host,
-        port=args.port,
-        models_dirs=args.models_dirs,
-        llama_server=args.llama_server,
-        default_model=args.default_model,
-        log_level=args.log_level,
-    )
+    given = {
+        "host": args.host,
+        "port": args.port,
+        "models_dirs": args.models_dirs,
+        "llama_server": args.llama_server,
+        "default_model": args.default_model,
+        "log_level": args.log_level,
+    }
+    settings = load_settings(args.config, **given)
     _configure_logging(settings.log_level)
     binary = find_llama_server(settings.llama_server, settings.cache_dir)
-    settings = settings.model_copy(update={"llama_server": binary})
     LOG.info("llama-server: %s", binary)
+
+    def reload_settings() -> Settings:
+        """SIGHUP and POST /api/v2/reload: the same flags, the file and environment anew."""
+        fresh = load_settings(args.config, **given)
+        return fresh if fresh.llama_server else fresh.model_copy(update={"llama_server": binary})
+
+    settings = settings.model_copy(update={"llama_server": binary})
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, load_settings=reload_settings),
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -79,6 +79,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.manager.close()
+        await self.proxy.aclose()
         await self.client.aclose()
 
 

@@ -30,12 +30,17 @@ HOP_HEADERS = frozenset(
 )
 
 
-def make_client() -> httpx.AsyncClient:
+def make_client(*, keepalive: bool = True) -> httpx.AsyncClient:
     """One pooled client for all children; generations may run for a long time, so no read
-    timeout (liveness is the supervisor's job, not a socket timer's)."""
+    timeout (liveness is the supervisor's job, not a socket timer's). Idle connections are
+    dropped after 2 s, well before llama-server's own 5 s keep-alive timeout."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(connect=10.0, read=None, write=60.0, pool=60.0),
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        limits=httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=256 if keepalive else 0,
+            keepalive_expiry=2.0,
+        ),
         trust_env=False,
     )
 
@@ -46,12 +51,17 @@ def map_upstream_errors(model: str) -> Iterator[None]:
     try:
         yield
     except httpx.HTTPError as exc:
-        raise BackendError(f"Model '{model}' backend failed: {type(exc).__name__}") from exc
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise BackendError(f"Model '{model}' backend failed: {detail}") from exc
 
 
 class Proxy:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
+        self._fresh = make_client(keepalive=False)
+
+    async def aclose(self) -> None:
+        await self._fresh.aclose()
 
     async def forward(
         self,
@@ -75,9 +85,7 @@ class Proxy:
             async with cancelled_on_disconnect(receive) as watch:
                 lease = await acquire()
                 with map_upstream_errors(lease.backend.entry.id):
-                    upstream = await self._client.send(
-                        self._request(lease, path, body), stream=True
-                    )
+                    upstream = await self._send(self._request(lease, path, body))
                     if not _is_event_stream(upstream):
                         content = await upstream.aread()
         except BaseException:
@@ -91,6 +99,18 @@ class Proxy:
             return RelayResponse(upstream, lease, error_event, headers)
         await _close(upstream, lease)
         return Response(content, upstream.status_code, _passed_headers(upstream))
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send on a pooled connection; if it turns out closed before any answer, send once
+        more on a fresh one. llama-server closes keep-alive connections without saying so
+        (after two streamed answers, seen here; and after 5 s idle), so a pooled connection
+        can be dead the instant we reuse it. The request never reached the child, so sending
+        it again is safe; if the child itself is gone, the second try fails to connect."""
+        try:
+            return await self._client.send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            LOG.info("pooled connection to %s was closed (%r); sending again", request.url, exc)
+            return await self._fresh.send(request, stream=True)
 
     def _request(self, lease: Lease, path: str, body: bytes) -> httpx.Request:
         return self._client.build_request(
