@@ -8,19 +8,18 @@ extension key ``"state"`` with the full status snapshot operators need.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import BadRequest
 from ..lifecycle.state import LoadParams, ModelState, ModelStatus
+from ..memory import format_bytes
 from ..registry import ModelEntry
 
 # (key, minimum) for seed 001's integer load parameters; -1 GPU layers means "all".
 _INT_PARAMS: dict[str, int] = {"n_gpu_layers": -1, "n_ctx": 0, "n_batch": 1, "threads": 1}
 _BOOL_PARAMS: tuple[str, ...] = ("use_mlock", "f16_kv")
-_UNITS: tuple[str, ...] = ("B", "KB", "MB", "GB", "TB", "PB")
 
 
 def iso(ts: float | None) -> str | None:
@@ -28,16 +27,6 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def human_bytes(size: int) -> str:
-    """A byte count in binary units with one decimal: 103179878 -> "98.4MB", 512 -> "512B"."""
-    value = float(size)
-    for unit in _UNITS[:-1]:
-        if abs(value) < 1024:
-            return f"{size}B" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{value:.1f}{_UNITS[-1]}"
 
 
 def status_word(state: ModelState) -> str:
@@ -73,9 +62,7 @@ def params_dict(params: LoadParams) -> dict[str, Any]:
     return {name: value for name, value in values if value is not None}
 
 
-def state_details(
-    status: ModelStatus, format_bytes: Callable[[int], str] = human_bytes
-) -> dict[str, Any]:
+def state_details(status: ModelStatus) -> dict[str, Any]:
     """Everything an operator needs about one model's lifecycle, JSON-friendly."""
     estimate = status.memory_estimate
     return {
@@ -101,14 +88,13 @@ def state_details(
 
 def loaded_models(
     statuses: list[tuple[ModelEntry, ModelStatus]],
-    format_bytes: Callable[[int], str] = human_bytes,
 ) -> dict[str, dict[str, Any]]:
     """``loaded_models``: every model that is not unloaded, keyed by file name."""
     return {
         entry.file_name: {
             "status": status_word(status.state),
             "load_time": iso(status.loaded_at),
-            "state": state_details(status, format_bytes),
+            "state": state_details(status),
         }
         for entry, status in statuses
         if status.state is not ModelState.UNLOADED
@@ -118,12 +104,11 @@ def loaded_models(
 def models_list(
     entries: list[ModelEntry],
     statuses: list[tuple[ModelEntry, ModelStatus]],
-    format_bytes: Callable[[int], str] = human_bytes,
 ) -> dict[str, Any]:
     """``GET /api/v2/models``."""
     return {
         "available_models": [model_summary(entry) for entry in entries],
-        "loaded_models": loaded_models(statuses, format_bytes),
+        "loaded_models": loaded_models(statuses),
     }
 
 
@@ -133,7 +118,6 @@ def model_info(
     *,
     tokens_processed: int = 0,
     average_speed: float = 0.0,
-    format_bytes: Callable[[int], str] = human_bytes,
 ) -> dict[str, Any]:
     """``GET /api/v2/models/{model_id}``; ``average_speed`` is in tokens per second."""
     return {
@@ -147,7 +131,7 @@ def model_info(
             "tokens_processed": tokens_processed,
             "average_speed": average_speed,
         },
-        "state": state_details(status, format_bytes),
+        "state": state_details(status),
     }
 
 

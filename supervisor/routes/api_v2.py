@@ -22,14 +22,14 @@ async def list_models(request: Request) -> dict[str, Any]:
     gw = gateway(request)
     entries = gw.registry.entries()
     statuses = [(e, gw.manager.status(e)) for e in entries]
-    return api_v2.models_list(entries, statuses, format_bytes)
+    return api_v2.models_list(entries, statuses)
 
 
 @router.get("/models/{model_id}")
 async def model_info(request: Request, model_id: str) -> dict[str, Any]:
     gw = gateway(request)
     entry = gw.registry.resolve(model_id)
-    return api_v2.model_info(entry, gw.manager.status(entry), format_bytes=format_bytes)
+    return api_v2.model_info(entry, gw.manager.status(entry))
 
 
 async def _optional_body(request: Request) -> dict[str, Any] | None:

@@ -111,13 +111,6 @@ def test_iso_is_utc_with_seconds_and_z() -> None:
     assert api_v2.iso(None) is None
 
 
-def test_human_bytes() -> None:
-    assert api_v2.human_bytes(512) == "512B"
-    assert api_v2.human_bytes(2048) == "2.0KB"
-    assert api_v2.human_bytes(103179878) == "98.4MB"
-    assert api_v2.human_bytes(4_831_838_208) == "4.5GB"
-
-
 def test_model_summary_uses_file_name_as_id() -> None:
     assert api_v2.model_summary(ENTRY) == SUMMARY
 
@@ -145,9 +138,8 @@ def test_state_details_lists_every_status_field() -> None:
     }
 
 
-def test_state_details_takes_a_byte_formatter() -> None:
-    details = api_v2.state_details(READY, format_bytes=lambda n: f"{n} bytes")
-    assert details["memory_estimate"] == "103179878 bytes"
+def test_state_details_shows_memory_in_human_units() -> None:
+    assert api_v2.state_details(READY)["memory_estimate"] == "98.4MB"
 
 
 def test_models_list_shows_only_models_that_are_not_unloaded() -> None:
