@@ -8,9 +8,13 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
     ├── BadRequest                  400 invalid_request_error
     ├── NotFound                    404 invalid_request_error
     │   └── ModelNotFound           404 model_not_found
+    ├── QueueFull                   429 (Retry-After) the model's queue is full
     ├── ModelUnavailable            503 (Retry-After) model not loaded and not loadable now
+    │   ├── QueueTimeout            503 no slot freed within the queue's maximum wait
+    │   └── InsufficientMemory      503 the model does not fit, and nothing can be evicted
     ├── ModelLoadError              503 the child failed to start; carries its last stderr lines
     ├── BackendError                502 the child failed or vanished while serving a request
+    ├── IllegalTransition           500 a lifecycle bug: a state change the machine forbids
     └── ConfigError                 500 bad configuration (raised at start-up, not per request)
 """
 
@@ -56,6 +60,22 @@ class ModelUnavailable(SupervisorError):
     retry_after = 5
 
 
+class QueueFull(SupervisorError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+    retry_after = 1
+
+
+class QueueTimeout(ModelUnavailable):
+    code = "queue_timeout"
+
+
+class InsufficientMemory(ModelUnavailable):
+    code = "insufficient_memory"
+    retry_after = 30
+
+
 class ModelLoadError(SupervisorError):
     status_code = 503
     error_type = "unavailable_error"
@@ -77,6 +97,10 @@ class BackendError(SupervisorError):
     status_code = 502
     error_type = "server_error"
     code = "backend_error"
+
+
+class IllegalTransition(SupervisorError):
+    code = "illegal_transition"
 
 
 class ConfigError(SupervisorError):

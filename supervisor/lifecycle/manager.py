@@ -16,20 +16,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from ..backends.argv import Role, launch_spec, parallel_slots
 from ..backends.child import Backend, ChildStarter, Lease
 from ..config import ModelSettings, Settings
-from ..errors import SupervisorError
+from ..errors import InsufficientMemory, SupervisorError
 from ..memory import MemoryEstimate, MemoryProbe, estimate_memory, format_bytes, process_tree_rss
 from ..registry import ModelEntry
 from .model import ManagedModel, SwapReport
 from .state import LoadParams, ModelState, ModelStatus
 
 LOG = logging.getLogger(__name__)
-
-
-class InsufficientMemory(SupervisorError):
-    status_code = 503
-    error_type = "unavailable_error"
-    code = "insufficient_memory"
-    retry_after = 30
 
 
 class ModelManager:
@@ -219,6 +212,8 @@ class ModelManager:
             await asyncio.sleep(self._settings.health_interval_s)
             models = [m for m in self._models.values() if m.serving() is not None]
             await asyncio.gather(*(self._check(m) for m in models))
+            serving = {m.serving() for m in models}
+            self._health_misses = {b: n for b, n in self._health_misses.items() if b in serving}
 
     async def _check(self, model: ManagedModel) -> None:
         backend = model.serving()
@@ -268,6 +263,7 @@ class ModelManager:
         for (model_id, role), model in list(self._models.items()):
             new = by_id.get(model_id)
             if new is None:
+                model.removed = True
                 await model.unload()
                 del self._models[(model_id, role)]
                 report["unloaded"].append(model.name)

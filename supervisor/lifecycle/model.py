@@ -19,25 +19,18 @@ from typing import Protocol
 from ..backends.argv import Role
 from ..backends.child import Backend, Lease
 from ..config import Settings
-from ..errors import ModelLoadError, ModelUnavailable, SupervisorError
+from ..errors import (
+    ModelLoadError,
+    ModelNotFound,
+    ModelUnavailable,
+    QueueFull,
+    QueueTimeout,
+    SupervisorError,
+)
 from ..registry import ModelEntry
 from .state import LoadParams, ModelState, check_transition
 
 LOG = logging.getLogger(__name__)
-
-
-class QueueFull(SupervisorError):
-    status_code = 429
-    error_type = "rate_limit_error"
-    code = "queue_full"
-    retry_after = 1
-
-
-class QueueTimeout(SupervisorError):
-    status_code = 503
-    error_type = "unavailable_error"
-    code = "queue_timeout"
-    retry_after = 5
 
 
 class ModelHost(Protocol):
@@ -71,6 +64,7 @@ class ManagedModel:
         self.last_error: str | None = None
         self.exit_code: int | None = None
         self.restart_count = 0
+        self.removed = False  # dropped by a configuration reload: serves nothing more
         self._host = host
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()  # one load, unload or swap at a time
@@ -95,6 +89,8 @@ class ManagedModel:
         """A slot on the current child: loading the model, or waiting for a swap, an unload
         or a restart to settle, or queueing (FIFO) until a slot frees."""
         while True:
+            if self.removed:
+                raise ModelNotFound(self.entry.id)
             backend = self.serving()
             if backend is not None:
                 if not self._waiters and backend.has_free_slot:
@@ -281,6 +277,7 @@ class ManagedModel:
         return SwapReport("stop-start", time.monotonic() - started, backend)
 
     async def _retire(self, old: Backend) -> None:
+        self._retiring.add(old)  # from now on its exit is expected, and close() stops it
         await self._drain(old)
         await self._stop(old)
 

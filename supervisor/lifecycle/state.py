@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from ..errors import SupervisorError
+from ..errors import IllegalTransition
 
 
 class ModelState(StrEnum):
@@ -29,10 +29,6 @@ TRANSITIONS: dict[ModelState, frozenset[ModelState]] = {
     ModelState.STOPPING: frozenset({ModelState.UNLOADED, ModelState.FAILED}),
     ModelState.FAILED: frozenset({ModelState.LOADING, ModelState.UNLOADED}),
 }
-
-
-class IllegalTransition(SupervisorError):
-    code = "illegal_transition"
 
 
 def check_transition(current: ModelState, target: ModelState) -> None:

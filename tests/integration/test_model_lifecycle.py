@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from harness import MODEL_ID, RunningGateway, wait_until_gone
+from harness import MODEL_ID, RunningGateway, wait_for, wait_until_gone
 
 pytestmark = pytest.mark.integration
 MODEL_FILE = f"{MODEL_ID}.gguf"
@@ -52,15 +52,6 @@ def status(gateway: RunningGateway, model: str = MODEL_ID) -> dict[str, object]:
     info = httpx.get(f"{gateway.url}/api/v2/models/{model}", timeout=30).json()
     state: dict[str, object] = info["state"]
     return state
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, every: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
 
 
 def chat(gateway: RunningGateway, model: str = MODEL_ID, **extra: object) -> httpx.Response:

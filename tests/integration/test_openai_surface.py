@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-from harness import MODEL_ID, RunningGateway, wait_until_gone
+from harness import MODEL_ID, RunningGateway, wait_for, wait_until_gone
 
 pytestmark = pytest.mark.integration
 
@@ -118,15 +117,6 @@ def test_raw_sse_framing(gateway: RunningGateway) -> None:
 def slots_busy(port: int) -> bool:
     slots = httpx.get(f"http://127.0.0.1:{port}/slots", timeout=5).json()
     return any(slot["is_processing"] for slot in slots)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, every: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
 
 
 def test_client_disconnect_mid_stream_frees_the_slot(gateway: RunningGateway) -> None:

@@ -18,9 +18,8 @@ from fakes import FAKE_HOST, FakeFactory, Script, make_entry
 from supervisor.backends.argv import Role
 from supervisor.backends.child import ChildStarter
 from supervisor.config import ModelSettings, Settings
-from supervisor.errors import ModelLoadError
-from supervisor.lifecycle.manager import InsufficientMemory, ModelManager
-from supervisor.lifecycle.model import QueueFull, QueueTimeout
+from supervisor.errors import InsufficientMemory, ModelLoadError, QueueFull, QueueTimeout
+from supervisor.lifecycle.manager import ModelManager
 from supervisor.lifecycle.state import LoadParams, ModelState
 from supervisor.memory import MemoryProbe
 
