@@ -31,6 +31,7 @@ class Gateway:
     manager: ModelManager
     proxy: Proxy
     client: httpx.AsyncClient
+    probe: MemoryProbe
     load_settings: SettingsLoader
     started_at: float = field(default_factory=time.time)
     last_error: str | None = None
@@ -96,5 +97,11 @@ def build_gateway(
     probe = probe or MemoryProbe(reserve_bytes=settings.memory_reserve_mb * 1024**2)
     manager = ModelManager(settings, starter, probe, client)
     return Gateway(
-        settings, registry, manager, Proxy(client), client, load_settings or (lambda: settings)
+        settings,
+        registry,
+        manager,
+        Proxy(client),
+        client,
+        probe,
+        load_settings or (lambda: settings),
     )

@@ -1,16 +1,18 @@
 """The shared HTTP client and the relay from a child back to the client.
 
-Bytes from the child are passed through untouched: no JSON parsing, no re-buffering. Per chunk
-the relay only remembers whether the chunk ended an SSE event, so that an error event appended
-after a child's death starts on a fresh line.
+Bytes from the child are passed through untouched where the surface speaks llama-server's own
+dialect (no JSON parsing, no re-buffering); surfaces with their own event shapes get the
+child's SSE events parsed and translated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Protocol
 
 import anyio
 import httpx
@@ -68,16 +70,54 @@ class Proxy:
         acquire: Callable[[], Awaitable[Lease]],
         path: str,
         body: bytes,
-        error_event: ErrorEvent,
+        stream: StreamTranslator,
         receive: Receive,
     ) -> Response:
-        """Wait for a slot (``acquire``), POST ``body`` to its child and relay the answer;
-        SSE answers are streamed.
+        """Wait for a slot (``acquire``), POST ``body`` to its child and relay the answer:
+        SSE through ``stream`` (raw bytes with ``Passthrough``), anything else as it is.
 
         The client's disconnect is watched (on ``receive``) all along: a client that gives up
         while queued leaves the queue, and one that gives up while llama-server generates a
         non-streamed answer (sent only when complete) cancels the upstream request, so the
         slot frees at once."""
+        exchange = await self._exchange(acquire, path, body, receive)
+        if exchange is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        lease, upstream, content = exchange
+        if _is_event_stream(upstream):
+            headers = _passed_headers(upstream) | STREAM_HEADERS
+            return RelayResponse(upstream, lease, stream, headers)
+        await _close(upstream, lease)
+        return Response(content, upstream.status_code, _passed_headers(upstream))
+
+    async def fetch_json(
+        self,
+        acquire: Callable[[], Awaitable[Lease]],
+        path: str,
+        body: bytes,
+        receive: Receive,
+    ) -> tuple[int, Any] | None:
+        """Like ``forward`` for a non-streamed request whose answer a surface reshapes: the
+        status and parsed JSON, or None if the client went away."""
+        exchange = await self._exchange(acquire, path, body, receive)
+        if exchange is None:
+            return None
+        lease, upstream, content = exchange
+        await _close(upstream, lease)
+        try:
+            return upstream.status_code, json.loads(content)
+        except ValueError as exc:
+            raise BackendError(f"Model '{lease.backend.entry.id}' answered no JSON") from exc
+
+    async def _exchange(
+        self,
+        acquire: Callable[[], Awaitable[Lease]],
+        path: str,
+        body: bytes,
+        receive: Receive,
+    ) -> tuple[Lease, httpx.Response, bytes] | None:
+        """The lease, the child's response (open if it streams) and its body if it does not;
+        None if the client disconnected first (everything is released then)."""
         lease: Lease | None = None
         upstream: httpx.Response | None = None
         content = b""
@@ -93,12 +133,8 @@ class Proxy:
             raise
         if watch.cancelled_caught or upstream is None or lease is None:
             await _close(upstream, lease)  # the client went away: nobody reads the answer
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        if _is_event_stream(upstream):
-            headers = _passed_headers(upstream) | STREAM_HEADERS
-            return RelayResponse(upstream, lease, error_event, headers)
-        await _close(upstream, lease)
-        return Response(content, upstream.status_code, _passed_headers(upstream))
+            return None
+        return lease, upstream, content
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """Send on a pooled connection; if it turns out closed before any answer, send once
@@ -151,6 +187,54 @@ def _passed_headers(upstream: httpx.Response) -> dict[str, str]:
     return {k.lower(): v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
 
 
+class StreamTranslator(Protocol):
+    """What a relayed SSE stream sends: ``chunks`` turns the child's stream into the
+    surface's bytes; ``error`` is the tail sent when the child fails mid-stream."""
+
+    def chunks(self, upstream: httpx.Response) -> AsyncIterator[bytes]: ...
+    def error(self, error: SupervisorError) -> bytes: ...
+
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+class Passthrough:
+    """The child's bytes untouched. Per chunk only whether it ended an SSE event is noted, so
+    an error event after a child's death starts on a fresh line. With ``ensure_done``, a
+    stream the child ends without ``data: [DONE]`` (llama.cpp's native /completion) gets it."""
+
+    def __init__(self, error_event: ErrorEvent, *, ensure_done: bool = False) -> None:
+        self._error_event = error_event
+        self._ensure_done = ensure_done
+        self._event_closed = True
+
+    async def chunks(self, upstream: httpx.Response) -> AsyncIterator[bytes]:
+        last = b""
+        async for chunk in upstream.aiter_raw():
+            self._event_closed = chunk.endswith(b"\n\n")
+            last = chunk
+            yield chunk
+        if self._ensure_done and not last.endswith(DONE_EVENT):
+            yield DONE_EVENT
+
+    def error(self, error: SupervisorError) -> bytes:
+        return (b"" if self._event_closed else b"\n\n") + self._error_event(error)
+
+
+async def sse_events(upstream: httpx.Response) -> AsyncIterator[Any]:
+    """The JSON payloads of a child's SSE stream, in order; None for ``data: [DONE]``."""
+    buffer = b""
+    async for chunk in upstream.aiter_raw():
+        buffer += chunk
+        while b"\n\n" in buffer:
+            event, buffer = buffer.split(b"\n\n", 1)
+            for line in event.split(b"\n"):
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                yield None if payload == b"[DONE]" else json.loads(payload)
+
+
 class RelayResponse(Response):
     """Relays a child's SSE stream.
 
@@ -163,7 +247,7 @@ class RelayResponse(Response):
         self,
         upstream: httpx.Response,
         lease: Lease,
-        error_event: ErrorEvent,
+        stream: StreamTranslator,
         headers: dict[str, str],
     ) -> None:
         self.status_code = upstream.status_code
@@ -171,7 +255,7 @@ class RelayResponse(Response):
         self.init_headers(headers)
         self._upstream = upstream
         self._lease = lease
-        self._error_event = error_event
+        self._stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -185,18 +269,16 @@ class RelayResponse(Response):
     async def _relay(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})  # fmt: skip
-        event_closed = True
         try:
-            async for chunk in self._upstream.aiter_raw():
-                event_closed = chunk.endswith(b"\n\n")
+            async for chunk in self._stream.chunks(self._upstream):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ValueError) as exc:
             model = self._lease.backend.entry.id
-            LOG.warning("[%s] stream broke: %s", model, exc)
+            LOG.warning("[%s] stream broke: %r", model, exc)
             error = BackendError(
                 f"Model '{model}' backend failed during the stream; the request did not complete"
             )
-            tail = (b"" if event_closed else b"\n\n") + self._error_event(error)
+            tail = self._stream.error(error)
             await send({"type": "http.response.body", "body": tail, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

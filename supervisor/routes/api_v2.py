@@ -8,9 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from .. import __version__
 from ..dialects import api_v2
 from ..dialects.openai import parse_body
 from ..memory import format_bytes
+from ..metrics import health_v2, system_metrics
 from ..registry import version_entry
 from . import gateway
 
@@ -75,6 +77,18 @@ async def swap_model(request: Request, model_id: str) -> dict[str, Any]:
         "path": str(new.path),
         "load_time": api_v2.iso(report.backend.loaded_at),
     }
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> dict[str, Any]:
+    """CPU, memory and GPU figures of the host (seed 001)."""
+    return system_metrics(gateway(request).probe)
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    gw = gateway(request)
+    return health_v2(__version__, gw.started_at, gw.last_error)
 
 
 @router.post("/reload")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from .. import __version__
 from ..backends.argv import Role
 from ..dialects import openai
+from ..lifecycle.state import ModelState
+from ..metrics import format_uptime, system_metrics
+from ..proxy import Passthrough
 from . import gateway
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -24,14 +29,46 @@ async def get_model(request: Request, model_id: str) -> dict[str, Any]:
     return openai.model_object(gateway(request).registry.resolve(model_id))
 
 
+@router.get("/stats")
+async def stats(request: Request) -> dict[str, Any]:
+    """Server statistics and resource use (seed 003's "coming soon" /v1/stats)."""
+    gw = gateway(request)
+    statuses = [gw.manager.status(e) for e in gw.registry.entries()]
+    uptime = time.time() - gw.started_at
+    return {
+        "object": "stats",
+        "version": __version__,
+        "uptime_seconds": round(uptime, 1),
+        "uptime": format_uptime(uptime),
+        "models": {
+            "available": len(statuses),
+            "loaded": sum(1 for s in statuses if s.state is ModelState.READY),
+            "data": [
+                {
+                    "id": s.id,
+                    "state": s.state.value,
+                    "in_flight": s.in_flight,
+                    "queued": s.queued,
+                    "restart_count": s.restart_count,
+                    "memory_estimate_bytes": s.memory_estimate,
+                    "rss_bytes": s.rss,
+                }
+                for s in statuses
+            ],
+        },
+        "system": system_metrics(gw.probe),
+    }
+
+
 async def _relay(request: Request, path: str, role: Role) -> Response:
     body = await request.body()
     data = openai.parse_body(body)
     openai.wants_stream(data)  # a bad value is our clear 400, not the child's
     gw = gateway(request)
     entry = gw.pick_model(openai.requested_model(data))
+    stream = Passthrough(openai.error_event)
     return await gw.proxy.forward(
-        lambda: gw.acquire(entry, role), path, body, openai.error_event, request.receive
+        lambda: gw.acquire(entry, role), path, body, stream, request.receive
     )
 
 

@@ -1,0 +1,59 @@
+"""llama.cpp's native root routes (seed 004, BitNet's server): bodies pass through to the
+child's own route. ``model`` is optional: without it, the default model, else the only loaded
+one, else 503."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ..backends.argv import Role
+from ..dialects import openai
+from ..proxy import Passthrough
+from . import gateway
+
+router = APIRouter(tags=["native"])
+
+
+async def _relay(
+    request: Request, path: str, role: Role = Role.CHAT, *, ensure_done: bool = False
+) -> Response:
+    body = await request.body()
+    data = openai.parse_body(body)
+    openai.wants_stream(data)
+    gw = gateway(request)
+    entry = gw.pick_model(openai.requested_model(data))
+    stream = Passthrough(openai.error_event, ensure_done=ensure_done)
+    return await gw.proxy.forward(
+        lambda: gw.acquire(entry, role), path, body, stream, request.receive
+    )
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    """OpenAI-shaped chat; streams end with ``data: [DONE]``."""
+    return await _relay(request, "/chat/completions")
+
+
+@router.post("/completion")
+async def completion(request: Request) -> Response:
+    """llama.cpp's completion: ``prompt``, ``n_predict``, ``temperature``, ``top_k``,
+    ``top_p``, ``repeat_penalty``, ``seed``, ``stop``, ``stream``, and every other field
+    llama-server knows. Streams end with ``data: [DONE]`` as seed 004 says (llama-server's
+    own /completion stream has no terminator)."""
+    return await _relay(request, "/completion", ensure_done=True)
+
+
+@router.post("/tokenize")
+async def tokenize(request: Request) -> Response:
+    return await _relay(request, "/tokenize")
+
+
+@router.post("/detokenize")
+async def detokenize(request: Request) -> Response:
+    return await _relay(request, "/detokenize")
+
+
+@router.post("/embedding")
+async def embedding(request: Request) -> Response:
+    return await _relay(request, "/embedding", Role.EMBEDDING)
