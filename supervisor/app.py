@@ -17,7 +17,7 @@ from .config import Settings
 from .gateway import SettingsLoader, build_gateway
 from .http_errors import install_error_handlers
 from .memory import MemoryProbe
-from .routes import api_v2, myllm, native, openai, root
+from .routes import api_v2, myllm, myllm_chat, native, openai, root
 
 
 def create_app(
@@ -50,6 +50,7 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(api_v2.router)
     app.include_router(myllm.router)
+    app.include_router(myllm_chat.router)
     app.include_router(native.router)
     return app
 

@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     serve.add_argument("--llama-server", type=Path, metavar="PATH", help="llama-server binary")
+    serve.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="where sessions are stored (default ./data)"
+    )
     serve.add_argument("--default-model", metavar="NAME", help="model for requests naming none")
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
 
@@ -65,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
         "port": args.port,
         "models_dirs": args.models_dirs,
         "llama_server": args.llama_server,
+        "data_dir": args.data_dir,
         "default_model": args.default_model,
         "log_level": args.log_level,
     }

@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     restart_backoff_max_s: float = Field(default=30.0, gt=0, description="longest restart wait")
     log_level: str = Field(default="info", description="gateway log level")
     cache_dir: Path = Field(default_factory=default_cache_dir, description="build/model cache")
+    data_dir: Path = Field(default=Path("data"), description="sessions database lives here")
 
     @field_validator("log_level")
     @classmethod

@@ -14,6 +14,7 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
     │   └── InsufficientMemory      503 the model does not fit, and nothing can be evicted
     ├── ModelLoadError              503 the child failed to start; carries its last stderr lines
     ├── BackendError                502 the child failed or vanished while serving a request
+    ├── ChildRejected               4xx/5xx as the child said, for surfaces that reshape errors
     ├── IllegalTransition           500 a lifecycle bug: a state change the machine forbids
     └── ConfigError                 500 bad configuration (raised at start-up, not per request)
 """
@@ -97,6 +98,19 @@ class BackendError(SupervisorError):
     status_code = 502
     error_type = "server_error"
     code = "backend_error"
+
+
+class ChildRejected(SupervisorError):
+    """llama-server refused a request (a bad parameter, say): its status and words, for a
+    surface that answers in its own error format."""
+
+    def __init__(self, status_code: int, answer: object) -> None:
+        error = answer.get("error") if isinstance(answer, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        super().__init__(str(message or f"the model server answered {status_code}"))
+        self.status_code = status_code
+        self.error_type = "invalid_request_error" if status_code < 500 else "server_error"
+        self.code = "model_error"
 
 
 class IllegalTransition(SupervisorError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from .lifecycle.manager import ModelManager
 from .memory import MemoryProbe
 from .proxy import Proxy, make_client
 from .registry import ModelEntry, Registry
+from .sessions import SessionStore
 
 LOG = logging.getLogger(__name__)
 SettingsLoader = Callable[[], Settings]
@@ -32,10 +34,29 @@ class Gateway:
     proxy: Proxy
     client: httpx.AsyncClient
     probe: MemoryProbe
+    sessions: SessionStore
     load_settings: SettingsLoader
     started_at: float = field(default_factory=time.time)
     last_error: str | None = None
+    performance: dict[str, Performance] = field(default_factory=dict)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+
+    def session_lock(self, session_id: str) -> asyncio.Lock:
+        """One lock per session, so concurrent requests on a session take turns."""
+        lock = self._session_locks.get(session_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._session_locks[session_id] = lock
+        return lock
+
+    def record_timings(self, model_id: str, answer: object) -> None:
+        """Count what llama-server's ``timings`` say of a finished generation."""
+        timings = answer.get("timings") if isinstance(answer, dict) else None
+        if isinstance(timings, dict):
+            self.performance.setdefault(model_id, Performance()).add(timings)
 
     def pick_model(self, name: str | None) -> ModelEntry:
         """The model a request names; without a name, the configured default, else the only
@@ -80,6 +101,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.manager.close()
+        self.sessions.close()
         await self.proxy.aclose()
         await self.client.aclose()
 
@@ -96,6 +118,7 @@ def build_gateway(
     starter = ChildStarter(client, factory) if factory else ChildStarter(client)
     probe = probe or MemoryProbe(reserve_bytes=settings.memory_reserve_mb * 1024**2)
     manager = ModelManager(settings, starter, probe, client)
+    sessions = SessionStore(settings.data_dir / "sessions.sqlite3")
     return Gateway(
         settings,
         registry,
@@ -103,5 +126,24 @@ def build_gateway(
         Proxy(client),
         client,
         probe,
+        sessions,
         load_settings or (lambda: settings),
     )
+
+
+@dataclass
+class Performance:
+    """Seed 001's ``performance``: tokens generated and their average speed, per model."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, timings: dict[str, object]) -> None:
+        count, millis = timings.get("predicted_n"), timings.get("predicted_ms")
+        if isinstance(count, int) and isinstance(millis, int | float):
+            self.tokens += count
+            self.seconds += millis / 1000
+
+    @property
+    def average_speed(self) -> float:
+        return round(self.tokens / self.seconds, 1) if self.seconds else 0.0

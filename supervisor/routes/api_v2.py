@@ -3,16 +3,22 @@ admin routes: load, unload, hot swap, reload."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
 
 from .. import __version__
-from ..dialects import api_v2
+from ..dialects import api_v2, api_v2_chat
+from ..dialects.openai import error_event as openai_error_event
 from ..dialects.openai import parse_body
+from ..errors import ChildRejected
+from ..gateway import Performance
 from ..memory import format_bytes
 from ..metrics import health_v2, system_metrics
+from ..proxy import CLIENT_CLOSED_REQUEST, Passthrough
 from ..registry import version_entry
 from . import gateway
 
@@ -31,7 +37,13 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def model_info(request: Request, model_id: str) -> dict[str, Any]:
     gw = gateway(request)
     entry = gw.registry.resolve(model_id)
-    return api_v2.model_info(entry, gw.manager.status(entry))
+    performance = gw.performance.get(entry.id, Performance())
+    return api_v2.model_info(
+        entry,
+        gw.manager.status(entry),
+        tokens_processed=performance.tokens,
+        average_speed=performance.average_speed,
+    )
 
 
 async def _optional_body(request: Request) -> dict[str, Any] | None:
@@ -77,6 +89,38 @@ async def swap_model(request: Request, model_id: str) -> dict[str, Any]:
         "path": str(new.path),
         "load_time": api_v2.iso(report.backend.loaded_at),
     }
+
+
+@router.post("/chat/{model_id}")
+async def chat(request: Request, model_id: str) -> Response:
+    """Seed 001's chat: an OpenAI ``chat.completion`` whose ``model`` is the file name."""
+    gw = gateway(request)
+    entry = gw.registry.resolve(model_id)
+    upstream = api_v2_chat.parse_v2_chat(parse_body(await request.body()), stream=False)
+    answer = await gw.proxy.fetch_json(
+        lambda: gw.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
+        request.receive,
+    )  # fmt: skip
+    if answer is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    status, completion = answer
+    if status >= 400 or not isinstance(completion, dict):
+        raise ChildRejected(status, completion)
+    gw.record_timings(entry.id, completion)
+    return JSONResponse(api_v2_chat.v2_reply(completion, entry.file_name))
+
+
+@router.post("/chat/{model_id}/stream")
+async def chat_stream(request: Request, model_id: str) -> Response:
+    """Seed 001's stream: ``chat.completion.chunk`` events ending in ``data: [DONE]``,
+    relayed as the child sends them."""
+    gw = gateway(request)
+    entry = gw.registry.resolve(model_id)
+    upstream = api_v2_chat.parse_v2_chat(parse_body(await request.body()), stream=True)
+    return await gw.proxy.forward(
+        lambda: gw.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
+        Passthrough(openai_error_event), request.receive,
+    )  # fmt: skip
 
 
 @router.get("/metrics")

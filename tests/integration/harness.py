@@ -28,7 +28,7 @@ class RunningGateway:
         argv = [
             sys.executable, "-m", "supervisor.cli", "serve",
             "--port", str(self.port), "--models-dir", str(models_dir),
-            "--llama-server", str(binary), *extra,
+            "--llama-server", str(binary), "--data-dir", str(log.parent / "data"), *extra,
         ]  # fmt: skip
         self._log = log.open("wb")
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)

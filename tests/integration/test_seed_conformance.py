@@ -175,3 +175,106 @@ def test_seed_001_metrics_and_health(gw: RunningGateway) -> None:
     health = httpx.get(f"{gw.url}/api/v2/health").json()
     assert set(health) == {"status", "version", "uptime", "last_error"}
     assert health["status"] == "healthy"
+
+
+def test_seed_001_chat_and_stream(gw: RunningGateway) -> None:
+    body = {
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is the capital of France?"},
+        ],
+        "temperature": 0.7,
+        "top_p": 0.95,
+        "n_predict": 100,
+    }
+    reply = post(gw, f"/api/v2/chat/{MODEL_ID}.gguf", body).json()
+    assert reply["object"] == "chat.completion"
+    assert reply["model"] == f"{MODEL_ID}.gguf"
+    assert reply["choices"][0]["message"]["role"] == "assistant"
+    check_usage(reply["usage"])
+    events = sse(gw, f"/api/v2/chat/{MODEL_ID}.gguf/stream",
+                 {"messages": [{"role": "user", "content": "Tell me a story"}],
+                  "temperature": 0.8, "top_p": 0.95, "n_predict": 12})  # fmt: skip
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    info = httpx.get(f"{gw.url}/api/v2/models/{MODEL_ID}.gguf").json()
+    assert info["performance"]["tokens_processed"] > 0
+    assert info["performance"]["average_speed"] > 0
+
+
+# -- seed 002: MyLLM ------------------------------------------------------------------------
+def test_seed_002_chat_keeps_the_session(gw: RunningGateway) -> None:
+    first = post(gw, "/api/chat", {
+        "model": MODEL_ID,
+        "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                     {"role": "user", "content": "Hello!"}],
+        "stream": False,
+        "options": {"temperature": 0.7, "top_p": 0.9, "max_tokens": 24},
+    })  # fmt: skip
+    assert first.status_code == 200, first.text
+    reply = first.json()
+    assert set(reply) == {"message", "session_id", "usage"}
+    assert reply["message"]["role"] == "assistant"
+    check_usage(reply["usage"])
+    session = reply["session_id"]
+    second = post(gw, "/api/chat", {"model": MODEL_ID, "session_id": session, "stream": False,
+                                    "messages": [{"role": "user", "content": "And again?"}],
+                                    "options": {"max_tokens": 8}}).json()  # fmt: skip
+    assert second["session_id"] == session
+    # The history went first: the child saw more prompt tokens the second time.
+    assert second["usage"]["prompt_tokens"] > reply["usage"]["prompt_tokens"]
+    stored = httpx.get(f"{gw.url}/api/sessions/{session}").json()
+    assert [m["role"] for m in stored["messages"]] == [
+        "system", "user", "assistant", "user", "assistant"
+    ]  # fmt: skip
+
+
+def test_seed_002_streamed_chat_events(gw: RunningGateway) -> None:
+    events = [json.loads(e) for e in sse(gw, "/api/chat", {
+        "model": MODEL_ID, "messages": [{"role": "user", "content": "Hello!"}],
+        "stream": True, "options": {"max_tokens": 16}})]  # fmt: skip
+    tokens, final = events[:-1], events[-1]
+    assert tokens and all(set(t) == {"token", "done"} and t["done"] is False for t in tokens)
+    assert final["done"] is True
+    assert final["full_text"] == "".join(t["token"] for t in tokens)
+    stored = httpx.get(f"{gw.url}/api/sessions/{final['session_id']}").json()
+    assert stored["messages"][-1]["content"] == final["full_text"]
+
+
+def test_seed_002_generate_and_embeddings(gw: RunningGateway) -> None:
+    body = {"model": MODEL_ID, "prompt": "Once upon a time", "stream": False,
+            "options": {"temperature": 0.8, "max_tokens": 20}}  # fmt: skip
+    generated = post(gw, "/api/generate", body)
+    assert set(generated.json()) == {"text", "usage"}
+    events = [json.loads(e) for e in sse(gw, "/api/generate", {
+        "model": MODEL_ID, "prompt": "Once upon a time", "stream": True,
+        "options": {"max_tokens": 8}})]  # fmt: skip
+    assert events[-1]["done"] is True
+    assert events[-1]["full_text"] == "".join(e["token"] for e in events[:-1])
+    embedded = post(gw, "/api/embeddings", {"model": MODEL_ID, "input": "Hello world"}).json()
+    assert embedded["model"] == MODEL_ID and len(embedded["embedding"]) == 576
+
+
+def test_seed_002_errors_are_detail_with_the_right_status(gw: RunningGateway) -> None:
+    chat = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}]}
+    for options in ({"temperature": 2.5}, {"top_p": -0.1}, {"top_k": -1}, {"max_tokens": 0},
+                    {"repeat_penalty": -1}, {"temperature": "hot"}):  # fmt: skip
+        reply = post(gw, "/api/chat", chat | {"options": options})
+        assert reply.status_code == 400, options
+        assert set(reply.json()) == {"detail"}
+    assert post(gw, "/api/chat", chat | {"model": "llama-9"}).status_code == 404
+    missing = post(gw, "/api/chat", chat | {"session_id": "no-such-session"})
+    assert missing.status_code == 404 and set(missing.json()) == {"detail"}
+    assert httpx.get(f"{gw.url}/api/models/nope").json() == {"detail": "Model not found: nope"}
+
+
+def test_seed_002_session_delete(gw: RunningGateway) -> None:
+    body = {"model": MODEL_ID, "options": {"max_tokens": 4},
+            "messages": [{"role": "user", "content": "Hi"}]}  # fmt: skip
+    reply = post(gw, "/api/chat", body).json()
+    session = reply["session_id"]
+    listed = httpx.get(f"{gw.url}/api/sessions").json()["sessions"]
+    assert session in [s["id"] for s in listed]
+    assert httpx.delete(f"{gw.url}/api/sessions/{session}").status_code == 200
+    assert httpx.get(f"{gw.url}/api/sessions/{session}").status_code == 404

@@ -33,8 +33,13 @@ def models(tmp_path: Path, make_gguf: MakeGGUF) -> Path:
 
 
 @pytest.fixture
-def client(models: Path, factory: FakeFactory) -> Iterator[TestClient]:
-    settings = Settings(models_dirs=[models], llama_server=Path(sys.executable), parallel=2)
+def client(models: Path, factory: FakeFactory, tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        models_dirs=[models],
+        llama_server=Path(sys.executable),
+        data_dir=tmp_path / "data",
+        parallel=2,
+    )
     with TestClient(create_app(settings, factory=factory)) as test_client:
         yield test_client
 

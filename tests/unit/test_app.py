@@ -53,7 +53,11 @@ def client(
     tmp_path: Path, make_gguf: MakeGGUF, factory: FakeFactory, child: respx.MockRouter
 ) -> Iterator[TestClient]:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable))
+    settings = Settings(
+        models_dirs=[tmp_path / "models"],
+        llama_server=Path(sys.executable),
+        data_dir=tmp_path / "data",
+    )
     with TestClient(create_app(settings, factory=factory)) as test_client:
         yield test_client
 
@@ -171,7 +175,11 @@ def test_load_failure_is_a_503_carrying_the_child_output(
     tmp_path: Path, make_gguf: MakeGGUF
 ) -> None:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable))
+    settings = Settings(
+        models_dirs=[tmp_path / "models"],
+        llama_server=Path(sys.executable),
+        data_dir=tmp_path / "data",
+    )
     factory = FakeFactory([Script(fail_with=["llama_model_load: error loading model"])])
     with TestClient(create_app(settings, factory=factory)) as client:
         response = client.post("/v1/chat/completions", json={"model": "tiny.Q4_1"})
