@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     llama_server: Path | None = Field(
         default=None, description="llama-server binary; found in the build cache when unset"
     )
+    bitnet_llama_server: Path | None = Field(
+        default=None,
+        description="llama-server for BitNet-architecture models (build_llamacpp.sh --source "
+        "<BitNet checkout>); unset: the main binary, whose llama.cpp runs them too",
+    )
     models: list[ModelSettings] = Field(default_factory=list, description="per-model overrides")
     default_model: str | None = Field(default=None, description="model for requests naming none")
     autoload: bool = Field(default=True, description="load a model on its first request")

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import httpx
@@ -24,7 +25,8 @@ from .binary import find_llama_server
 from .process import BackendProcess, free_port
 
 LOG = logging.getLogger(__name__)
-BIND_RETRIES = 3  # the free port we picked can be taken before the child binds it
+BIND_RETRIES = 3
+BITNET = "bitnet"  # the free port we picked can be taken before the child binds it
 
 
 class ChildProcess(Protocol):
@@ -97,6 +99,14 @@ class Lease:
         self._on_release(backend)
 
 
+def server_binary(settings: Settings, entry: ModelEntry) -> Path:
+    """BitNet-architecture models run on the BitNet-flavour binary when one is configured;
+    everything else (and BitNet without one) on the main llama-server."""
+    if entry.info.architecture == BITNET and settings.bitnet_llama_server is not None:
+        return find_llama_server(settings.bitnet_llama_server, settings.cache_dir)
+    return find_llama_server(settings.llama_server, settings.cache_dir)
+
+
 def _default_factory(name: str, argv: list[str], base_url: str) -> ChildProcess:
     return BackendProcess(name, argv, base_url)
 
@@ -113,7 +123,7 @@ class ChildStarter:
     async def start(
         self, settings: Settings, entry: ModelEntry, role: Role, params: LoadParams
     ) -> Backend:
-        binary = find_llama_server(settings.llama_server, settings.cache_dir)
+        binary = server_binary(settings, entry)
         name = entry.id if role is Role.CHAT else f"{entry.id}#embedding"
         for attempt in range(1, BIND_RETRIES + 1):
             port = free_port()

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+import sys
 from pathlib import Path
 
 from fakes import make_entry as entry
 
 from supervisor.backends.argv import Role, build_argv, launch_spec
+from supervisor.backends.child import server_binary
 from supervisor.config import ModelSettings, Settings
 from supervisor.lifecycle.state import LoadParams
 
@@ -72,3 +75,17 @@ def test_f16_kv_true_and_mlock_false_add_nothing() -> None:
     argv = build_argv(spec)
     assert "--mlock" not in argv
     assert "--cache-type-k" not in argv
+
+
+def test_bitnet_models_run_on_the_bitnet_binary_when_one_is_configured(tmp_path: Path) -> None:
+    bitnet = dataclasses.replace(
+        entry(), info=dataclasses.replace(entry().info, architecture="bitnet")
+    )
+    main = Path(sys.executable).resolve()
+    fork = tmp_path / "bitnet-server"
+    fork.write_text("#!/bin/sh\n")
+    fork.chmod(0o755)
+    assert server_binary(Settings(llama_server=main), bitnet) == main
+    with_fork = Settings(llama_server=main, bitnet_llama_server=fork)
+    assert server_binary(with_fork, bitnet) == fork.resolve()
+    assert server_binary(with_fork, entry()) == main
