@@ -189,10 +189,12 @@ def _passed_headers(upstream: httpx.Response) -> dict[str, str]:
 
 class StreamTranslator(Protocol):
     """What a relayed SSE stream sends: ``chunks`` turns the child's stream into the
-    surface's bytes; ``error`` is the tail sent when the child fails mid-stream."""
+    surface's bytes; ``error`` is the tail sent when the child fails mid-stream; ``closed``
+    runs once when the relay is over, however it ended."""
 
     def chunks(self, upstream: httpx.Response) -> AsyncIterator[bytes]: ...
     def error(self, error: SupervisorError) -> bytes: ...
+    def closed(self) -> None: ...
 
 
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -219,6 +221,9 @@ class Passthrough:
 
     def error(self, error: SupervisorError) -> bytes:
         return (b"" if self._event_closed else b"\n\n") + self._error_event(error)
+
+    def closed(self) -> None:
+        pass
 
 
 async def sse_events(upstream: httpx.Response) -> AsyncIterator[Any]:
@@ -265,6 +270,7 @@ class RelayResponse(Response):
             pass  # the client went away while we were sending
         finally:
             await _close(self._upstream, self._lease)
+            self._stream.closed()
 
     async def _relay(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code,

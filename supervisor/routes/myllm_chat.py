@@ -21,6 +21,21 @@ from ..errors import ChildRejected, SupervisorError
 from ..gateway import Gateway
 from ..proxy import CLIENT_CLOSED_REQUEST, RelayResponse, sse_events
 from ..registry import ModelEntry
+from ..schemas import (
+    MYLLM_SSE,
+    DetailError,
+    MyllmChatReply,
+    MyllmChatRequest,
+    MyllmEmbeddingsReply,
+    MyllmEmbeddingsRequest,
+    MyllmGenerateReply,
+    MyllmGenerateRequest,
+    SessionDeleted,
+    SessionDetail,
+    SessionList,
+    json_body,
+    replies,
+)
 from ..sessions import Message, SessionNotFound, fit_history
 from . import gateway
 
@@ -34,8 +49,9 @@ class SeedStream:
     """Seed 002's stream: ``{"token", "done": false}`` per piece of text, then whatever
     ``finish`` makes of the whole text (after storing it, for chat)."""
 
-    def __init__(self, finish: Finish) -> None:
+    def __init__(self, finish: Finish, on_closed: Callable[[], None] = lambda: None) -> None:
         self._finish = finish
+        self._on_closed = on_closed
 
     async def chunks(self, upstream: httpx.Response) -> AsyncIterator[bytes]:
         parts: list[str] = []
@@ -57,6 +73,9 @@ class SeedStream:
     def error(self, error: SupervisorError) -> bytes:
         return dialect.error_event(error.message)
 
+    def closed(self) -> None:
+        self._on_closed()
+
 
 async def _call(
     request: Request, entry: ModelEntry, path: str, body: dict[str, Any], role: Role
@@ -76,13 +95,11 @@ async def _call(
 
 
 async def _stream(
-    request: Request, entry: ModelEntry, path: str, body: dict[str, Any], finish: Finish
+    request: Request, entry: ModelEntry, path: str, body: dict[str, Any], stream: SeedStream
 ) -> Response:
     gw = gateway(request)
     raw = json.dumps(body).encode()
-    response = await gw.proxy.forward(
-        lambda: gw.acquire(entry), path, raw, SeedStream(finish), request.receive
-    )
+    response = await gw.proxy.forward(lambda: gw.acquire(entry), path, raw, stream, request.receive)
     if not isinstance(response, RelayResponse) and response.status_code >= 400:
         # The child refused before streaming: answer in this surface's error format.
         raise ChildRejected(response.status_code, _json_or_none(bytes(response.body)))
@@ -97,7 +114,12 @@ def _json_or_none(content: bytes) -> object:
 
 
 # -- chat with sessions -------------------------------------------------------------------
-@router.post("/chat")
+@router.post(
+    "/chat",
+    summary="Chat on a session",
+    openapi_extra=json_body(MyllmChatRequest),
+    responses=replies(MyllmChatReply, 400, 404, 429, 502, 503, error=DetailError, stream=MYLLM_SSE),
+)
 async def chat(request: Request) -> Response:
     """Chat on a server-side session: with ``session_id`` the conversation continues (its
     history goes first); without, a new session starts and its id comes back. The new turns
@@ -105,39 +127,72 @@ async def chat(request: Request) -> Response:
     gw = gateway(request)
     asked = dialect.parse_chat_request(parse_body(await request.body()))
     session_id = asked.session_id or str(uuid.uuid4())
-    async with gw.session_lock(session_id):
-        history: tuple[Message, ...] = ()
-        model_name = asked.model
-        if asked.session_id:
-            stored = await anyio.to_thread.run_sync(gw.sessions.get, asked.session_id)
-            history, model_name = stored.messages, model_name or stored.model
-        entry = gw.pick_model(model_name)
-        budget = _history_budget(gw, entry, asked.options)
-        messages = fit_history([*history, *asked.messages], budget)
+    # Requests on one session take turns: the lock is held until the answer is stored and,
+    # for a stream, until the relay is over (the stream releases it when it closes).
+    lock = gw.session_lock(session_id)
+    await lock.acquire()
+    release = _once(lock.release)
+    try:
+        response = await _chat_in_turn(request, gw, asked, session_id, release)
+    except BaseException:
+        release()
+        raise
+    if not isinstance(response, RelayResponse):
+        release()
+    return response
 
-        async def store(reply: str) -> None:
-            turns = [(m["role"], m["content"]) for m in asked.messages]
-            await anyio.to_thread.run_sync(_save, gw, session_id, entry.id, asked.session_id,
-                                           [*turns, ("assistant", reply)])  # fmt: skip
 
-        if asked.stream:
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    done = False
 
-            async def finish(text: str, usage: dict[str, int] | None) -> bytes:
-                try:
-                    await store(text)
-                except SupervisorError as exc:
-                    return dialect.error_event(exc.message)
-                return dialect.chat_done_event(session_id, text, usage)
+    def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            action()
 
-            body = dialect.chat_upstream_body(messages, asked.options, stream=True)
-            return await _stream(request, entry, "/v1/chat/completions", body, finish)
-        body = dialect.chat_upstream_body(messages, asked.options, stream=False)
-        completion = await _call(request, entry, "/v1/chat/completions", body, Role.CHAT)
-        if completion is None:
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        reply = dialect.chat_reply(completion, session_id)
-        await store(reply["message"]["content"])
-        return JSONResponse(reply)
+    return run
+
+
+async def _chat_in_turn(
+    request: Request,
+    gw: Gateway,
+    asked: dialect.ChatRequest,
+    session_id: str,
+    release: Callable[[], None],
+) -> Response:
+    history: tuple[Message, ...] = ()
+    model_name = asked.model
+    if asked.session_id:
+        stored = await anyio.to_thread.run_sync(gw.sessions.get, asked.session_id)
+        history, model_name = stored.messages, model_name or stored.model
+    entry = gw.pick_model(model_name)
+    messages = fit_history([*history, *asked.messages], _history_budget(gw, entry, asked.options))
+
+    async def store(reply: str) -> None:
+        turns = [(m["role"], m["content"]) for m in asked.messages]
+        await anyio.to_thread.run_sync(_save, gw, session_id, entry.id, asked.session_id,
+                                       [*turns, ("assistant", reply)])  # fmt: skip
+
+    if asked.stream:
+
+        async def finish(text: str, usage: dict[str, int] | None) -> bytes:
+            try:
+                await store(text)
+            except SupervisorError as exc:
+                return dialect.error_event(exc.message)
+            return dialect.chat_done_event(session_id, text, usage)
+
+        body = dialect.chat_upstream_body(messages, asked.options, stream=True)
+        stream = SeedStream(finish, on_closed=release)
+        return await _stream(request, entry, "/v1/chat/completions", body, stream)
+    body = dialect.chat_upstream_body(messages, asked.options, stream=False)
+    completion = await _call(request, entry, "/v1/chat/completions", body, Role.CHAT)
+    if completion is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    reply = dialect.chat_reply(completion, session_id)
+    await store(reply["message"]["content"])
+    return JSONResponse(reply)
 
 
 def _save(
@@ -159,7 +214,14 @@ def _history_budget(gw: Gateway, entry: ModelEntry, options: dict[str, Any]) -> 
 
 
 # -- generate, embeddings -------------------------------------------------------------------
-@router.post("/generate")
+@router.post(
+    "/generate",
+    summary="Generate text",
+    openapi_extra=json_body(MyllmGenerateRequest),
+    responses=replies(
+        MyllmGenerateReply, 400, 404, 429, 502, 503, error=DetailError, stream=MYLLM_SSE
+    ),
+)
 async def generate(request: Request) -> Response:
     """Stateless text generation from a prompt; streamed like chat, without a session."""
     gw = gateway(request)
@@ -171,7 +233,7 @@ async def generate(request: Request) -> Response:
             return dialect.generate_done_event(text, usage)
 
         body = dialect.generate_upstream_body(asked.prompt, asked.options, stream=True)
-        return await _stream(request, entry, "/v1/completions", body, finish)
+        return await _stream(request, entry, "/v1/completions", body, SeedStream(finish))
     body = dialect.generate_upstream_body(asked.prompt, asked.options, stream=False)
     completion = await _call(request, entry, "/v1/completions", body, Role.CHAT)
     if completion is None:
@@ -179,7 +241,12 @@ async def generate(request: Request) -> Response:
     return JSONResponse(dialect.generate_reply(completion))
 
 
-@router.post("/embeddings")
+@router.post(
+    "/embeddings",
+    summary="Embed text",
+    openapi_extra=json_body(MyllmEmbeddingsRequest),
+    responses=replies(MyllmEmbeddingsReply, 400, 404, 429, 502, 503, error=DetailError),
+)
 async def embeddings(request: Request) -> Response:
     gw = gateway(request)
     model, text = dialect.parse_embeddings_request(parse_body(await request.body()))
@@ -192,19 +259,27 @@ async def embeddings(request: Request) -> Response:
 
 
 # -- sessions ---------------------------------------------------------------------------------
-@router.get("/sessions")
+@router.get("/sessions", summary="List sessions", responses=replies(SessionList))
 async def list_sessions(request: Request) -> dict[str, Any]:
     summaries = await anyio.to_thread.run_sync(gateway(request).sessions.list)
     return {"sessions": [asdict(s) for s in summaries]}
 
 
-@router.get("/sessions/{session_id}")
+@router.get(
+    "/sessions/{session_id}",
+    summary="Get a session",
+    responses=replies(SessionDetail, 404, error=DetailError),
+)
 async def get_session(request: Request, session_id: str) -> dict[str, Any]:
     session = await anyio.to_thread.run_sync(gateway(request).sessions.get, session_id)
     return asdict(session)
 
 
-@router.delete("/sessions/{session_id}")
+@router.delete(
+    "/sessions/{session_id}",
+    summary="Delete a session",
+    responses=replies(SessionDeleted, 404, error=DetailError),
+)
 async def delete_session(request: Request, session_id: str) -> dict[str, Any]:
     gw = gateway(request)
     async with gw.session_lock(session_id):

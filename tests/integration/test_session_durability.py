@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import httpx
@@ -62,3 +64,36 @@ def test_kill_9_loses_nothing_acknowledged(
         assert messages(second, session) == [f"turn {n}" for n in range(5)]
     finally:
         second.stop()
+
+
+def test_concurrent_streams_on_one_session_take_turns(
+    llama_server_bin: Path, demo_model_dir: Path, tmp_path: Path
+) -> None:
+    gateway = RunningGateway(llama_server_bin, demo_model_dir, tmp_path / "gateway.log")
+    try:
+        session = str(chat(gateway, "Let us talk.")["session_id"])
+        finals: list[dict[str, object]] = []
+
+        def stream(text: str) -> None:
+            body = {"model": MODEL_ID, "session_id": session, "stream": True,
+                    "options": {"max_tokens": 12},
+                    "messages": [{"role": "user", "content": text}]}  # fmt: skip
+            raw = httpx.post(f"{gateway.url}/api/chat", json=body, timeout=120).text
+            events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e.strip()]
+            finals.append(json.loads(events[-1]))
+
+        threads = [threading.Thread(target=stream, args=(f"question {n}",)) for n in (1, 2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert all(f["done"] is True and "usage" in f for f in finals), finals
+        first, second = sorted(finals, key=lambda f: f["usage"]["prompt_tokens"])  # type: ignore[index]
+        # The second saw the first one's question and answer in its history.
+        assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"] + 4  # type: ignore[index]
+        roles = [
+            m["role"] for m in httpx.get(f"{gateway.url}/api/sessions/{session}").json()["messages"]
+        ]
+        assert roles == ["user", "assistant"] * 3
+    finally:
+        gateway.stop()
