@@ -8,6 +8,8 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -18,6 +20,7 @@ from .gateway import SettingsLoader, build_gateway
 from .http_errors import install_error_handlers
 from .memory import MemoryProbe
 from .routes import api_v2, myllm, myllm_chat, native, openai, root
+from .schemas import build_openapi
 
 
 def create_app(
@@ -44,7 +47,9 @@ def create_app(
         version=__version__,
         description="One gateway in front of supervised llama.cpp servers.",
         lifespan=lifespan,
+        openapi_tags=_openapi_tags(),
     )
+    app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(root.router)
     app.include_router(openai.router)
@@ -53,6 +58,36 @@ def create_app(
     app.include_router(myllm_chat.router)
     app.include_router(native.router)
     return app
+
+
+def _openapi_tags() -> list[dict[str, Any]]:
+    """One tag per surface, naming the seed document it comes from (shared/seeds)."""
+    return [
+        {
+            "name": "shared",
+            "description": "`GET /` (seeds 002, 003) and `GET /health` (llama.cpp).",
+        },
+        {
+            "name": "openai",
+            "description": "OpenAI-compatible `/v1` (seeds 000 and 003): bodies pass through to "
+            "llama-server; errors are the OpenAI envelope.",
+        },
+        {
+            "name": "native",
+            "description": "llama.cpp's native root routes (seed 004, BitNet): `model` is "
+            "optional; streams end with `data: [DONE]`.",
+        },
+        {
+            "name": "api/v2",
+            "description": "LLama.cpp API v2 (seed 001): models by file name, load parameters, "
+            "chat, metrics; plus our swap and reload admin routes.",
+        },
+        {
+            "name": "api",
+            "description": "MyLLM (seed 002): models, chat with server-side sessions, generate, "
+            'embeddings; errors are `{"detail": …}`.',
+        },
+    ]
 
 
 def _on_sighup(reload: Callable[[], None]) -> Callable[[], None]:

@@ -20,12 +20,29 @@ from ..memory import format_bytes
 from ..metrics import health_v2, system_metrics
 from ..proxy import CLIENT_CLOSED_REQUEST, Passthrough
 from ..registry import version_entry
+from ..schemas import (
+    OPENAI_SSE,
+    ChatCompletion,
+    LoadParams,
+    LoadResponse,
+    Metrics,
+    ReloadResponse,
+    SwapRequest,
+    SwapResponse,
+    UnloadResponse,
+    V2ChatRequest,
+    V2Health,
+    V2ModelInfo,
+    V2ModelsList,
+    json_body,
+    replies,
+)
 from . import gateway
 
 router = APIRouter(prefix="/api/v2", tags=["api/v2"])
 
 
-@router.get("/models")
+@router.get("/models", summary="List models", responses=replies(V2ModelsList))
 async def list_models(request: Request) -> dict[str, Any]:
     gw = gateway(request)
     entries = gw.registry.entries()
@@ -33,7 +50,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     return api_v2.models_list(entries, statuses)
 
 
-@router.get("/models/{model_id}")
+@router.get("/models/{model_id}", summary="Get a model", responses=replies(V2ModelInfo, 404))
 async def model_info(request: Request, model_id: str) -> dict[str, Any]:
     gw = gateway(request)
     entry = gw.registry.resolve(model_id)
@@ -51,7 +68,12 @@ async def _optional_body(request: Request) -> dict[str, Any] | None:
     return parse_body(body) if body.strip() else None
 
 
-@router.post("/models/{model_id}/load")
+@router.post(
+    "/models/{model_id}/load",
+    summary="Load a model",
+    openapi_extra=json_body(LoadParams, required=False),
+    responses=replies(LoadResponse, 400, 404, 503),
+)
 async def load_model(request: Request, model_id: str) -> dict[str, Any]:
     """Load with seed 001's parameters; a loaded model with other parameters is swapped to
     them without dropping requests."""
@@ -64,14 +86,21 @@ async def load_model(request: Request, model_id: str) -> dict[str, Any]:
     return api_v2.load_response(status, format_bytes(used or 0))
 
 
-@router.post("/models/{model_id}/unload")
+@router.post(
+    "/models/{model_id}/unload", summary="Unload a model", responses=replies(UnloadResponse, 404)
+)
 async def unload_model(request: Request, model_id: str) -> dict[str, Any]:
     gw = gateway(request)
     await gw.manager.unload(gw.registry.resolve(model_id))
     return api_v2.unload_response(time.time())
 
 
-@router.post("/models/{model_id}/swap")
+@router.post(
+    "/models/{model_id}/swap",
+    summary="Hot-swap a model's file",
+    openapi_extra=json_body(SwapRequest),
+    responses=replies(SwapResponse, 400, 404, 503),
+)
 async def swap_model(request: Request, model_id: str) -> dict[str, Any]:
     """Hot-swap to another file version: ``{"path": …}`` (a .gguf inside a models directory)
     plus optional load parameters."""
@@ -91,7 +120,12 @@ async def swap_model(request: Request, model_id: str) -> dict[str, Any]:
     }
 
 
-@router.post("/chat/{model_id}")
+@router.post(
+    "/chat/{model_id}",
+    summary="Chat with a model",
+    openapi_extra=json_body(V2ChatRequest),
+    responses=replies(ChatCompletion, 400, 404, 429, 502, 503),
+)
 async def chat(request: Request, model_id: str) -> Response:
     """Seed 001's chat: an OpenAI ``chat.completion`` whose ``model`` is the file name."""
     gw = gateway(request)
@@ -110,7 +144,12 @@ async def chat(request: Request, model_id: str) -> Response:
     return JSONResponse(api_v2_chat.v2_reply(completion, entry.file_name))
 
 
-@router.post("/chat/{model_id}/stream")
+@router.post(
+    "/chat/{model_id}/stream",
+    summary="Chat with a model, streamed",
+    openapi_extra=json_body(V2ChatRequest),
+    responses=replies(None, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
+)
 async def chat_stream(request: Request, model_id: str) -> Response:
     """Seed 001's stream: ``chat.completion.chunk`` events ending in ``data: [DONE]``,
     relayed as the child sends them."""
@@ -123,19 +162,19 @@ async def chat_stream(request: Request, model_id: str) -> Response:
     )  # fmt: skip
 
 
-@router.get("/metrics")
+@router.get("/metrics", summary="System metrics", responses=replies(Metrics))
 async def metrics(request: Request) -> dict[str, Any]:
     """CPU, memory and GPU figures of the host (seed 001)."""
     return system_metrics(gateway(request).probe)
 
 
-@router.get("/health")
+@router.get("/health", summary="Health", responses=replies(V2Health))
 async def health(request: Request) -> dict[str, Any]:
     gw = gateway(request)
     return health_v2(__version__, gw.started_at, gw.last_error)
 
 
-@router.post("/reload")
+@router.post("/reload", summary="Reload the configuration", responses=replies(ReloadResponse))
 async def reload(request: Request) -> dict[str, Any]:
     """Re-read the configuration (like SIGHUP): changed models are hot-swapped, removed ones
     drained and unloaded, new ones registered."""

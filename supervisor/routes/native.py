@@ -10,6 +10,21 @@ from starlette.responses import Response
 from ..backends.argv import Role
 from ..dialects import openai
 from ..proxy import Passthrough
+from ..schemas import (
+    OPENAI_SSE,
+    ChatCompletion,
+    ChatCompletionRequest,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    EmbeddingRequest,
+    NativeCompletion,
+    NativeCompletionRequest,
+    NativeEmbedding,
+    TokenizeRequest,
+    TokenizeResponse,
+    json_body,
+    replies,
+)
 from . import gateway
 
 router = APIRouter(tags=["native"])
@@ -29,13 +44,23 @@ async def _relay(
     )
 
 
-@router.post("/chat/completions")
+@router.post(
+    "/chat/completions",
+    summary="Create a chat completion",
+    openapi_extra=json_body(ChatCompletionRequest),
+    responses=replies(ChatCompletion, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
+)
 async def chat_completions(request: Request) -> Response:
     """OpenAI-shaped chat; streams end with ``data: [DONE]``."""
     return await _relay(request, "/chat/completions")
 
 
-@router.post("/completion")
+@router.post(
+    "/completion",
+    summary="Complete a prompt (llama.cpp)",
+    openapi_extra=json_body(NativeCompletionRequest),
+    responses=replies(NativeCompletion, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
+)
 async def completion(request: Request) -> Response:
     """llama.cpp's completion: ``prompt``, ``n_predict``, ``temperature``, ``top_k``,
     ``top_p``, ``repeat_penalty``, ``seed``, ``stop``, ``stream``, and every other field
@@ -44,16 +69,31 @@ async def completion(request: Request) -> Response:
     return await _relay(request, "/completion", ensure_done=True)
 
 
-@router.post("/tokenize")
+@router.post(
+    "/tokenize",
+    summary="Tokenize text",
+    openapi_extra=json_body(TokenizeRequest),
+    responses=replies(TokenizeResponse, 400, 404, 429, 502, 503),
+)
 async def tokenize(request: Request) -> Response:
     return await _relay(request, "/tokenize")
 
 
-@router.post("/detokenize")
+@router.post(
+    "/detokenize",
+    summary="Turn tokens back into text",
+    openapi_extra=json_body(DetokenizeRequest),
+    responses=replies(DetokenizeResponse, 400, 404, 429, 502, 503),
+)
 async def detokenize(request: Request) -> Response:
     return await _relay(request, "/detokenize")
 
 
-@router.post("/embedding")
+@router.post(
+    "/embedding",
+    summary="Embed text (llama.cpp)",
+    openapi_extra=json_body(EmbeddingRequest),
+    responses=replies(list[NativeEmbedding], 400, 404, 429, 502, 503),
+)
 async def embedding(request: Request) -> Response:
     return await _relay(request, "/embedding", Role.EMBEDDING)

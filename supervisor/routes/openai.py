@@ -14,22 +14,36 @@ from ..dialects import openai
 from ..lifecycle.state import ModelState
 from ..metrics import format_uptime, system_metrics
 from ..proxy import Passthrough
+from ..schemas import (
+    OPENAI_SSE,
+    ChatCompletion,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ModelList,
+    ModelObject,
+    Stats,
+    TextCompletion,
+    json_body,
+    replies,
+)
 from . import gateway
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-@router.get("/models")
+@router.get("/models", summary="List models", responses=replies(ModelList))
 async def list_models(request: Request) -> dict[str, Any]:
     return openai.model_list(gateway(request).registry.entries())
 
 
-@router.get("/models/{model_id}")
+@router.get("/models/{model_id}", summary="Get a model", responses=replies(ModelObject, 404))
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
     return openai.model_object(gateway(request).registry.resolve(model_id))
 
 
-@router.get("/stats")
+@router.get("/stats", summary="Server statistics", responses=replies(Stats))
 async def stats(request: Request) -> dict[str, Any]:
     """Server statistics and resource use (seed 003's "coming soon" /v1/stats)."""
     gw = gateway(request)
@@ -72,16 +86,31 @@ async def _relay(request: Request, path: str, role: Role) -> Response:
     )
 
 
-@router.post("/chat/completions")
+@router.post(
+    "/chat/completions",
+    summary="Create a chat completion",
+    openapi_extra=json_body(ChatCompletionRequest),
+    responses=replies(ChatCompletion, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
+)
 async def chat_completions(request: Request) -> Response:
     return await _relay(request, "/v1/chat/completions", Role.CHAT)
 
 
-@router.post("/completions")
+@router.post(
+    "/completions",
+    summary="Create a text completion",
+    openapi_extra=json_body(CompletionRequest),
+    responses=replies(TextCompletion, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
+)
 async def completions(request: Request) -> Response:
     return await _relay(request, "/v1/completions", Role.CHAT)
 
 
-@router.post("/embeddings")
+@router.post(
+    "/embeddings",
+    summary="Create embeddings",
+    openapi_extra=json_body(EmbeddingsRequest),
+    responses=replies(EmbeddingsResponse, 400, 404, 429, 502, 503),
+)
 async def embeddings(request: Request) -> Response:
     return await _relay(request, "/v1/embeddings", Role.EMBEDDING)

@@ -7,18 +7,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from .. import __version__
+from ..schemas import Health, RootInfo, replies
 from . import gateway
 
 router = APIRouter(tags=["shared"])
 
 
-@router.get("/health")
+@router.get("/health", summary="Gateway health", responses=replies(Health))
 async def health() -> dict[str, str]:
     """200 while the gateway runs, whether or not models are loaded."""
     return {"status": "ok"}
 
 
-@router.get("/")
+@router.get("/", summary="Server information", responses=replies(RootInfo))
 async def root(request: Request) -> dict[str, Any]:
     return {
         "name": "llama-supervisor",

@@ -1,0 +1,164 @@
+"""/api/v2 models (seed 001): documentation only."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .common import ForwardedBody
+
+
+# -- /api/v2 (seed 001) -----------------------------------------------------------------------
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class LoadParams(BaseModel):
+    """Seed 001's load parameters; each is optional, and null means the configured default."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_gpu_layers: int | None = Field(None, ge=-1, description="Layers on the GPU; -1 is all")
+    n_ctx: int | None = Field(None, ge=0, description="Context window size")
+    n_batch: int | None = Field(None, ge=1, description="Prompt processing batch size")
+    threads: int | None = Field(None, ge=1)
+    use_mlock: bool | None = Field(None, description="Lock the model in memory")
+    f16_kv: bool | None = Field(None, description="Half-precision key/value cache")
+
+
+class SwapRequest(LoadParams):
+    path: str = Field(min_length=1, description="A .gguf inside a models directory")
+
+
+class V2Parameters(BaseModel):
+    context_length: int | None
+    embedding_length: int | None
+    block_count: int | None
+
+
+class V2Metadata(BaseModel):
+    model_type: str | None
+    parameters: V2Parameters
+
+
+class V2ModelSummary(BaseModel):
+    id: str = Field(description="The model's file name")
+    size: int
+    modified: str | None = Field(description="ISO 8601, UTC")
+    metadata: V2Metadata
+
+
+class V2State(BaseModel):
+    """Our extension: the full lifecycle snapshot of one model."""
+
+    state: str = Field(description="unloaded, loading, ready, draining, stopping or failed")
+    pinned: bool
+    pid: int | None
+    port: int | None
+    memory_estimate_bytes: int | None
+    memory_estimate: str | None
+    rss_bytes: int | None
+    load_seconds: float | None
+    loaded_at: str | None
+    last_error: str | None
+    exit_code: int | None
+    restart_count: int
+    in_flight: int
+    queued: int
+    embedding_state: str
+    path: str
+    params: LoadParams
+
+
+class V2LoadedModel(BaseModel):
+    status: str = Field(description="loaded, or the lifecycle state")
+    load_time: str | None
+    state: V2State
+
+
+class V2ModelsList(BaseModel):
+    available_models: list[V2ModelSummary]
+    loaded_models: dict[str, V2LoadedModel] = Field(description="Keyed by file name")
+
+
+class V2Performance(BaseModel):
+    load_time: str | None
+    tokens_processed: int
+    average_speed: float = Field(description="Tokens per second")
+
+
+class V2ModelInfo(V2ModelSummary):
+    status: str = Field(description="loaded, unloaded, or the lifecycle state")
+    performance: V2Performance
+    state: V2State
+
+
+class LoadResponse(BaseModel):
+    status: Literal["success"] = "success"
+    message: str
+    load_time: str | None
+    memory_used: str = Field(description="For example 4.5GB")
+
+
+class UnloadResponse(BaseModel):
+    status: Literal["success"] = "success"
+    message: str
+    unload_time: str | None
+
+
+class SwapResponse(BaseModel):
+    status: Literal["success"] = "success"
+    message: str
+    mode: Literal["blue-green", "stop-start"]
+    swap_seconds: float
+    path: str
+    load_time: str | None
+
+
+class ReloadResponse(BaseModel):
+    status: Literal["success"] = "success"
+    message: str
+    swapped: list[str]
+    unloaded: list[str]
+    added: list[str]
+
+
+class V2ChatRequest(ForwardedBody):
+    messages: list[Message] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n_predict: int | None = Field(None, ge=-1, description="max_tokens: >= 1, or -1 (unlimited)")
+
+
+class CpuMetrics(BaseModel):
+    utilization: float
+    cores: dict[str, int | None] = Field(description="physical, logical")
+    frequency: dict[str, int | None] = Field(description="current, min, max (MHz)")
+
+
+class MemoryMetrics(BaseModel):
+    total_mb: int
+    available_mb: int
+    used_mb: int
+    percent: float
+
+
+class GpuMetrics(BaseModel):
+    available: bool
+    name: str | None = None
+    memory: dict[str, float] | None = Field(None, description="total_mb, used_mb, percent")
+
+
+class Metrics(BaseModel):
+    cpu: CpuMetrics
+    memory: MemoryMetrics
+    gpu: GpuMetrics
+    timestamp: str | None
+
+
+class V2Health(BaseModel):
+    status: Literal["healthy"] = "healthy"
+    version: str
+    uptime: str = Field(description="For example 2d 3h 45m")
+    last_error: str | None

@@ -1,0 +1,88 @@
+"""Decorator helpers for documenting raw-body routes, and the OpenAPI document builder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from .api_v2 import LoadParams, SwapRequest, V2ChatRequest
+from .common import REF, OpenAIError, Responses
+from .myllm import MyllmChatRequest, MyllmEmbeddingsRequest, MyllmGenerateRequest
+from .native import DetokenizeRequest, EmbeddingRequest, NativeCompletionRequest, TokenizeRequest
+from .openai import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest
+
+# -- decorator helpers and the schema -------------------------------------------------------
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, NativeCompletionRequest,
+    TokenizeRequest, DetokenizeRequest, EmbeddingRequest, LoadParams, SwapRequest,
+    V2ChatRequest, MyllmChatRequest, MyllmGenerateRequest, MyllmEmbeddingsRequest,
+)  # fmt: skip
+_ERRORS: dict[int, str] = {
+    400: "Bad JSON or a parameter out of range",
+    404: "Unknown model (or session)",
+    429: "The model's queue is full; see Retry-After",
+    502: "The model server failed while serving the request",
+    503: "The model cannot be loaded now; see Retry-After",
+}
+OPENAI_SSE = "Server-sent events: data: {chunk} … data: [DONE]"
+MYLLM_SSE = (
+    'Server-sent events: data: {"token", "done": false} … then {"done": true, "full_text", …}'
+)
+
+
+def json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON request body the route reads raw."""
+    schema = {"$ref": f"{REF}{model.__name__}"}
+    content = {"application/json": {"schema": schema}}
+    return {"requestBody": {"required": required, "content": content}}
+
+
+def replies(
+    model: Any, *codes: int, error: type[BaseModel] = OpenAIError, stream: str | None = None
+) -> Responses:
+    """``responses``: ``model`` on 200 (and SSE if ``stream``), ``error`` on each code."""
+    ok: dict[str, Any] = {"model": model}
+    if stream is not None:
+        ok["content"] = {"text/event-stream": {"schema": {"type": "string", "description": stream}}}
+    answers: Responses = {200: ok}
+    for code in codes:
+        answers[code] = {"model": error, "description": _ERRORS[code]}
+    return answers
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the request models, with the documented 200 models in place of
+    the routes' ``dict`` annotations, and without 422 (validation errors answer 400)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = FastAPI.openapi(app)
+    components: dict[str, Any] = schema.setdefault("components", {}).setdefault("schemas", {})
+    mode: JsonSchemaMode = "validation"
+    pairs = [(model, mode) for model in REQUEST_MODELS]
+    _, top = models_json_schema(pairs, ref_template=REF + "{model}")
+    # A model in both a request and a reply (LoadParams): the request's form keeps its defaults.
+    components.update(top.get("$defs", {}))
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            _tidy_responses(operation.get("responses", {}))
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    app.openapi_schema = schema
+    return schema
+
+
+def _tidy_responses(responses: dict[str, Any]) -> None:
+    """A documented model replaces the ``dict`` annotation's schema beside it; a route that
+    only streams loses the empty JSON schema FastAPI gives any ``Response``."""
+    responses.pop("422", None)
+    for response in responses.values():
+        content: dict[str, Any] = response.get("content", {})
+        for media_type, media in list(content.items()):
+            ref = media.get("schema", {}).get("$ref")
+            if ref is not None:
+                media["schema"] = {"$ref": ref}
+            elif media.get("schema") == {} and len(content) > 1:
+                del content[media_type]
