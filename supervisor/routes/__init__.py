@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.responses import Response
 
+from ..backends.argv import Role
+from ..dialects import openai as openai_dialect
 from ..gateway import Gateway
+from ..proxy import Passthrough
 
 
 def gateway(request: Request) -> Gateway:
     state_gateway: Gateway = request.app.state.gateway
     return state_gateway
+
+
+async def relay_openai_shaped(
+    request: Request, path: str, role: Role = Role.CHAT, *, ensure_done: bool = False
+) -> Response:
+    """The passthrough shared by /v1 and the native routes: the body goes to the child's
+    ``path`` untouched; ``model`` and ``stream`` are only read (and checked) on the way."""
+    body = await request.body()
+    data = openai_dialect.parse_body(body)
+    openai_dialect.wants_stream(data)  # a bad value is our clear 400, not the child's
+    gw = gateway(request)
+    entry = gw.pick_model(openai_dialect.requested_model(data))
+    stream = Passthrough(openai_dialect.error_event, ensure_done=ensure_done)
+    return await gw.proxy.forward(
+        lambda: gw.acquire(entry, role), path, body, stream, request.receive
+    )

@@ -8,8 +8,6 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..backends.argv import Role
-from ..dialects import openai
-from ..proxy import Passthrough
 from ..schemas import (
     OPENAI_SSE,
     ChatCompletion,
@@ -25,23 +23,9 @@ from ..schemas import (
     json_body,
     replies,
 )
-from . import gateway
+from . import relay_openai_shaped
 
 router = APIRouter(tags=["native"])
-
-
-async def _relay(
-    request: Request, path: str, role: Role = Role.CHAT, *, ensure_done: bool = False
-) -> Response:
-    body = await request.body()
-    data = openai.parse_body(body)
-    openai.wants_stream(data)
-    gw = gateway(request)
-    entry = gw.pick_model(openai.requested_model(data))
-    stream = Passthrough(openai.error_event, ensure_done=ensure_done)
-    return await gw.proxy.forward(
-        lambda: gw.acquire(entry, role), path, body, stream, request.receive
-    )
 
 
 @router.post(
@@ -52,7 +36,7 @@ async def _relay(
 )
 async def chat_completions(request: Request) -> Response:
     """OpenAI-shaped chat; streams end with ``data: [DONE]``."""
-    return await _relay(request, "/chat/completions")
+    return await relay_openai_shaped(request, "/chat/completions")
 
 
 @router.post(
@@ -66,7 +50,7 @@ async def completion(request: Request) -> Response:
     ``top_p``, ``repeat_penalty``, ``seed``, ``stop``, ``stream``, and every other field
     llama-server knows. Streams end with ``data: [DONE]`` as seed 004 says (llama-server's
     own /completion stream has no terminator)."""
-    return await _relay(request, "/completion", ensure_done=True)
+    return await relay_openai_shaped(request, "/completion", ensure_done=True)
 
 
 @router.post(
@@ -76,7 +60,7 @@ async def completion(request: Request) -> Response:
     responses=replies(TokenizeResponse, 400, 404, 429, 502, 503),
 )
 async def tokenize(request: Request) -> Response:
-    return await _relay(request, "/tokenize")
+    return await relay_openai_shaped(request, "/tokenize")
 
 
 @router.post(
@@ -86,7 +70,7 @@ async def tokenize(request: Request) -> Response:
     responses=replies(DetokenizeResponse, 400, 404, 429, 502, 503),
 )
 async def detokenize(request: Request) -> Response:
-    return await _relay(request, "/detokenize")
+    return await relay_openai_shaped(request, "/detokenize")
 
 
 @router.post(
@@ -96,4 +80,4 @@ async def detokenize(request: Request) -> Response:
     responses=replies(list[NativeEmbedding], 400, 404, 429, 502, 503),
 )
 async def embedding(request: Request) -> Response:
-    return await _relay(request, "/embedding", Role.EMBEDDING)
+    return await relay_openai_shaped(request, "/embedding", Role.EMBEDDING)

@@ -13,7 +13,6 @@ from ..backends.argv import Role
 from ..dialects import openai
 from ..lifecycle.state import ModelState
 from ..metrics import format_uptime, system_metrics
-from ..proxy import Passthrough
 from ..schemas import (
     OPENAI_SSE,
     ChatCompletion,
@@ -28,7 +27,7 @@ from ..schemas import (
     json_body,
     replies,
 )
-from . import gateway
+from . import gateway, relay_openai_shaped
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -74,18 +73,6 @@ async def stats(request: Request) -> dict[str, Any]:
     }
 
 
-async def _relay(request: Request, path: str, role: Role) -> Response:
-    body = await request.body()
-    data = openai.parse_body(body)
-    openai.wants_stream(data)  # a bad value is our clear 400, not the child's
-    gw = gateway(request)
-    entry = gw.pick_model(openai.requested_model(data))
-    stream = Passthrough(openai.error_event)
-    return await gw.proxy.forward(
-        lambda: gw.acquire(entry, role), path, body, stream, request.receive
-    )
-
-
 @router.post(
     "/chat/completions",
     summary="Create a chat completion",
@@ -93,7 +80,7 @@ async def _relay(request: Request, path: str, role: Role) -> Response:
     responses=replies(ChatCompletion, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
 )
 async def chat_completions(request: Request) -> Response:
-    return await _relay(request, "/v1/chat/completions", Role.CHAT)
+    return await relay_openai_shaped(request, "/v1/chat/completions", Role.CHAT)
 
 
 @router.post(
@@ -103,7 +90,7 @@ async def chat_completions(request: Request) -> Response:
     responses=replies(TextCompletion, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
 )
 async def completions(request: Request) -> Response:
-    return await _relay(request, "/v1/completions", Role.CHAT)
+    return await relay_openai_shaped(request, "/v1/completions", Role.CHAT)
 
 
 @router.post(
@@ -113,4 +100,4 @@ async def completions(request: Request) -> Response:
     responses=replies(EmbeddingsResponse, 400, 404, 429, 502, 503),
 )
 async def embeddings(request: Request) -> Response:
-    return await _relay(request, "/v1/embeddings", Role.EMBEDDING)
+    return await relay_openai_shaped(request, "/v1/embeddings", Role.EMBEDDING)
