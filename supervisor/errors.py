@@ -7,7 +7,9 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
     SupervisorError                 500 server_error
     ├── BadRequest                  400 invalid_request_error
     ├── NotFound                    404 invalid_request_error
-    │   └── ModelNotFound           404 model_not_found
+    │   ├── ModelNotFound           404 model_not_found
+    │   └── SessionNotFound         404 session_not_found
+    ├── MethodNotAllowed            405 a route asked with the wrong method
     ├── QueueFull                   429 (Retry-After) the model's queue is full
     ├── ModelUnavailable            503 (Retry-After) model not loaded and not loadable now
     │   ├── QueueTimeout            503 no slot freed within the queue's maximum wait
@@ -15,11 +17,18 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
     ├── ModelLoadError              503 the child failed to start; carries its last stderr lines
     ├── BackendError                502 the child failed or vanished while serving a request
     ├── ChildRejected               4xx/5xx as the child said, for surfaces that reshape errors
+    ├── SessionStoreError           503 (Retry-After) the sessions database cannot be used
+    ├── DemoModelError              500 the demo model could not be fetched or failed its hash
     ├── IllegalTransition           500 a lifecycle bug: a state change the machine forbids
     └── ConfigError                 500 bad configuration (raised at start-up, not per request)
 """
 
 from __future__ import annotations
+
+import re
+
+# Session ids clients send are free text: only ids of this form are stored or echoed.
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class SupervisorError(Exception):
@@ -59,6 +68,33 @@ class ModelUnavailable(SupervisorError):
     error_type = "unavailable_error"
     code = "model_not_loaded"
     retry_after = 5
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+
+    def __init__(self, session_id: str) -> None:
+        # Only echo ids of the valid form: a malformed one may be huge or hostile.
+        shown = session_id if SESSION_ID.fullmatch(session_id) else "<invalid id>"
+        super().__init__(f"Session not found: {shown}", param="session_id")
+        self.session_id = session_id
+
+
+class MethodNotAllowed(SupervisorError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class SessionStoreError(SupervisorError):
+    status_code = 503
+    error_type = "unavailable_error"
+    code = "session_store_unavailable"
+    retry_after = 5
+
+
+class DemoModelError(SupervisorError):
+    code = "demo_model_error"
 
 
 class QueueFull(SupervisorError):

@@ -12,15 +12,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from .dialects import openai
-from .errors import BadRequest, NotFound, SupervisorError
+from .errors import BadRequest, MethodNotAllowed, NotFound, SupervisorError
 
 LOG = logging.getLogger(__name__)
-
-
-class MethodNotAllowed(SupervisorError):
-    status_code = 405
-    error_type = "invalid_request_error"
-    code = "method_not_allowed"
 
 
 def _uses_detail_format(path: str) -> bool:

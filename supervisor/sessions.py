@@ -9,7 +9,6 @@ half-written. Every SQLite or filesystem failure surfaces as ``SessionStoreError
 from __future__ import annotations
 
 import builtins
-import re
 import sqlite3
 import threading
 import time
@@ -19,10 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadRequest, NotFound, SupervisorError
+from .errors import SESSION_ID, BadRequest, SessionNotFound, SessionStoreError
 
 ROLES = frozenset({"system", "user", "assistant"})
-_SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_MS = 5000
 
@@ -35,23 +33,6 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (session_id, seq));
 CREATE INDEX IF NOT EXISTS sessions_by_updated ON sessions(updated);
 """
-
-
-class SessionNotFound(NotFound):
-    code = "session_not_found"
-
-    def __init__(self, session_id: str) -> None:
-        # Only echo ids that passed validation: a malformed one may be huge or hostile.
-        shown = session_id if is_valid_session_id(session_id) else "<invalid id>"
-        super().__init__(f"Session not found: {shown}", param="session_id")
-        self.session_id = session_id
-
-
-class SessionStoreError(SupervisorError):
-    status_code = 503
-    error_type = "unavailable_error"
-    code = "session_store_unavailable"
-    retry_after = 5
 
 
 @dataclass(frozen=True)
@@ -91,7 +72,7 @@ def _configure(conn: sqlite3.Connection, read_only: bool) -> None:
 
 def is_valid_session_id(session_id: str) -> bool:
     """Whether ``session_id`` is 1..128 characters of ``[A-Za-z0-9_-]``."""
-    return _SESSION_ID_RE.fullmatch(session_id) is not None
+    return SESSION_ID.fullmatch(session_id) is not None
 
 
 class SessionStore:

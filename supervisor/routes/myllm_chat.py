@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from ..backends.argv import Role
 from ..dialects import myllm_chat as dialect
 from ..dialects.openai import parse_body
-from ..errors import ChildRejected, SupervisorError
+from ..errors import ChildRejected, SessionNotFound, SupervisorError
 from ..gateway import Gateway
 from ..proxy import CLIENT_CLOSED_REQUEST, RelayResponse, sse_events
 from ..registry import ModelEntry
@@ -36,7 +36,7 @@ from ..schemas import (
     json_body,
     replies,
 )
-from ..sessions import Message, SessionNotFound, fit_history
+from ..sessions import Message, fit_history
 from . import gateway
 
 router = APIRouter(prefix="/api", tags=["api"])

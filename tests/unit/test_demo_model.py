@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from supervisor import demo_model
-from supervisor.demo_model import DemoModelError, fetch_demo_model
+from supervisor.demo_model import fetch_demo_model
+from supervisor.errors import DemoModelError
 
 WEIGHTS = b"GGUF" + b"\0" * 1000
 

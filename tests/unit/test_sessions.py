@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import BadRequest, NotFound, SupervisorError
-from supervisor.sessions import (
-    Message,
+from supervisor.errors import (
+    BadRequest,
+    NotFound,
     SessionNotFound,
-    SessionStore,
     SessionStoreError,
-    estimate_tokens,
-    fit_history,
+    SupervisorError,
 )
+from supervisor.sessions import Message, SessionStore, estimate_tokens, fit_history
 
 
 @pytest.fixture
