@@ -14,13 +14,17 @@ from typing import Any
 from fastapi import FastAPI
 
 from . import __version__
+from .auth import KeyRing
 from .backends.child import ProcessFactory
 from .config import Settings
-from .gateway import SettingsLoader, build_gateway
+from .gateway import Gateway, SettingsLoader, build_gateway
+from .guard import GatewayGuard
 from .http_errors import install_error_handlers
 from .memory import MemoryProbe
-from .routes import api_v2, myllm, myllm_chat, native, openai, root
+from .routes import api_v2, logs, myllm, myllm_chat, native, openai, root
 from .schemas import build_openapi
+from .sdnotify import Notifier
+from .shutdown import Drain
 
 
 def create_app(
@@ -29,13 +33,24 @@ def create_app(
     factory: ProcessFactory | None = None,
     load_settings: SettingsLoader | None = None,
     probe: MemoryProbe | None = None,
+    notifier: Notifier | None = None,
 ) -> FastAPI:
+    """The gateway's app. ``app.state.drain`` and ``app.state.notifier`` are what the server
+    loop needs for a graceful shutdown under a service manager (cli.GatewayServer)."""
+    notify = notifier or Notifier(None)
+    drain = Drain(settings.shutdown_grace_s)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = build_gateway(settings, factory, load_settings, probe)
         app.state.gateway = gateway
         gateway.manager.start(gateway.registry.entries())
-        hup = _on_sighup(gateway.reload_in_background)
+
+        def reload_on_signal() -> None:
+            notify.reloading()
+            gateway.reload_in_background(done=notify.ready)
+
+        hup = _on_sighup(reload_on_signal)
         try:
             yield
         finally:
@@ -49,15 +64,25 @@ def create_app(
         lifespan=lifespan,
         openapi_tags=_openapi_tags(),
     )
+    app.state.drain = drain
+    app.state.notifier = notify
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
+    app.add_middleware(GatewayGuard, drain=drain, keys=partial(_keys, app))
     install_error_handlers(app)
     app.include_router(root.router)
     app.include_router(openai.router)
     app.include_router(api_v2.router)
+    app.include_router(logs.router)
     app.include_router(myllm.router)
     app.include_router(myllm_chat.router)
     app.include_router(native.router)
     return app
+
+
+def _keys(app: FastAPI) -> KeyRing:
+    """The running gateway's keys (a reload may change them)."""
+    gateway: Gateway = app.state.gateway
+    return gateway.keys
 
 
 def _openapi_tags() -> list[dict[str, Any]]:

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import uvicorn
 
 from . import __version__
 from .errors import SupervisorError
@@ -49,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--default-model", metavar="NAME", help="model for requests naming none")
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), help="gateway log lines (default text)"
+    )
 
     demo = commands.add_parser(
         "demo-model",
@@ -59,9 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .app import create_app
-    from .backends.binary import find_llama_server
-    from .config import Settings, load_settings
+    from .server import serve
 
     given = {
         "host": args.host,
@@ -71,43 +67,9 @@ def _serve(args: argparse.Namespace) -> int:
         "data_dir": args.data_dir,
         "default_model": args.default_model,
         "log_level": args.log_level,
+        "log_format": args.log_format,
     }
-    settings = load_settings(args.config, **given)
-    _configure_logging(settings.log_level)
-    binary = find_llama_server(settings.llama_server, settings.cache_dir)
-    LOG.info("llama-server: %s", binary)
-
-    def reload_settings() -> Settings:
-        """SIGHUP and POST /api/v2/reload: the same flags, the file and environment anew."""
-        fresh = load_settings(args.config, **given)
-        return fresh if fresh.llama_server else fresh.model_copy(update={"llama_server": binary})
-
-    settings = settings.model_copy(update={"llama_server": binary})
-    config = uvicorn.Config(
-        create_app(settings, load_settings=reload_settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.stop_grace_s) + 5,
-    )
-    GatewayServer(config).run()
-    return 0
-
-
-class GatewayServer(uvicorn.Server):
-    """uvicorn's server, minus re-raising SIGTERM/SIGINT after its graceful shutdown: once the
-    children are stopped, a signalled gateway exits 0, as a service manager expects."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        signals = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    return serve(args.config, given)
 
 
 def _demo_model(args: argparse.Namespace) -> int:
@@ -117,16 +79,6 @@ def _demo_model(args: argparse.Namespace) -> int:
     path = fetch_demo_model(args.models_dir, default_cache_dir())
     print(path.resolve())
     return 0
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request at INFO, readiness polls included: too loud for a gateway log.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def main(argv: list[str] | None = None) -> int:

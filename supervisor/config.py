@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -96,6 +96,28 @@ class Settings(BaseSettings):
     restart_max_attempts: int = Field(default=5, ge=1, description="restarts of a pinned model")
     restart_backoff_max_s: float = Field(default=30.0, gt=0, description="longest restart wait")
     log_level: str = Field(default="info", description="gateway log level")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="gateway log lines: text, or one JSON object per line"
+    )
+    child_log_lines: int = Field(
+        default=1000, ge=10, description="lines of each model's llama-server output kept"
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM, how long in-flight requests and streams may run on",
+    )
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="inference keys; none (and no admin keys) means open"
+    )
+    admin_keys: list[SecretStr] = Field(
+        default_factory=list, description="admin keys: load, unload, swap, reload, logs, and all"
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="file of keys, one per line: 'admin <key>' or 'inference <key>' (or a bare "
+        "key: inference); '#' starts a comment",
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="build/model cache")
     data_dir: Path = Field(default=Path("data"), description="sessions database lives here")
 

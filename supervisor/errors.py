@@ -9,6 +9,8 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
     ├── NotFound                    404 invalid_request_error
     │   ├── ModelNotFound           404 model_not_found
     │   └── SessionNotFound         404 session_not_found
+    ├── Unauthorized                401 no API key, or one the gateway does not know
+    ├── Forbidden                   403 an inference key on an admin route
     ├── MethodNotAllowed            405 a route asked with the wrong method
     ├── QueueFull                   429 (Retry-After) the model's queue is full
     ├── ModelUnavailable            503 (Retry-After) model not loaded and not loadable now
@@ -18,9 +20,12 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
     ├── BackendError                502 the child failed or vanished while serving a request
     ├── ChildRejected               4xx/5xx as the child said, for surfaces that reshape errors
     ├── SessionStoreError           503 (Retry-After) the sessions database cannot be used
+    ├── ShuttingDown                503 (Retry-After) the gateway is draining after SIGTERM
     ├── DemoModelError              500 the demo model could not be fetched or failed its hash
     ├── IllegalTransition           500 a lifecycle bug: a state change the machine forbids
-    └── ConfigError                 500 bad configuration (raised at start-up, not per request)
+    ├── ConfigError                 500 bad configuration (raised at start-up, not per request)
+    ├── GatewayUnreachable          (CLI side) no gateway answers at the admin client's URL
+    └── AdminRequestFailed          (CLI side) the gateway refused an admin request: its status
 """
 
 from __future__ import annotations
@@ -78,6 +83,25 @@ class SessionNotFound(NotFound):
         shown = session_id if SESSION_ID.fullmatch(session_id) else "<invalid id>"
         super().__init__(f"Session not found: {shown}", param="session_id")
         self.session_id = session_id
+
+
+class Unauthorized(SupervisorError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(SupervisorError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "admin_key_required"
+
+
+class ShuttingDown(SupervisorError):
+    status_code = 503
+    error_type = "unavailable_error"
+    code = "shutting_down"
+    retry_after = 10
 
 
 class MethodNotAllowed(SupervisorError):
@@ -155,3 +179,24 @@ class IllegalTransition(SupervisorError):
 
 class ConfigError(SupervisorError):
     code = "config_error"
+
+
+class GatewayUnreachable(SupervisorError):
+    """The CLI's admin client found no gateway at its URL (connection refused, unknown host)."""
+
+    code = "gateway_unreachable"
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"no gateway at {url}: is `llama-supervisor serve` running? ({reason})")
+        self.url = url
+
+
+class AdminRequestFailed(SupervisorError):
+    """The gateway answered an admin request with an error (``status_code`` is its HTTP status;
+    0 when the exchange broke off), or broke off the exchange: its message, for the CLI."""
+
+    code = "admin_request_failed"
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from .auth import KeyRing, load_keys
 from .backends.argv import Role
 from .backends.child import ChildStarter, Lease, ProcessFactory
+from .child_logs import ChildLogs
 from .config import Settings
 from .errors import ModelUnavailable, SupervisorError
 from .lifecycle.manager import ModelManager
@@ -36,6 +38,8 @@ class Gateway:
     probe: MemoryProbe
     sessions: SessionStore
     load_settings: SettingsLoader
+    keys: KeyRing
+    logs: ChildLogs
     started_at: float = field(default_factory=time.time)
     last_error: str | None = None
     performance: dict[str, Performance] = field(default_factory=dict)
@@ -82,20 +86,24 @@ class Gateway:
         POST /api/v2/reload): changed models are hot-swapped, removed ones drained."""
         async with self._reload_lock:
             settings = self.load_settings()
+            keys = load_keys(settings)  # a bad key file fails the reload, old keys stay
             registry = Registry(settings)
             entries = registry.scan()
             report = await self.manager.apply(settings, entries)
-            self.settings, self.registry = settings, registry
+            self.settings, self.registry, self.keys = settings, registry, keys
             LOG.info("configuration reloaded: %s", report)
             return report
 
-    def reload_in_background(self) -> None:
+    def reload_in_background(self, done: Callable[[], None] | None = None) -> None:
         async def run() -> None:
             try:
                 await self.reload()
             except SupervisorError as exc:
                 self.last_error = exc.message
                 LOG.error("reload failed: %s", exc.message)
+            finally:
+                if done is not None:
+                    done()
 
         self.manager.spawn(run(), "reload")
 
@@ -115,7 +123,8 @@ def build_gateway(
     registry = Registry(settings)
     registry.scan()
     client = make_client()
-    starter = ChildStarter(client, factory) if factory else ChildStarter(client)
+    logs = ChildLogs(settings.child_log_lines)
+    starter = ChildStarter(client, factory, logs) if factory else ChildStarter(client, logs=logs)
     probe = probe or MemoryProbe(reserve_bytes=settings.memory_reserve_mb * 1024**2)
     manager = ModelManager(settings, starter, probe, client)
     sessions = SessionStore(settings.data_dir / "sessions.sqlite3")
@@ -128,6 +137,8 @@ def build_gateway(
         probe,
         sessions,
         load_settings or (lambda: settings),
+        keys=load_keys(settings),
+        logs=logs,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from supervisor.child_logs import LineSink
 from supervisor.config import ModelSettings
 from supervisor.errors import ModelLoadError
 from supervisor.gguf_meta import GGUFInfo
@@ -27,8 +28,16 @@ class Script:
 
 
 class FakeProcess:
-    def __init__(self, name: str, argv: list[str], base_url: str, script: Script) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        base_url: str,
+        script: Script,
+        output: LineSink | None = None,
+    ) -> None:
         self.name = name
+        self.output = output
         self.argv = argv
         # Requests go to a host respx intercepts, whatever port the pool picked.
         self.base_url = f"http://{FAKE_HOST}"
@@ -53,6 +62,12 @@ class FakeProcess:
     async def start(self) -> None:
         self._started = True
         self._exit = asyncio.get_running_loop().create_future()
+        self.say(f"fake llama-server {self.name} starting")
+
+    def say(self, line: str) -> None:
+        """A line of output, as a real child prints to its stdout."""
+        if self.output is not None:
+            self.output(self.pid, line)
 
     async def wait_ready(self, client: httpx.AsyncClient, timeout: float) -> None:
         await asyncio.sleep(self.script.ready_delay)
@@ -83,9 +98,11 @@ class FakeFactory:
     scripts: list[Script] = field(default_factory=list)
     made: list[FakeProcess] = field(default_factory=list)
 
-    def __call__(self, name: str, argv: list[str], base_url: str) -> FakeProcess:
+    def __call__(
+        self, name: str, argv: list[str], base_url: str, output: LineSink | None = None
+    ) -> FakeProcess:
         script = self.scripts.pop(0) if self.scripts else Script()
-        process = FakeProcess(name, argv, base_url, script)
+        process = FakeProcess(name, argv, base_url, script, output)
         self.made.append(process)
         return process
 

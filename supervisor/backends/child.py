@@ -16,6 +16,7 @@ from typing import Protocol
 
 import httpx
 
+from ..child_logs import ChildLogs, LineSink
 from ..config import Settings
 from ..errors import ModelLoadError
 from ..lifecycle.state import LoadParams
@@ -45,7 +46,7 @@ class ChildProcess(Protocol):
     def kill_now(self) -> None: ...
 
 
-ProcessFactory = Callable[[str, list[str], str], ChildProcess]
+ProcessFactory = Callable[[str, list[str], str, LineSink | None], ChildProcess]
 
 
 @dataclass(eq=False)
@@ -107,18 +108,24 @@ def server_binary(settings: Settings, entry: ModelEntry) -> Path:
     return find_llama_server(settings.llama_server, settings.cache_dir)
 
 
-def _default_factory(name: str, argv: list[str], base_url: str) -> ChildProcess:
-    return BackendProcess(name, argv, base_url)
+def _default_factory(
+    name: str, argv: list[str], base_url: str, output: LineSink | None
+) -> ChildProcess:
+    return BackendProcess(name, argv, base_url, output)
 
 
 class ChildStarter:
     """Starts one child and waits until it is ready, on a fresh loopback port."""
 
     def __init__(
-        self, client: httpx.AsyncClient, factory: ProcessFactory = _default_factory
+        self,
+        client: httpx.AsyncClient,
+        factory: ProcessFactory = _default_factory,
+        logs: ChildLogs | None = None,
     ) -> None:
         self._client = client
         self._factory = factory
+        self._logs = logs
 
     async def start(
         self, settings: Settings, entry: ModelEntry, role: Role, params: LoadParams
@@ -128,7 +135,8 @@ class ChildStarter:
         for attempt in range(1, BIND_RETRIES + 1):
             port = free_port()
             spec = launch_spec(settings, entry, binary, role, port, params)
-            process = self._factory(name, build_argv(spec), f"http://127.0.0.1:{port}")
+            output = self._logs.sink(entry.id, role.value) if self._logs else None
+            process = self._factory(name, build_argv(spec), f"http://127.0.0.1:{port}", output)
             started = time.monotonic()
             try:
                 await process.start()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from ..child_logs import LineSink
 from ..errors import ModelLoadError
 from . import launcher
 
@@ -32,8 +33,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 class BackendProcess:
     """A running (or exited) llama-server, identified by ``name`` in logs."""
 
-    def __init__(self, name: str, argv: list[str], base_url: str) -> None:
+    def __init__(
+        self, name: str, argv: list[str], base_url: str, output: LineSink | None = None
+    ) -> None:
         self.name = name
+        self._output = output
         self.argv = argv
         self.base_url = base_url
         self._proc: asyncio.subprocess.Process | None = None
@@ -80,7 +84,9 @@ class BackendProcess:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self._tail.append(line)
-                CHILD_LOG.info("[%s] %s", self.name, line)
+                if self._output is not None:
+                    self._output(self._proc.pid, line)
+                CHILD_LOG.info("[%s] %s", self.name, line, extra={"child": self.name})
 
     async def wait_exit(self) -> int:
         assert self._proc is not None

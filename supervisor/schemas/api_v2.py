@@ -162,3 +162,15 @@ class V2Health(BaseModel):
     version: str
     uptime: str = Field(description="For example 2d 3h 45m")
     last_error: str | None
+
+
+class ChildLogLine(BaseModel):
+    time: str = Field(description="ISO 8601, UTC")
+    role: Literal["chat", "embedding"]
+    pid: int | None
+    line: str
+
+
+class ModelLogs(BaseModel):
+    model: str
+    lines: list[ChildLogLine] = Field(description="Oldest first")

@@ -22,6 +22,8 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
 )  # fmt: skip
 _ERRORS: dict[int, str] = {
     400: "Bad JSON or a parameter out of range",
+    401: "No API key, or an unknown one (when keys are configured)",
+    403: "An inference key on an admin route",
     404: "Unknown model (or session)",
     429: "The model's queue is full; see Retry-After",
     502: "The model server failed while serving the request",

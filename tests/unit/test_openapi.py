@@ -27,7 +27,7 @@ BODILESS = {
     "/api/models/{model_name}/load",
     "/api/models/{model_name}/unload",
 }
-STREAM_ONLY = {"/api/v2/chat/{model_id}/stream"}
+STREAM_ONLY = {"/api/v2/chat/{model_id}/stream", "/api/v2/models/{model_id}/logs/stream"}
 
 
 def settings(tmp_path: Path) -> Settings:
