@@ -1,0 +1,95 @@
+"""Each model's llama-server output: the ring buffer, followers, the admin routes, and the
+gateway's JSON log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fakes import FakeFactory
+from fastapi.testclient import TestClient
+
+from supervisor.app import create_app
+from supervisor.child_logs import ChildLog, ChildLogs
+from supervisor.config import Settings
+from supervisor.log_setup import configure_logging
+from supervisor.routes.logs import _follow
+
+MakeGGUF = Callable[..., Path]
+
+
+def test_the_ring_keeps_the_newest_lines() -> None:
+    log = ChildLog(size=3, clock=lambda: 0.0)
+    for n in range(5):
+        log.append("chat", 7, f"line {n}")
+    assert [x.line for x in log.tail(10)] == ["line 2", "line 3", "line 4"]
+    assert [x.line for x in log.tail(1)] == ["line 4"]
+    assert log.tail(0) == []
+    assert log.tail(1)[0].as_json() == {
+        "time": "1970-01-01T00:00:00Z", "role": "chat", "pid": 7, "line": "line 4"
+    }  # fmt: skip
+
+
+def test_sinks_feed_the_models_log() -> None:
+    logs = ChildLogs(size=10)
+    logs.sink("m", "embedding")(42, "hello")
+    assert [(x.role, x.pid, x.line) for x in logs.of("m").tail(5)] == [("embedding", 42, "hello")]
+
+
+@pytest.mark.anyio
+async def test_a_follower_gets_the_tail_then_new_lines_until_shutdown() -> None:
+    log = ChildLog(size=10)
+    log.append("chat", 1, "old")
+    stopping = asyncio.Event()
+    events = _follow(log, 5, stopping)
+    assert b'"line": "old"' in await anext(events)
+    log.append("chat", 1, "new")
+    assert b'"line": "new"' in await anext(events)
+    pending = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0.01)
+    stopping.set()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(pending, 2)
+
+
+def test_the_logs_route_shows_what_the_child_printed(tmp_path: Path, make_gguf: MakeGGUF) -> None:
+    make_gguf("models/tiny.Q4_1.gguf")
+    settings = Settings(
+        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable),
+        data_dir=tmp_path / "data",
+    )  # fmt: skip
+    factory = FakeFactory()
+    with TestClient(create_app(settings, factory=factory)) as client:
+        assert client.get("/api/v2/models/tiny.Q4_1/logs").json() == {
+            "model": "tiny.Q4_1", "lines": []
+        }  # fmt: skip
+        client.post("/api/v2/models/tiny.Q4_1/load")
+        factory.made[-1].say("slot 0: ready")
+        lines = client.get("/api/v2/models/tiny.Q4_1.gguf/logs?lines=1").json()["lines"]
+        assert [(x["role"], x["pid"], x["line"]) for x in lines] == [
+            ("chat", factory.made[-1].pid, "slot 0: ready")
+        ]
+        assert client.get("/api/v2/models/nope/logs").status_code == 404
+        assert client.get("/api/v2/models/tiny.Q4_1/logs?lines=-1").status_code == 400
+
+
+def test_json_log_lines_carry_extras() -> None:
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("info", "json", stream=out)
+        logging.getLogger("supervisor.child").info("[%s] %s", "m", "hi", extra={"child": "m"})
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    entry = json.loads(out.getvalue())
+    assert entry["message"] == "[m] hi" and entry["child"] == "m"
+    assert entry["level"] == "info" and entry["logger"] == "supervisor.child"
+    assert entry["time"].endswith("+00:00")
