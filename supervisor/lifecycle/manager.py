@@ -19,6 +19,7 @@ from ..config import ModelSettings, Settings
 from ..errors import InsufficientMemory, SupervisorError
 from ..memory import MemoryEstimate, MemoryProbe, estimate_memory, format_bytes, process_tree_rss
 from ..registry import ModelEntry
+from .events import LifecycleEvents, NoEvents
 from .model import ManagedModel, SwapReport
 from .state import LoadParams, ModelState, ModelStatus
 
@@ -32,8 +33,10 @@ class ModelManager:
         starter: ChildStarter,
         probe: MemoryProbe,
         client: httpx.AsyncClient,
+        events: LifecycleEvents | None = None,
     ) -> None:
         self._settings = settings
+        self._events = events or NoEvents()
         self._starter = starter
         self._probe = probe
         self._client = client
@@ -44,6 +47,10 @@ class ModelManager:
     @property
     def settings(self) -> Settings:
         return self._settings
+
+    @property
+    def events(self) -> LifecycleEvents:
+        return self._events
 
     # -- the models ---------------------------------------------------------------------------
     def model(self, entry: ModelEntry, role: Role = Role.CHAT) -> ManagedModel:
@@ -150,6 +157,7 @@ class ModelManager:
                     "every loaded model is busy or pinned"
                 )
             LOG.info("evicting '%s' (least recently used) to load '%s'", victim.name, model.name)
+            self._events.evicted(victim.entry.id)
             await self.unload(victim.entry)
 
     @staticmethod
@@ -167,7 +175,14 @@ class ModelManager:
 
     # -- ModelHost --------------------------------------------------------------------------------
     async def start_child(self, entry: ModelEntry, role: Role, params: LoadParams) -> Backend:
-        return await self._starter.start(self._settings, entry, role, params)
+        started = time.monotonic()
+        try:
+            backend = await self._starter.start(self._settings, entry, role, params)
+        except Exception:
+            self._events.load_finished(entry.id, role, time.monotonic() - started, ok=False)
+            raise
+        self._events.load_finished(entry.id, role, time.monotonic() - started, ok=True)
+        return backend
 
     def child_died(self, model: ManagedModel, restart: bool) -> None:
         """Pinned models (and children killed for not answering) come back by themselves,
@@ -187,6 +202,7 @@ class ModelManager:
             async for attempt in retrying:
                 with attempt:
                     model.restart_count += 1
+                    self._events.restarted(model.entry.id, model.role)
                     await model.load()
         except SupervisorError as exc:
             LOG.error("[%s] gave up restarting: %s", model.name, exc.message)

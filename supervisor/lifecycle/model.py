@@ -28,6 +28,7 @@ from ..errors import (
     SupervisorError,
 )
 from ..registry import ModelEntry
+from .events import LifecycleEvents
 from .state import LoadParams, ModelState, check_transition
 
 LOG = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class ModelHost(Protocol):
 
     @property
     def settings(self) -> Settings: ...
+    @property
+    def events(self) -> LifecycleEvents: ...
     async def start_child(self, entry: ModelEntry, role: Role, params: LoadParams) -> Backend: ...
     async def make_room(
         self, model: ManagedModel, entry: ModelEntry, params: LoadParams
@@ -217,6 +220,7 @@ class ManagedModel:
             await self._stop(backend)
             self.backend = None
             self._set(ModelState.UNLOADED)
+            self._host.events.unloaded(self.entry.id, self.role)
             return True
 
     async def _drain(self, backend: Backend) -> None:
@@ -233,6 +237,11 @@ class ManagedModel:
 
     # -- swap -------------------------------------------------------------------------------
     async def swap(self, entry: ModelEntry, params: LoadParams | None = None) -> SwapReport:
+        report = await self._swap(entry, params)
+        self._host.events.swapped(self.entry.id, self.role, report.mode, report.seconds)
+        return report
+
+    async def _swap(self, entry: ModelEntry, params: LoadParams | None) -> SwapReport:
         """Replace the child with one for ``entry`` (a new file version) and ``params``.
 
         Blue/green when memory holds both: the new child starts beside the old, takes every
