@@ -25,6 +25,7 @@ from .routes import api_v2, logs, myllm, myllm_chat, native, openai, root
 from .schemas import build_openapi
 from .sdnotify import Notifier
 from .shutdown import Drain
+from .telemetry import Telemetry, TelemetryMiddleware
 
 
 def create_app(
@@ -39,10 +40,11 @@ def create_app(
     loop needs for a graceful shutdown under a service manager (cli.GatewayServer)."""
     notify = notifier or Notifier(None)
     drain = Drain(settings.shutdown_grace_s)
+    telemetry = Telemetry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway = build_gateway(settings, factory, load_settings, probe)
+        gateway = build_gateway(settings, factory, load_settings, probe, telemetry)
         app.state.gateway = gateway
         gateway.manager.start(gateway.registry.entries())
 
@@ -76,6 +78,8 @@ def create_app(
     app.include_router(myllm.router)
     app.include_router(myllm_chat.router)
     app.include_router(native.router)
+    # Added last, so outermost: it also times and counts the requests the guard refuses.
+    app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     return app
 
 
@@ -90,7 +94,8 @@ def _openapi_tags() -> list[dict[str, Any]]:
     return [
         {
             "name": "shared",
-            "description": "`GET /` (seeds 002, 003) and `GET /health` (llama.cpp).",
+            "description": "`GET /` (seeds 002, 003), `GET /health` (llama.cpp) and "
+            "`GET /metrics` (Prometheus).",
         },
         {
             "name": "openai",

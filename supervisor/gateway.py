@@ -23,6 +23,7 @@ from .memory import MemoryProbe
 from .proxy import Proxy, make_client
 from .registry import ModelEntry, Registry
 from .sessions import SessionStore
+from .telemetry import Telemetry
 
 LOG = logging.getLogger(__name__)
 SettingsLoader = Callable[[], Settings]
@@ -43,6 +44,7 @@ class Gateway:
     started_at: float = field(default_factory=time.time)
     last_error: str | None = None
     performance: dict[str, Performance] = field(default_factory=dict)
+    telemetry: Telemetry = field(default_factory=Telemetry)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary
@@ -57,7 +59,9 @@ class Gateway:
         return lock
 
     def record_timings(self, model_id: str, answer: object) -> None:
-        """Count what llama-server's ``timings`` say of a finished generation."""
+        """Count a finished answer's tokens (metrics) and what its ``timings`` say of the
+        generation's speed (seed 001's performance)."""
+        self.telemetry.count_answer(model_id, answer)
         timings = answer.get("timings") if isinstance(answer, dict) else None
         if isinstance(timings, dict):
             self.performance.setdefault(model_id, Performance()).add(timings)
@@ -119,6 +123,7 @@ def build_gateway(
     factory: ProcessFactory | None = None,
     load_settings: SettingsLoader | None = None,
     probe: MemoryProbe | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Gateway:
     registry = Registry(settings)
     registry.scan()
@@ -126,7 +131,9 @@ def build_gateway(
     logs = ChildLogs(settings.child_log_lines)
     starter = ChildStarter(client, factory, logs) if factory else ChildStarter(client, logs=logs)
     probe = probe or MemoryProbe(reserve_bytes=settings.memory_reserve_mb * 1024**2)
-    manager = ModelManager(settings, starter, probe, client)
+    telemetry = telemetry or Telemetry()
+    manager = ModelManager(settings, starter, probe, client, telemetry)
+    telemetry.watch(manager.models)
     sessions = SessionStore(settings.data_dir / "sessions.sqlite3")
     return Gateway(
         settings,
@@ -139,6 +146,7 @@ def build_gateway(
         load_settings or (lambda: settings),
         keys=load_keys(settings),
         logs=logs,
+        telemetry=telemetry,
     )
 
 

@@ -200,14 +200,29 @@ class StreamTranslator(Protocol):
 DONE_EVENT = b"data: [DONE]\n\n"
 
 
+class StreamMeter(Protocol):
+    """Sees a relayed stream's bytes as they pass, and its end (the token metrics)."""
+
+    def chunk(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
 class Passthrough:
     """The child's bytes untouched. Per chunk only whether it ended an SSE event is noted, so
     an error event after a child's death starts on a fresh line. With ``ensure_done``, a
-    stream the child ends without ``data: [DONE]`` (llama.cpp's native /completion) gets it."""
+    stream the child ends without ``data: [DONE]`` (llama.cpp's native /completion) gets it;
+    a ``meter`` sees each chunk."""
 
-    def __init__(self, error_event: ErrorEvent, *, ensure_done: bool = False) -> None:
+    def __init__(
+        self,
+        error_event: ErrorEvent,
+        *,
+        ensure_done: bool = False,
+        meter: StreamMeter | None = None,
+    ) -> None:
         self._error_event = error_event
         self._ensure_done = ensure_done
+        self._meter = meter
         self._event_closed = True
 
     async def chunks(self, upstream: httpx.Response) -> AsyncIterator[bytes]:
@@ -215,6 +230,8 @@ class Passthrough:
         async for chunk in upstream.aiter_raw():
             self._event_closed = chunk.endswith(b"\n\n")
             last = chunk
+            if self._meter is not None:
+                self._meter.chunk(chunk)
             yield chunk
         if self._ensure_done and not last.endswith(DONE_EVENT):
             yield DONE_EVENT
@@ -223,7 +240,8 @@ class Passthrough:
         return (b"" if self._event_closed else b"\n\n") + self._error_event(error)
 
     def closed(self) -> None:
-        pass
+        if self._meter is not None:
+            self._meter.close()
 
 
 async def sse_events(upstream: httpx.Response) -> AsyncIterator[Any]:

@@ -37,7 +37,7 @@ from ..schemas import (
     json_body,
     replies,
 )
-from . import gateway
+from . import gateway, pick_model
 
 router = APIRouter(prefix="/api/v2", tags=["api/v2"])
 
@@ -53,7 +53,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/models/{model_id}", summary="Get a model", responses=replies(V2ModelInfo, 404))
 async def model_info(request: Request, model_id: str) -> dict[str, Any]:
     gw = gateway(request)
-    entry = gw.registry.resolve(model_id)
+    entry = pick_model(request, model_id)
     performance = gw.performance.get(entry.id, Performance())
     return api_v2.model_info(
         entry,
@@ -78,7 +78,7 @@ async def load_model(request: Request, model_id: str) -> dict[str, Any]:
     """Load with seed 001's parameters; a loaded model with other parameters is swapped to
     them without dropping requests."""
     gw = gateway(request)
-    entry = gw.registry.resolve(model_id)
+    entry = pick_model(request, model_id)
     params = api_v2.parse_load_params(await _optional_body(request))
     await gw.manager.model(entry).load(params)
     status = gw.manager.status(entry)
@@ -91,7 +91,7 @@ async def load_model(request: Request, model_id: str) -> dict[str, Any]:
 )
 async def unload_model(request: Request, model_id: str) -> dict[str, Any]:
     gw = gateway(request)
-    await gw.manager.unload(gw.registry.resolve(model_id))
+    await gw.manager.unload(pick_model(request, model_id))
     return api_v2.unload_response(time.time())
 
 
@@ -105,7 +105,7 @@ async def swap_model(request: Request, model_id: str) -> dict[str, Any]:
     """Hot-swap to another file version: ``{"path": …}`` (a .gguf inside a models directory)
     plus optional load parameters."""
     gw = gateway(request)
-    entry = gw.registry.resolve(model_id)
+    entry = pick_model(request, model_id)
     path, params = api_v2.parse_swap_body(parse_body(await request.body()))
     current = gw.manager.model(entry).entry
     new = version_entry(gw.settings, current, path)
@@ -129,7 +129,7 @@ async def swap_model(request: Request, model_id: str) -> dict[str, Any]:
 async def chat(request: Request, model_id: str) -> Response:
     """Seed 001's chat: an OpenAI ``chat.completion`` whose ``model`` is the file name."""
     gw = gateway(request)
-    entry = gw.registry.resolve(model_id)
+    entry = pick_model(request, model_id)
     upstream = api_v2_chat.parse_v2_chat(parse_body(await request.body()), stream=False)
     answer = await gw.proxy.fetch_json(
         lambda: gw.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
@@ -154,11 +154,11 @@ async def chat_stream(request: Request, model_id: str) -> Response:
     """Seed 001's stream: ``chat.completion.chunk`` events ending in ``data: [DONE]``,
     relayed as the child sends them."""
     gw = gateway(request)
-    entry = gw.registry.resolve(model_id)
+    entry = pick_model(request, model_id)
     upstream = api_v2_chat.parse_v2_chat(parse_body(await request.body()), stream=True)
     return await gw.proxy.forward(
         lambda: gw.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
-        Passthrough(openai_error_event), request.receive,
+        Passthrough(openai_error_event, meter=gw.telemetry.meter(entry.id)), request.receive,
     )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from ..dialects import myllm
 from ..schemas import DetailError, MyllmLoadResponse, MyllmModel, MyllmModelList, replies
-from . import gateway
+from . import gateway, pick_model
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -26,7 +26,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 )
 async def model_info(request: Request, model_name: str) -> dict[str, Any]:
     gw = gateway(request)
-    entry = gw.registry.resolve(model_name)
+    entry = pick_model(request, model_name)
     return myllm.model_entry(entry, gw.manager.status(entry))
 
 
@@ -37,7 +37,7 @@ async def model_info(request: Request, model_name: str) -> dict[str, Any]:
 )
 async def load_model(request: Request, model_name: str) -> dict[str, Any]:
     gw = gateway(request)
-    entry = gw.registry.resolve(model_name)
+    entry = pick_model(request, model_name)
     await gw.manager.model(entry).load()
     return myllm.load_response(entry.id)
 
@@ -49,6 +49,6 @@ async def load_model(request: Request, model_name: str) -> dict[str, Any]:
 )
 async def unload_model(request: Request, model_name: str) -> dict[str, Any]:
     gw = gateway(request)
-    entry = gw.registry.resolve(model_name)
+    entry = pick_model(request, model_name)
     await gw.manager.unload(entry)
     return myllm.unload_response(entry.id)

@@ -37,7 +37,8 @@ from ..schemas import (
     replies,
 )
 from ..sessions import Message, fit_history
-from . import gateway
+from ..tokens import TokenMeter
+from . import gateway, pick_model
 
 router = APIRouter(prefix="/api", tags=["api"])
 DEFAULT_REPLY_TOKENS = 512  # room kept for the answer when fitting a session's history
@@ -49,8 +50,11 @@ class SeedStream:
     """Seed 002's stream: ``{"token", "done": false}`` per piece of text, then whatever
     ``finish`` makes of the whole text (after storing it, for chat)."""
 
-    def __init__(self, finish: Finish, on_closed: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, finish: Finish, meter: TokenMeter, on_closed: Callable[[], None] = lambda: None
+    ) -> None:
         self._finish = finish
+        self._meter = meter
         self._on_closed = on_closed
 
     async def chunks(self, upstream: httpx.Response) -> AsyncIterator[bytes]:
@@ -64,6 +68,7 @@ class SeedStream:
             if "error" in chunk:
                 raise ValueError(f"the model server reported an error: {chunk['error']}")
             usage = dialect.stream_usage(chunk) or usage
+            self._meter.event(chunk)
             text = dialect.stream_text(chunk)
             if text:
                 parts.append(text)
@@ -74,6 +79,7 @@ class SeedStream:
         return dialect.error_event(error.message)
 
     def closed(self) -> None:
+        self._meter.close()
         self._on_closed()
 
 
@@ -166,7 +172,7 @@ async def _chat_in_turn(
     if asked.session_id:
         stored = await anyio.to_thread.run_sync(gw.sessions.get, asked.session_id)
         history, model_name = stored.messages, model_name or stored.model
-    entry = gw.pick_model(model_name)
+    entry = pick_model(request, model_name)
     messages = fit_history([*history, *asked.messages], _history_budget(gw, entry, asked.options))
 
     async def store(reply: str) -> None:
@@ -184,7 +190,7 @@ async def _chat_in_turn(
             return dialect.chat_done_event(session_id, text, usage)
 
         body = dialect.chat_upstream_body(messages, asked.options, stream=True)
-        stream = SeedStream(finish, on_closed=release)
+        stream = SeedStream(finish, gw.telemetry.meter(entry.id), on_closed=release)
         return await _stream(request, entry, "/v1/chat/completions", body, stream)
     body = dialect.chat_upstream_body(messages, asked.options, stream=False)
     completion = await _call(request, entry, "/v1/chat/completions", body, Role.CHAT)
@@ -226,14 +232,15 @@ async def generate(request: Request) -> Response:
     """Stateless text generation from a prompt; streamed like chat, without a session."""
     gw = gateway(request)
     asked = dialect.parse_generate_request(parse_body(await request.body()))
-    entry = gw.pick_model(asked.model)
+    entry = pick_model(request, asked.model)
     if asked.stream:
 
         async def finish(text: str, usage: dict[str, int] | None) -> bytes:
             return dialect.generate_done_event(text, usage)
 
         body = dialect.generate_upstream_body(asked.prompt, asked.options, stream=True)
-        return await _stream(request, entry, "/v1/completions", body, SeedStream(finish))
+        stream = SeedStream(finish, gw.telemetry.meter(entry.id))
+        return await _stream(request, entry, "/v1/completions", body, stream)
     body = dialect.generate_upstream_body(asked.prompt, asked.options, stream=False)
     completion = await _call(request, entry, "/v1/completions", body, Role.CHAT)
     if completion is None:
@@ -248,9 +255,8 @@ async def generate(request: Request) -> Response:
     responses=replies(MyllmEmbeddingsReply, 400, 404, 429, 502, 503, error=DetailError),
 )
 async def embeddings(request: Request) -> Response:
-    gw = gateway(request)
     model, text = dialect.parse_embeddings_request(parse_body(await request.body()))
-    entry = gw.pick_model(model)
+    entry = pick_model(request, model)
     body = dialect.embeddings_upstream_body(text)
     answer = await _call(request, entry, "/v1/embeddings", body, Role.EMBEDDING)
     if answer is None:

@@ -27,7 +27,7 @@ from ..schemas import (
     json_body,
     replies,
 )
-from . import gateway, relay_openai_shaped
+from . import gateway, pick_model, relay_openai_shaped
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -39,7 +39,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @router.get("/models/{model_id}", summary="Get a model", responses=replies(ModelObject, 404))
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
-    return openai.model_object(gateway(request).registry.resolve(model_id))
+    return openai.model_object(pick_model(request, model_id))
 
 
 @router.get("/stats", summary="Server statistics", responses=replies(Stats))

@@ -1,13 +1,16 @@
-"""Shared routes: GET /health (llama.cpp's form) and GET / (seeds 002 and 003)."""
+"""Shared routes: GET /health (llama.cpp's form), GET / (seeds 002 and 003) and
+GET /metrics (Prometheus)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from .. import __version__
-from ..schemas import Health, RootInfo, replies
+from ..schemas import Health, RootInfo, replies, text_reply
+from ..telemetry import METRICS_CONTENT_TYPE
 from . import gateway
 
 router = APIRouter(tags=["shared"])
@@ -27,3 +30,12 @@ async def root(request: Request) -> dict[str, Any]:
         "status": "running",
         "models_available": len(gateway(request).registry.entries()),
     }
+
+
+@router.get(
+    "/metrics", summary="Prometheus metrics", responses=text_reply("Prometheus text format")
+)
+async def metrics(request: Request) -> Response:
+    """Requests, latencies, tokens, queues and the models' lifecycle, for Prometheus."""
+    exposition = gateway(request).telemetry.exposition()
+    return Response(exposition, media_type=METRICS_CONTENT_TYPE)

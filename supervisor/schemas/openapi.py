@@ -55,6 +55,12 @@ def replies(
     return answers
 
 
+def text_reply(description: str) -> Responses:
+    """``responses`` of a route that answers plain text, not JSON (GET /metrics)."""
+    content = {"text/plain": {"schema": {"type": "string", "description": description}}}
+    return {200: {"description": "Successful Response", "content": content}}
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema plus the request models, with the documented 200 models in place of
     the routes' ``dict`` annotations, and without 422 (validation errors answer 400)."""

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from harness import MODEL_ID, RunningGateway, wait_for, wait_until_gone
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
 
@@ -112,6 +113,36 @@ def test_raw_sse_framing(gateway: RunningGateway) -> None:
     for event in events[:-1]:
         chunk = json.loads(event.removeprefix("data: "))
         assert chunk["object"] == "chat.completion.chunk"
+
+
+def metric(gateway: RunningGateway, name: str) -> float:
+    """The value of one sample of the gateway's /metrics for this model, 0 if absent."""
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and sample.labels.get("model") == MODEL_ID
+    )
+
+
+def test_metrics_count_the_tokens_of_real_answers(
+    client: openai.OpenAI, gateway: RunningGateway
+) -> None:
+    tokens_out = "llama_supervisor_tokens_out_total"
+    ttft = "llama_supervisor_time_to_first_token_seconds_count"
+    before, streams_before = metric(gateway, tokens_out), metric(gateway, ttft)
+    reply = client.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=8
+    )
+    assert reply.usage is not None
+    after_reply = metric(gateway, tokens_out)
+    assert after_reply == before + reply.usage.completion_tokens
+    stream = client.completions.create(model=MODEL_ID, prompt="Once", max_tokens=8, stream=True)
+    assert list(stream)
+    assert metric(gateway, tokens_out) > after_reply  # from the final event's timings
+    assert metric(gateway, ttft) == streams_before + 1
+    assert metric(gateway, "llama_supervisor_tokens_in_total") > 0
 
 
 def slots_busy(port: int) -> bool:

@@ -1,0 +1,104 @@
+"""Token counts in llama-server's answers, for the metrics.
+
+Passthrough answers are bytes the gateway does not parse, so the counts are looked for
+cheaply: only bytes that carry ``"usage"`` or ``"timings"`` are decoded, and then only the
+small object after the key, not the whole answer (an embeddings answer can be megabytes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+KEYS = (b'"usage"', b'"timings"')
+WINDOW = 2048  # bytes read after a key: usage and timings objects are a few hundred
+MAX_PARTIAL = 65536  # longest SSE event kept while it arrives in pieces
+_DECODER = json.JSONDecoder()
+
+
+def answer_tokens(answer: object) -> tuple[int, int] | None:
+    """(tokens in, tokens out) of a parsed answer or stream event: OpenAI's ``usage``, else
+    llama.cpp's ``timings``; None if it carries neither."""
+    if not isinstance(answer, dict):
+        return None
+    usage = answer.get("usage")
+    if isinstance(usage, dict):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
+        if isinstance(prompt, int) and isinstance(completion, int):
+            return prompt, completion
+    timings = answer.get("timings")
+    if isinstance(timings, dict):
+        prompt, predicted = timings.get("prompt_n"), timings.get("predicted_n")
+        cached = timings.get("cache_n", 0)  # prompt tokens taken from the cache, not in prompt_n
+        if isinstance(prompt, int) and isinstance(predicted, int) and isinstance(cached, int):
+            return prompt + cached, predicted
+    return None
+
+
+def scan_tokens(data: bytes) -> tuple[int, int] | None:
+    """``answer_tokens`` of raw answer bytes, read from the last ``usage`` (else ``timings``)
+    object in them. A key inside a JSON string cannot match: its quotes are escaped."""
+    for key in KEYS:
+        value = _value_after(data, key)
+        if value is not None:
+            counts = answer_tokens({key.strip(b'"').decode(): value})
+            if counts is not None:
+                return counts
+    return None
+
+
+def _value_after(data: bytes, key: bytes) -> object:
+    at = data.rfind(key)
+    if at < 0:
+        return None
+    start = at + len(key)
+    text = data[start : start + WINDOW].decode("utf-8", "replace").lstrip()
+    if not text.startswith(":"):
+        return None
+    try:
+        value, _ = _DECODER.raw_decode(text[1:].lstrip())
+    except ValueError:
+        return None
+    return value
+
+
+class TokenMeter:
+    """Counts one answer's tokens exactly once: a whole body (``body``) right away; a stream's
+    chunks (``chunk``) or parsed events (``event``) at ``close``, with the latest figures seen
+    (llama-server may repeat cumulative timings in every event)."""
+
+    def __init__(self, count: Callable[[int, int], None]) -> None:
+        self._count = count
+        self._latest: tuple[int, int] | None = None
+        self._partial = b""  # the start of an SSE event that arrived in pieces
+
+    def body(self, data: bytes) -> None:
+        if b'"usage"' in data or b'"timings"' in data:
+            counts = scan_tokens(data)
+            if counts is not None:
+                self._count(*counts)
+
+    def chunk(self, data: bytes) -> None:
+        if self._partial or not data.endswith(b"\n\n"):
+            data = self._whole_events(data)
+        if b'"usage"' in data or b'"timings"' in data:
+            self._latest = scan_tokens(data) or self._latest
+
+    def event(self, event: object) -> None:
+        self._latest = answer_tokens(event) or self._latest
+
+    def close(self) -> None:
+        latest, self._latest = self._latest, None
+        if latest is not None:
+            self._count(*latest)
+
+    def _whole_events(self, data: bytes) -> bytes:
+        """The complete events so far; an unfinished one waits for its next piece."""
+        data = self._partial + data
+        end = data.rfind(b"\n\n") + 2
+        if end == 1:
+            self._partial = data if len(data) <= MAX_PARTIAL else b""
+            return b""
+        rest = data[end:]
+        self._partial = rest if len(rest) <= MAX_PARTIAL else b""
+        return data[:end]
