@@ -30,6 +30,7 @@ from .sdnotify import Notifier
 from .shutdown import Drain
 
 LOG = logging.getLogger(__name__)
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class GatewayServer(uvicorn.Server):
@@ -85,7 +86,10 @@ def serve(config_file: Path | None, given: dict[str, Any]) -> int:
 
     settings = load_settings(config_file, **given)
     configure_logging(settings.log_level, settings.log_format)
-    load_keys(settings)  # a bad key file stops us here, before anything listens
+    if load_keys(settings).open and settings.host not in LOOPBACK:  # a bad key file stops here
+        LOG.warning("no API keys configured and listening on %s: anyone who reaches this port "
+                    "can use and administer the gateway (set admin_keys, or keep it behind "
+                    "nginx on 127.0.0.1)", settings.host)  # fmt: skip
     binary = find_llama_server(settings.llama_server, settings.cache_dir)
     LOG.info("llama-server: %s", binary)
 
