@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MODELS_DIR ?= models
 PYTEST_ARGS ?=
 
-.PHONY: setup llama-server demo-model demo test lint unit clean
+.PHONY: setup system-deps llama-server demo-model demo test lint unit clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,25 @@ lint: setup
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
+# Debian/Ubuntu packages the deploy tests use: nginx, and systemd for systemd-analyze.
+# Installed with apt-get when missing and running as root; otherwise only named.
+system-deps:
+	@missing=""; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	[ "$$(uname -s)" != Linux ] || command -v systemd-analyze >/dev/null 2>&1 || \
+		missing="$$missing systemd"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "apt-get install$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends $$missing || \
+		{ apt-get update && apt-get install -y --no-install-recommends $$missing; }; \
+	else \
+		echo "missing:$$missing (install as root, or the deploy tests will fail)" >&2; \
+	fi
+
 # Integration tests need the real binary and model: fail rather than skip when missing.
-test: setup lint llama-server
+test: setup system-deps lint llama-server
 	LLAMA_SUPERVISOR_REQUIRE_INTEGRATION=1 $(BIN)/pytest -q -rs $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests selected"; exit 0; fi; exit $$rc
 
