@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -19,9 +20,17 @@ MODEL_ID = MODEL_FILE.removesuffix(".gguf")
 
 
 class RunningGateway:
-    """`llama-supervisor serve` as a real subprocess on a free port."""
+    """`llama-supervisor serve` as a real subprocess on a free port; ``env`` adds to (or
+    overrides) the inherited environment."""
 
-    def __init__(self, binary: Path, models_dir: Path, log: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        models_dir: Path,
+        log: Path,
+        *extra: str,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
@@ -31,7 +40,8 @@ class RunningGateway:
             "--llama-server", str(binary), "--data-dir", str(log.parent / "data"), *extra,
         ]  # fmt: skip
         self._log = log.open("wb")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+        environ = {**os.environ, **env} if env else None
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=environ)
         self._wait_healthy()
 
     def _wait_healthy(self, timeout: float = 30.0) -> None:
