@@ -160,7 +160,7 @@ class Telemetry:
         count, latency = series
         count.inc()
         latency.observe(seconds)
-        if first_token is not None:
+        if first_token is not None and model:  # generations only, not log follows
             self.first_token.labels(route, model).observe(first_token)
 
     def meter(self, model: str) -> TokenMeter:
