@@ -250,12 +250,14 @@ install_config() { # MODE [OWNER GROUP]: from the example, unless a config is th
 }
 
 warn_if_home() { # systemd's ProtectHome=yes hides /home, /root and /run/user
-	local path
-	for path in "$prefix" "$bin" "$models_dir" "$cache_dir" "$config" "$data_dir"; do
+	local path interpreter
+	# A virtualenv's python links to the interpreter it was made with (pyenv's lives in a home).
+	interpreter=$(readlink -f "$(dirname "$bin")/python" 2>/dev/null || true)
+	for path in "$prefix" "$bin" "$interpreter" "$models_dir" "$cache_dir" "$config" "$data_dir"; do
 		case $path in
 		/home/* | /root/* | /run/user/*)
 			warn "$path is under a home directory, which ProtectHome=yes hides from the" \
-				"service: install under /opt, /srv or /var (see docs/deploy-linux.md)"
+				"service: keep it under /opt, /usr, /srv or /var (see docs/deploy-linux.md)"
 			;;
 		esac
 	done
