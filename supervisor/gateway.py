@@ -94,6 +94,8 @@ class Gateway:
             registry = Registry(settings)
             entries = registry.scan()
             report = await self.manager.apply(settings, entries)
+            known = {entry.id for entry in self.registry.entries()}
+            report["added"] = sorted({entry.id for entry in entries} - known)
             self.settings, self.registry, self.keys = settings, registry, keys
             LOG.info("configuration reloaded: %s", report)
             return report

@@ -272,7 +272,8 @@ class ModelManager:
     async def apply(self, settings: Settings, entries: list[ModelEntry]) -> dict[str, list[str]]:
         """Adopt new settings and a rescanned registry: swap loaded models whose file or
         configuration changed, unload removed ones. New models need nothing: they load on
-        demand (or now, if pinned or preloaded)."""
+        demand (or now, if pinned or preloaded); the caller, which knows the previous
+        registry, reports them."""
         self._settings = settings
         by_id = {e.id: e for e in entries}
         report: dict[str, list[str]] = {"swapped": [], "unloaded": [], "added": []}
@@ -290,8 +291,6 @@ class ModelManager:
                 report["swapped"].append(model.name)
             else:
                 model.entry = new
-        known = {model_id for model_id, _ in self._models}
-        report["added"] = sorted(set(by_id) - known)
         for entry in entries:
             own = _own(entry)
             if (own.pinned or own.preload) and self.model(entry).serving() is None:

@@ -128,3 +128,12 @@ def test_myllm_models_routes_and_detail_errors(client: TestClient) -> None:
     missing = client.get("/api/models/nope")
     assert missing.status_code == 404
     assert missing.json() == {"detail": "Model not found: nope"}
+
+
+def test_reload_reports_only_new_files_as_added(
+    client: TestClient, models: Path, make_gguf: MakeGGUF
+) -> None:
+    assert client.post("/api/v2/reload").json()["added"] == []
+    make_gguf("models/fresh.gguf")
+    assert client.post("/api/v2/reload").json()["added"] == ["fresh"]
+    assert client.post("/api/v2/reload").json()["added"] == []
