@@ -136,4 +136,3 @@ def parse_key_file(path: Path) -> tuple[list[str], list[str]]:
                 f"{path}, line {number}: expected 'admin <key>', 'inference <key>' or a key"
             )
     return inference, admin
-
