@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-format", choices=("text", "json"), help="gateway log lines (default text)"
     )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log one line per request (off by default: /metrics counts requests)",
+    )
 
     demo = commands.add_parser(
         "demo-model",
@@ -93,6 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
         "default_model": args.default_model,
         "log_level": args.log_level,
         "log_format": args.log_format,
+        "access_log": args.access_log,
     }
     return serve(args.config, given)
 

@@ -107,6 +107,7 @@ def serve(config_file: Path | None, given: dict[str, Any]) -> int:
         port=settings.port,
         log_config=None,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         # The drain already waited for requests; this only bounds the last connections' close.
         timeout_graceful_shutdown=2,
     )
