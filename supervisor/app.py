@@ -37,7 +37,7 @@ def create_app(
     notifier: Notifier | None = None,
 ) -> FastAPI:
     """The gateway's app. ``app.state.drain`` and ``app.state.notifier`` are what the server
-    loop needs for a graceful shutdown under a service manager (cli.GatewayServer)."""
+    loop needs for a graceful shutdown under a service manager (server.GatewayServer)."""
     notify = notifier or Notifier(None)
     drain = Drain(settings.shutdown_grace_s)
     telemetry = Telemetry()
