@@ -1,0 +1,231 @@
+"""The async load generator: closed-loop simulated users, each with its own keep-alive
+httpx client, sending one request after another and timing each.
+
+A request's outcome is one of: ok, an error (non-2xx, an error event, a timeout, a malformed
+answer) or a disconnect (the server closed the connection mid-answer, or a stream ended
+without ``[DONE]``). A connection found closed *before any answer* is retried once on a fresh
+connection and counted as a retry, not a failure: llama-server closes idle keep-alive
+connections without saying so, and every real client (openai's included) retries that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .sse import EventKind, SSEScanner, classify
+
+REQUEST_TIMEOUT_S = 300.0
+# Raised before any byte of an answer arrived: the request never reached a live handler.
+STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+@dataclass
+class Outcome:
+    """One request, timed with ``time.perf_counter`` from just before it is sent."""
+
+    latency: float = 0.0
+    ttft: float | None = None  # to the first event carrying text (streams only)
+    gaps: list[float] = field(default_factory=list)  # between text events (streams only)
+    tokens: int = 0
+    events: int = 0
+    error: str | None = None
+    disconnect: str | None = None
+    retried: bool = False
+
+
+@dataclass
+class WorkloadResult:
+    """Every measured request of one workload against one target."""
+
+    requests: int = 0
+    wall_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
+    tokens: int = 0
+    events: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    disconnects: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    probed: float = 0.0  # what the workload's probe (a process's CPU seconds) moved by
+
+    def add(self, outcome: Outcome) -> None:
+        self.requests += 1
+        self.retries += outcome.retried
+        if outcome.error is not None:
+            self.errors[outcome.error] += 1
+        elif outcome.disconnect is not None:
+            self.disconnects[outcome.disconnect] += 1
+        else:
+            self.latencies.append(outcome.latency)
+            if outcome.ttft is not None:
+                self.ttfts.append(outcome.ttft)
+            self.gaps.extend(outcome.gaps)
+        self.tokens += outcome.tokens
+        self.events += outcome.events
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the simulated users send to ``path``: ``requests`` in all, the n-th one
+    ``bodies[n % len(bodies)]`` (one body, or a mix such as streamed and not)."""
+
+    path: str
+    bodies: tuple[dict[str, Any], ...]
+    concurrency: int
+    requests: int
+    warmup_per_user: int = 2
+
+    def encoded(self) -> list[tuple[bytes, bool]]:
+        return [(json.dumps(b).encode(), bool(b.get("stream"))) for b in self.bodies]
+
+
+def make_client(base_url: str) -> httpx.AsyncClient:
+    """One user's client: a single keep-alive connection, no proxies from the environment."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=10.0),
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        trust_env=False,
+    )
+
+
+async def run_workload(
+    base_url: str, workload: Workload, probe: Callable[[], float] | None = None
+) -> WorkloadResult:
+    """Warm every user's connection up (not measured), then run ``workload.requests``
+    requests spread over ``workload.concurrency`` users. ``probe`` is read just before and
+    just after the measured part."""
+    bodies = workload.encoded()
+    clients = [make_client(base_url) for _ in range(workload.concurrency)]
+    try:
+        await asyncio.gather(*(_warm_up(c, workload.path, bodies, workload) for c in clients))
+        result = WorkloadResult()
+        sent = [0]
+        before = probe() if probe else 0.0
+        started = time.perf_counter()
+        await asyncio.gather(*(_user(c, workload, bodies, sent, result) for c in clients))
+        result.wall_s = time.perf_counter() - started
+        result.probed = probe() - before if probe else 0.0
+        return result
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+
+
+async def _warm_up(
+    client: httpx.AsyncClient, path: str, bodies: list[tuple[bytes, bool]], workload: Workload
+) -> None:
+    for n in range(workload.warmup_per_user):
+        content, stream = bodies[n % len(bodies)]
+        await send(client, path, content, stream)
+
+
+async def _user(
+    client: httpx.AsyncClient,
+    workload: Workload,
+    bodies: list[tuple[bytes, bool]],
+    sent: list[int],
+    result: WorkloadResult,
+) -> None:
+    """Take the next request number until all are sent (the event loop runs one user at a
+    time, so a plain counter is enough)."""
+    while sent[0] < workload.requests:
+        content, stream = bodies[sent[0] % len(bodies)]
+        sent[0] += 1
+        result.add(await send(client, workload.path, content, stream))
+
+
+async def send(client: httpx.AsyncClient, path: str, content: bytes, stream: bool) -> Outcome:
+    """One request, retried once when its pooled connection turns out closed before any
+    answer."""
+    outcome = Outcome()
+    for attempt in range(2):
+        outcome = Outcome(retried=attempt > 0)
+        try:
+            await _exchange(client, path, content, stream, outcome)
+        except _NoAnswer:
+            if attempt == 0:
+                continue
+            outcome.disconnect = "closed before any answer (twice)"
+        break
+    return outcome
+
+
+class _NoAnswer(Exception):
+    """The connection failed before the response's first byte."""
+
+
+async def _exchange(
+    client: httpx.AsyncClient, path: str, content: bytes, stream: bool, outcome: Outcome
+) -> None:
+    headers = {"content-type": "application/json"}
+    started = time.perf_counter()
+    answered = False
+    try:
+        request = client.build_request("POST", path, content=content, headers=headers)
+        response = await client.send(request, stream=True)
+        answered = True
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                outcome.error = f"http {response.status_code}"
+            elif stream:
+                await _read_stream(response, started, outcome)
+            else:
+                body = await response.aread()
+                if b'"choices"' not in body and b'"content"' not in body:
+                    outcome.error = "malformed answer"
+        finally:
+            await response.aclose()
+    except httpx.TimeoutException as exc:
+        outcome.error = f"timeout ({type(exc).__name__})"
+    except STALE_CONNECTION as exc:
+        if not answered:
+            raise _NoAnswer from exc
+        outcome.disconnect = _describe(exc)
+    except httpx.HTTPError as exc:
+        outcome.disconnect = _describe(exc) if answered else None
+        outcome.error = None if answered else _describe(exc)
+    outcome.latency = time.perf_counter() - started
+
+
+async def _read_stream(response: httpx.Response, started: float, outcome: Outcome) -> None:
+    scanner = SSEScanner()
+    last_token: float | None = None
+    done = False
+    reported: int | None = None
+    async for chunk in response.aiter_raw():
+        now = time.perf_counter()
+        for payload in scanner.feed(chunk):
+            outcome.events += 1
+            event = classify(payload)
+            kind = event.kind
+            reported = event.reported_tokens if event.reported_tokens is not None else reported
+            if kind is EventKind.TOKEN:
+                outcome.tokens += 1
+                if last_token is None:
+                    outcome.ttft = now - started
+                else:
+                    outcome.gaps.append(now - last_token)
+                last_token = now
+            elif kind is EventKind.ERROR:
+                outcome.error = "error event"
+            elif kind is EventKind.DONE:
+                done = True
+    if reported is not None:
+        outcome.tokens = reported
+    if not done and outcome.error is None:
+        outcome.disconnect = "stream ended without [DONE]"
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

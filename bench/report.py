@@ -1,0 +1,255 @@
+"""The markdown report (docs/benchmarks.md) from a run's results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+TARGET_ORDER = ("direct", "router", "gateway")
+MACHINE_LABELS = {
+    "cpu": "CPU",
+    "cores": "cores",
+    "memory": "memory",
+    "os": "OS",
+    "python": "Python",
+    "llama_server": "llama-server",
+    "llama_build_key": "build key (`./build_llamacpp.sh --print-key`)",
+    "checkout": "llama-supervisor checkout",
+}
+
+METHOD = """\
+## How it is measured
+
+- **Targets**, all started by the runner on free loopback ports with the same model and the
+  same llama-server settings: `direct` is one `llama-server -m MODEL`; `router` is
+  llama-server's router mode (`llama-server --models-dir DIR`, no `-m`: it starts a
+  llama-server per model on the first request naming it and forwards by the body's `model`);
+  `gateway` is `llama-supervisor serve` with those settings in its TOML file. All three
+  children get the same argv (`--ctx-size`, `--parallel`, `--threads`, `--alias`).
+- **Load generator** (`bench/loadgen.py`): closed-loop simulated users, each with its own
+  httpx client and one keep-alive connection, sending the next request when the last one is
+  done. Every request is the same short chat (`"Hi"`, 31 prompt tokens with the template),
+  so llama-server's prompt cache makes the model's share small and the relays' share
+  visible. Each user's first requests warm its connection up and are not counted.
+- **Rounds**: every workload runs against every target in each round, the targets' order
+  rotating from round to round; a figure is the median over rounds, and added latency and
+  ratios are taken within a round (gateway against direct of the same round), then the
+  median. These machines are noisy: compare figures of one run, not across runs.
+- **Latency**: request sent → whole answer read. **Time to first token**: request sent → first
+  SSE event carrying text. **Inter-token gap**: between consecutive text events as they
+  arrive. **Tokens/s**: the streams' `usage`/`timings` token counts over the workload's wall
+  time.
+- **Errors** are non-2xx answers, error events, timeouts; **disconnects** are connections
+  closed mid-answer or streams ending without `data: [DONE]`. A connection found closed
+  *before any answer* is retried once on a new connection and counted as a retry (llama-server
+  closes idle keep-alive connections without notice; real clients retry those too).
+- **Gateway CPU** is the gateway process's own user + system time (`psutil`, not its
+  children) over the measured part of the streaming workloads, per 1,000 tokens relayed.
+  **RSS** is the gateway process's, 2 s after warm-up, sampled every 100 ms under load, and 2 s
+  after the load.
+- **Cold load**: the model unloaded (gateway `POST /api/v2/models/{id}/unload`, router
+  `POST /models/unload` and waiting for `GET /models` to say `unloaded`), then one streamed
+  request, timed to its first token. The baseline is a fresh `llama-server` process: start →
+  ready → first token. **Swap**: `POST /api/v2/models/{id}/swap` to a second file of the same
+  model; the gateway's `swap_seconds` and the time the client waited. The router has no swap.
+- **Relay capacity**: `bench/canned.py` answers like llama-server at no cost (a fixed JSON, or
+  a fixed stream of token events, each its own HTTP chunk). The gateway is pointed at it
+  through a `--llama-server` script that execs it. `canned` alone shows what the load
+  generator and the upstream can do on this machine; `gateway-canned` is the gateway's own
+  ceiling. All processes share the machine's cores, the load generator's included.
+- A benchmark is not a test: no test asserts on these timings.
+"""
+
+
+def render(results: Mapping[str, Any]) -> str:
+    meta, summary, raw = results["meta"], results["summary"], results["raw"]
+    parts = [
+        _header(meta, raw.get("phases_s", {})),
+        _verdicts(summary["verdicts"]),
+        _latency(summary["latency"]),
+        _streaming(summary["streaming"], meta["plan"]["stream_tokens"]),
+        _errors(raw["tallies"], raw["error_check"]),
+        _gateway_process(summary["gateway"]),
+        _cold(summary["cold_load_s"], summary["swap"]),
+        _relay(summary["relay"], meta["plan"]),
+        METHOD,
+    ]
+    return "\n".join(part for part in parts if part)
+
+
+def _header(meta: Mapping[str, Any], phases: Mapping[str, float]) -> str:
+    settings, plan = meta["settings"], meta["plan"]
+    machine = _table(
+        ("", ""), [(MACHINE_LABELS.get(k, k), f"{v}") for k, v in meta["machine"].items()]
+    )
+    small = ", ".join(f"{n} at concurrency {c}" for c, n in plan["small"])
+    stream = ", ".join(f"{n} at concurrency {c}" for c, n in plan["stream"])
+    return f"""\
+# Benchmarks
+
+<!-- Written by `python -m bench` (bench/report.py): rerun it rather than editing by hand. -->
+
+The gateway against a direct llama-server and llama-server's router mode, on the same model
+and settings, in one run; then against a zero-cost upstream. Latest run: {meta["date"]},
+{meta["duration_s"] / 60:.1f} minutes:
+
+```bash
+{meta["command"]}
+```
+
+{machine}
+
+Every llama-server: model `{settings["model"]}`, `--ctx-size {settings["ctx_size"]}`
+(shared by the slots), `--parallel {settings["parallel"]}`, `--threads {settings["threads"]}`.
+Per round ({plan["rounds"]} rounds): non-streamed requests {small}; streams of
+{plan["stream_tokens"]} tokens {stream}. Error check: {plan["error_requests"]:,} requests
+through the gateway at concurrency 16. Time taken: {_phases(phases)}.
+"""
+
+
+def _phases(phases: Mapping[str, float]) -> str:
+    return "; ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items()) or "n/a"
+
+
+def _verdicts(verdicts: Iterable[Mapping[str, Any]]) -> str:
+    rows = [(v["target"], v["measured"], _pass(v["pass"])) for v in verdicts]
+    return "## Targets (issue 6)\n\n" + _table(("target", "measured", "result"), rows)
+
+
+def _pass(value: bool | None) -> str:
+    if value is None:
+        return "not judged"
+    return "**pass**" if value else "**FAIL**"
+
+
+def _latency(latency: Mapping[str, Any]) -> str:
+    rows = []
+    for c, figures in latency.items():
+        for target in _ordered(figures["median"]):
+            m = figures["median"][target]
+            added = _signed(figures["added_p50_ms"].get(target))
+            spread = _spread(figures["added_p50_ms_rounds"].get(target), "{:+.2f}")
+            rows.append((c, target, _f(m.get("p50_ms")), _f(m.get("p90_ms")),
+                         _f(m.get("p99_ms")), _f(m.get("rps"), 0), added + spread))  # fmt: skip
+    head = ("concurrency", "target", "p50 ms", "p90 ms", "p99 ms", "req/s",
+            "added p50 vs direct (rounds' range)")  # fmt: skip
+    return "## Non-streamed requests (max_tokens 1)\n\n" + _table(head, rows)
+
+
+def _streaming(streaming: Mapping[str, Any], tokens: int) -> str:
+    rows = []
+    for c, figures in streaming.items():
+        for target in _ordered(figures["median"]):
+            m = figures["median"][target]
+            r = figures["ratio_to_direct"].get(target)
+            spread = _spread(figures["ratio_rounds"].get(target), "{:.3f}")
+            rows.append((c, target, _f(m.get("tokens_per_s"), 1), _f(r, 3) + spread if r else "",
+                         _f(m.get("ttft_p50_ms")), _f(m.get("ttft_p99_ms")),
+                         _f(m.get("gap_p99_ms"))))  # fmt: skip
+    head = ("concurrency", "target", "tokens/s", "ratio to direct (range)", "TTFT p50 ms",
+            "TTFT p99 ms", "inter-token gap p99 ms")  # fmt: skip
+    return f"## Streaming ({tokens} tokens per stream)\n\n" + _table(head, rows)
+
+
+def _errors(tallies: Mapping[str, Any], error_check: Mapping[str, Any]) -> str:
+    rows = [
+        (name, f"{t['requests']:,}", _counts(t["errors"]), _counts(t["disconnects"]), t["retries"])
+        for name, t in sorted(tallies.items(), key=lambda kv: _rank(kv[0]))
+    ]
+    head = ("target", "requests", "errors", "disconnects", "retried (closed keep-alive)")
+    text = "## Errors and disconnects (every measured request)\n\n" + _table(head, rows)
+    for name, check in error_check.items():
+        text += (
+            f"\nError check, {name}: {check['requests']:,} requests (half streamed) at "
+            f"concurrency 16 in {check['wall_s']:.0f} s ({_f(check['rps'], 0)} req/s): "
+            f"{_counts(check['errors'])} errors, {_counts(check['disconnects'])} disconnects, "
+            f"{check['retries']} retried.\n"
+        )
+    return text
+
+
+def _gateway_process(gateway: Mapping[str, Any]) -> str:
+    cpu, rss = gateway["cpu_s_per_1k_tokens"], gateway["rss_mb"]
+    per_c = ", ".join(f"concurrency {c}: {_f(v, 3)}" for c, v in cpu.items() if c != "all")
+    return (
+        "## The gateway process\n\n"
+        f"- CPU seconds per 1,000 relayed tokens (streaming workloads): {_f(cpu.get('all'), 3)} "
+        f"({per_c}).\n"
+        f"- RSS: {_f(rss.get('idle_start'), 1)} MB idle after warm-up, "
+        f"{_f(rss.get('peak_load'), 1)} MB peak under load, {_f(rss.get('idle_end'), 1)} MB "
+        "idle after the run.\n"
+    )
+
+
+def _cold(cold: Mapping[str, float | None], swap: Mapping[str, Any]) -> str:
+    rows = [
+        ("gateway: unload, then request → first token", _f(cold.get("gateway"), 3)),
+        ("router: unload, then request → first token", _f(cold.get("router"), 3)),
+        ("direct: llama-server process start → first token", _f(cold.get("direct_start"), 3)),
+        (f"gateway swap: `swap_seconds` ({', '.join(swap['modes'])})",
+         _f(swap.get("swap_seconds"), 3)),
+        ("gateway swap: the client's wait for the answer", _f(swap.get("client_s"), 3)),
+        ("router swap", "n/a (no swap API)"),
+    ]  # fmt: skip
+    return f"## Cold load and swap (medians of {swap['count']})\n\n" + _table(
+        ("what", "seconds"), rows
+    )
+
+
+def _relay(relay: Mapping[str, Any] | None, plan: Mapping[str, Any]) -> str:
+    if not relay:
+        return ""
+    rows = []
+    for target in ("canned", "gateway-canned"):
+        latency = relay["latency_c1"]["median"].get(target, {})
+        requests = relay["requests_c16"]["median"].get(target, {})
+        stream = relay["stream_c16"]["median"].get(target, {})
+        rows.append((target, _f(latency.get("p50_ms")), _f(latency.get("p99_ms")),
+                     _f(requests.get("rps"), 0), _f(stream.get("events_per_s"), 0)))  # fmt: skip
+    head = ("target", "p50 ms (c1)", "p99 ms (c1)", "req/s (c16)", "SSE events/s (c16)")
+    return (
+        f"## Relay capacity (zero-cost upstream, streams of {plan['relay_events']} events)\n\n"
+        + _table(head, rows)
+        + f"\nGateway in front of it: {_signed(relay['latency_c1']['added_p50_ms'])} p50 at "
+        f"concurrency 1; {_f(relay['requests_c16']['ratio'], 3)} of the upstream's req/s and "
+        f"{_f(relay['stream_c16']['ratio'], 3)} of its events/s at concurrency 16; "
+        f"{_f(relay.get('gateway_cpu_ms_per_request'), 2)} ms of gateway CPU per request, "
+        f"{_f(relay.get('gateway_cpu_s_per_1k_events'), 3)} s per 1,000 events.\n"
+    )
+
+
+def _ordered(names: Iterable[str]) -> list[str]:
+    return sorted(names, key=_rank)
+
+
+def _rank(name: str) -> tuple[int, str]:
+    return (TARGET_ORDER.index(name) if name in TARGET_ORDER else len(TARGET_ORDER), name)
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    total = sum(counts.values())
+    if not total:
+        return "0"
+    return f"{total} (" + "; ".join(f"{k}: {v}" for k, v in counts.items()) + ")"
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _spread(values: list[float | None] | None, form: str) -> str:
+    """`` (low to high)`` over the rounds, when there are several."""
+    known = sorted(v for v in values or [] if v is not None)
+    if len(known) < 2:
+        return ""
+    return f" ({form.format(known[0])} to {form.format(known[-1])})"
+
+
+def _signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.2f} ms"
+
+
+def _table(head: tuple[str, ...], rows: Iterable[tuple[object, ...]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,230 @@
+"""``python -m bench``: start the targets, run every workload against each in the same run,
+write the markdown report and the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from supervisor.backends.binary import find_llama_server
+from supervisor.config import default_cache_dir
+from supervisor.demo_model import fetch_demo_model
+
+from . import lifecycle, machine, targets
+from .meter import ProcessMeter
+from .report import render
+from .scenarios import FULL, QUICK, Plan, Session
+from .summary import summarize
+
+IDLE_SETTLE_S = 2.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Measure the gateway against a direct llama-server and llama-server's "
+        "router mode on the same model and settings, and against a zero-cost upstream.",
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts: about 3 minutes")
+    parser.add_argument("--rounds", type=int, help="rounds of every workload (medians over them)")
+    parser.add_argument(
+        "--requests", type=int, help="size of the gateway's error check (full: 10,000)"
+    )
+    parser.add_argument("--out", type=Path, help="write the markdown report here")
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument("--llama-server", type=Path, help="default: the newest cached build")
+    parser.add_argument("--model", type=Path, help="a .gguf (default: the demo model)")
+    parser.add_argument("--ctx-size", type=int, default=8192, help="shared by all slots")
+    parser.add_argument("--parallel", type=int, default=16, help="llama-server slots")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=machine.cpu_count(),
+        help="llama-server threads (default: every core, as llama-server itself would)",
+    )
+    parser.add_argument("--no-relay", action="store_true", help="skip the zero-cost upstream")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.rounds:
+        plan = replace(plan, rounds=args.rounds, cold_repeats=min(plan.cold_repeats, args.rounds))
+    if args.requests:
+        plan = replace(plan, error_requests=args.requests)
+    workdir = Path(tempfile.mkdtemp(prefix="llama-bench-"))
+    try:
+        binary = find_llama_server(args.llama_server, default_cache_dir())
+        model = args.model or fetch_demo_model(workdir / "source", default_cache_dir(), _say)
+        settings = targets.LlamaSettings(
+            binary, model.resolve(), args.ctx_size, args.parallel, args.threads
+        )
+        started = time.monotonic()
+        raw = asyncio.run(_measure(settings, plan, workdir, relay=not args.no_relay))
+        meta = _meta(settings, plan, argv, time.monotonic() - started)
+    finally:
+        if args.keep:
+            _say(f"work dir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results = {"meta": meta, "summary": summarize(raw), "raw": raw}
+    report = render(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.out:
+        args.out.write_text(report)
+    if not args.out:
+        print(report)
+    return 0
+
+
+class Phases:
+    """How long each part of the run took, for the report."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        _say(name)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + spent, 1)
+
+
+async def _measure(
+    settings: targets.LlamaSettings, plan: Plan, workdir: Path, relay: bool
+) -> dict[str, Any]:
+    raw: dict[str, Any] = {"latency": {}, "streaming": {}, "cold": {}, "swap": []}
+    phases = Phases()
+    with ExitStack() as running:
+        with phases.phase("start direct, router and gateway; load the model in each"):
+            direct = running.enter_context(targets.start_direct(settings, workdir))
+            router = running.enter_context(targets.start_router(settings, workdir))
+            gateway = running.enter_context(targets.start_gateway(settings, workdir))
+            _version_file(settings, gateway)
+            for target in (direct, router, gateway):
+                await lifecycle.first_token_s(target)
+        meter = ProcessMeter(gateway.pid)
+        session = Session([direct, router, gateway], {"gateway": meter})
+        await _load(session, meter, plan, phases, raw)
+        with phases.phase("cold load and swap"):
+            await _cold_and_swap(settings, plan, workdir, gateway, router, raw)
+        tallies = {name: tally.as_dict() for name, tally in session.tallies.items()}
+    if relay:
+        with phases.phase("relay capacity against the zero-cost upstream"):
+            raw["relay"], relay_cpu, relay_tallies = await _relay(settings, plan, workdir)
+        raw["cpu"] |= relay_cpu
+        tallies |= relay_tallies
+    raw["tallies"] = tallies
+    raw["phases_s"] = phases.seconds
+    return raw
+
+
+async def _load(
+    session: Session, meter: ProcessMeter, plan: Plan, phases: Phases, raw: dict[str, Any]
+) -> None:
+    """The rounds and the error check, with the gateway's RSS before, during and after."""
+    gateway = session.targets[-1]
+    await asyncio.sleep(IDLE_SETTLE_S)
+    raw["rss_mb"] = {"idle_start": meter.rss_mb()}
+    async with meter.sampling():
+        for round_index in range(plan.rounds):
+            with phases.phase(f"rounds of latency and streaming ({plan.rounds})"):
+                await session.latency_round(round_index, plan, raw["latency"])
+                await session.streaming_round(round_index, plan, raw["streaming"])
+        with phases.phase(f"error check ({plan.error_requests:,} requests)"):
+            check = await session.error_check(gateway, plan.error_requests)
+            raw["error_check"] = {gateway.name: check}
+    raw["rss_mb"]["peak_load"] = meter.peak_rss_mb
+    await asyncio.sleep(IDLE_SETTLE_S)
+    raw["rss_mb"]["idle_end"] = meter.rss_mb()
+    raw["cpu"] = dict(session.cpu)
+
+
+async def _cold_and_swap(
+    settings: targets.LlamaSettings,
+    plan: Plan,
+    workdir: Path,
+    gateway: targets.Target,
+    router: targets.Target,
+    raw: dict[str, Any],
+) -> None:
+    cold: dict[str, list[float]] = {"gateway": [], "router": [], "direct_start": []}
+    for attempt in range(plan.cold_repeats):
+        cold["gateway"].append(await lifecycle.gateway_cold_load(gateway))
+        cold["router"].append(await lifecycle.router_cold_load(router))
+        cold["direct_start"].append(await lifecycle.direct_cold_start(settings, workdir, attempt))
+        version = VERSION_PATH if attempt % 2 == 0 else settings.model.name
+        raw["swap"].append(await lifecycle.gateway_swap(gateway, version))
+    raw["cold"] = cold
+
+
+async def _relay(
+    settings: targets.LlamaSettings, plan: Plan, workdir: Path
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    rounds: dict[str, Any] = {}
+    with ExitStack() as running:
+        canned = running.enter_context(targets.start_canned(workdir, plan.relay_events))
+        fronted = running.enter_context(
+            targets.start_gateway_canned(settings, workdir, plan.relay_events)
+        )
+        session = Session([canned, fronted], {fronted.name: ProcessMeter(fronted.pid)})
+        for round_index in range(plan.rounds):
+            await session.relay_round(round_index, plan, rounds)
+        tallies = {name: tally.as_dict() for name, tally in session.tallies.items()}
+        cpu = dict(session.cpu)
+    return rounds, cpu, tallies
+
+
+VERSION_PATH = "versions/v2.gguf"
+
+
+def _version_file(settings: targets.LlamaSettings, gateway: targets.Target) -> None:
+    """A second file version of the model for the swap, inside the gateway's models dir."""
+    assert gateway.models_dir is not None
+    version = gateway.models_dir / VERSION_PATH
+    version.parent.mkdir(exist_ok=True)
+    targets.link_or_copy(settings.model, version)
+
+
+def _meta(
+    settings: targets.LlamaSettings, plan: Plan, argv: list[str] | None, seconds: float
+) -> dict[str, Any]:
+    given = sys.argv[1:] if argv is None else argv
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": shlex.join([".venv/bin/python", "-m", "bench", *given]),
+        "duration_s": round(seconds, 1),
+        "machine": machine.describe(settings.binary),
+        "settings": {
+            "model": settings.model.name,
+            "ctx_size": settings.ctx_size,
+            "parallel": settings.parallel,
+            "threads": settings.threads,
+        },
+        "plan": asdict(plan),
+    }
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)

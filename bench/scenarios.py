@@ -1,0 +1,208 @@
+"""The workloads, each run against every target in the same round (the order rotating from
+round to round), recorded raw: one row per target per round. ``summary.py`` turns the rows
+into medians, ratios and verdicts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .loadgen import Workload, WorkloadResult, run_workload
+from .meter import ProcessMeter
+from .stats import latency_summary, percentile
+from .targets import Target
+
+CHAT = "/v1/chat/completions"
+PROMPT = [{"role": "user", "content": "Hi"}]
+Row = dict[str, float | int | None]
+Rounds = list[dict[str, Row]]
+CPU_FIELDS = ("cpu_s", "requests", "tokens", "events")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each workload a run sends; (concurrency, requests) pairs per round."""
+
+    rounds: int
+    small: tuple[tuple[int, int], ...]
+    stream: tuple[tuple[int, int], ...]
+    stream_tokens: int
+    error_requests: int
+    cold_repeats: int
+    relay_latency_requests: int
+    relay_requests: int
+    relay_streams: int
+    relay_events: int
+
+
+FULL = Plan(
+    rounds=3,
+    small=((1, 300), (16, 480)),
+    stream=((1, 6), (4, 16), (16, 32)),
+    stream_tokens=64,
+    error_requests=10_000,
+    cold_repeats=3,
+    relay_latency_requests=1000,
+    relay_requests=3000,
+    relay_streams=400,
+    relay_events=64,
+)
+QUICK = Plan(
+    rounds=2,
+    small=((1, 60), (16, 160)),
+    stream=((1, 2), (4, 8), (16, 16)),
+    stream_tokens=32,
+    error_requests=500,
+    cold_repeats=1,
+    relay_latency_requests=200,
+    relay_requests=500,
+    relay_streams=80,
+    relay_events=64,
+)
+
+
+def chat_body(model: str, max_tokens: int, stream: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "messages": PROMPT, "max_tokens": max_tokens}
+    if stream:
+        body |= {"stream": True, "ignore_eos": True}  # every stream runs to max_tokens
+    return body
+
+
+@dataclass
+class Tally:
+    """Every measured request of one target, whatever the workload."""
+
+    requests: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    disconnects: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+
+    def absorb(self, result: WorkloadResult) -> None:
+        self.requests += result.requests
+        self.errors.update(result.errors)
+        self.disconnects.update(result.disconnects)
+        self.retries += result.retries
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": dict(self.errors),
+            "disconnects": dict(self.disconnects),
+            "retries": self.retries,
+        }
+
+
+def latency_row(result: WorkloadResult) -> Row:
+    return {**latency_summary(result.latencies), "rps": _rate(result.requests, result.wall_s)}
+
+
+def stream_row(result: WorkloadResult) -> Row:
+    ttft = latency_summary(result.ttfts)
+    gap_p99 = percentile(result.gaps, 99)
+    return {
+        "tokens_per_s": _rate(result.tokens, result.wall_s),
+        "ttft_p50_ms": ttft["p50_ms"],
+        "ttft_p99_ms": ttft["p99_ms"],
+        "gap_p99_ms": None if gap_p99 is None else gap_p99 * 1000,
+        "tokens": result.tokens,
+    }
+
+
+def relay_stream_row(result: WorkloadResult) -> Row:
+    return {
+        "rps": _rate(result.requests, result.wall_s),
+        "events_per_s": _rate(result.events, result.wall_s),
+        "events": result.events,
+    }
+
+
+def _rate(count: int, seconds: float) -> float | None:
+    return count / seconds if seconds > 0 else None
+
+
+class Session:
+    """Runs workloads against ``targets``, counting every request's outcome per target and
+    the metered process's CPU time (the gateway's) where asked."""
+
+    def __init__(self, targets: list[Target], meters: dict[str, ProcessMeter]) -> None:
+        self.targets = targets
+        self.meters = meters
+        self.tallies: dict[str, Tally] = {t.name: Tally() for t in targets}
+        # workload key -> the metered process's CPU seconds, and the requests, tokens and
+        # events it relayed meanwhile, summed over rounds
+        self.cpu: dict[str, dict[str, float]] = {}
+
+    def order(self, round_index: int) -> list[Target]:
+        shift = round_index % len(self.targets)
+        return self.targets[shift:] + self.targets[:shift]
+
+    async def run(
+        self, target: Target, workload: Workload, cpu_key: str | None = None
+    ) -> WorkloadResult:
+        meter = self.meters.get(target.name)
+        probe = meter.cpu_seconds if meter and cpu_key else None
+        result = await run_workload(target.base_url, workload, probe)
+        self.tallies.setdefault(target.name, Tally()).absorb(result)
+        if probe and cpu_key:
+            spent = self.cpu.setdefault(cpu_key, dict.fromkeys(CPU_FIELDS, 0.0))
+            spent["cpu_s"] += result.probed
+            spent["requests"] += result.requests
+            spent["tokens"] += result.tokens
+            spent["events"] += result.events
+        return result
+
+    async def latency_round(self, round_index: int, plan: Plan, into: dict[str, Rounds]) -> None:
+        for concurrency, requests in plan.small:
+            rows: dict[str, Row] = {}
+            for target in self.order(round_index):
+                body = chat_body(target.model, max_tokens=1)
+                workload = Workload(CHAT, (body,), concurrency, requests)
+                rows[target.name] = latency_row(await self.run(target, workload))
+            into.setdefault(str(concurrency), []).append(rows)
+
+    async def streaming_round(self, round_index: int, plan: Plan, into: dict[str, Rounds]) -> None:
+        for concurrency, requests in plan.stream:
+            rows: dict[str, Row] = {}
+            for target in self.order(round_index):
+                body = chat_body(target.model, plan.stream_tokens, stream=True)
+                workload = Workload(CHAT, (body,), concurrency, requests, warmup_per_user=1)
+                result = await self.run(target, workload, cpu_key=f"stream_c{concurrency}")
+                rows[target.name] = stream_row(result)
+            into.setdefault(str(concurrency), []).append(rows)
+
+    async def error_check(self, target: Target, requests: int) -> dict[str, Any]:
+        """``requests`` at concurrency 16, alternately non-streamed and streamed, max_tokens 1
+        (what is checked is the relay, not the model)."""
+        bodies = (chat_body(target.model, 1), chat_body(target.model, 1, stream=True))
+        result = await self.run(target, Workload(CHAT, bodies, 16, requests))
+        return {
+            "requests": result.requests,
+            "errors": dict(result.errors),
+            "disconnects": dict(result.disconnects),
+            "retries": result.retries,
+            "wall_s": result.wall_s,
+            "rps": _rate(result.requests, result.wall_s),
+        }
+
+    async def relay_round(self, round_index: int, plan: Plan, into: dict[str, Rounds]) -> None:
+        """The zero-cost upstream alone and behind the gateway: latency at concurrency 1,
+        then requests/s and SSE events/s at concurrency 16."""
+        rows = {key: _next_round(into, key) for key in ("latency_c1", "requests_c16", "stream_c16")}
+        for target in self.order(round_index):
+            small = chat_body(target.model, 1)
+            streamed = chat_body(target.model, plan.relay_events, stream=True)
+            single = Workload(CHAT, (small,), 1, plan.relay_latency_requests)
+            rows["latency_c1"][target.name] = latency_row(await self.run(target, single))
+            many = Workload(CHAT, (small,), 16, plan.relay_requests)
+            result = await self.run(target, many, "relay_c16")
+            rows["requests_c16"][target.name] = latency_row(result)
+            streams = Workload(CHAT, (streamed,), 16, plan.relay_streams)
+            result = await self.run(target, streams, "relay_stream_c16")
+            rows["stream_c16"][target.name] = relay_stream_row(result)
+
+
+def _next_round(into: dict[str, Rounds], key: str) -> dict[str, Row]:
+    rows: dict[str, Row] = {}
+    into.setdefault(key, []).append(rows)
+    return rows

@@ -1,0 +1,206 @@
+"""From raw rows to what the report says: medians across rounds, figures paired within a
+round (added latency, ratios to direct), and the issue's targets judged. Pure functions over
+the plain data the runner records (and writes to JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .stats import difference, median, per_thousand, ratio
+
+Row = Mapping[str, float | int | None]
+Rounds = list[dict[str, Any]]
+BASE = "direct"
+GATEWAY = "gateway"
+ROUTER = "router"
+ADDED_P50_LIMIT_MS = 1.0
+ROUTER_SHARE = 1 / 3
+STREAM_RATIO_MIN = 0.98
+ERROR_CHECK_REQUESTS = 10_000
+IDLE_RSS_LIMIT_MB = 80.0
+
+
+def medians(rounds: Rounds) -> dict[str, dict[str, float | None]]:
+    """Each target's each figure, the median over rounds."""
+    names: dict[str, set[str]] = {}
+    for rows in rounds:
+        for target, row in rows.items():
+            names.setdefault(target, set()).update(row)
+    return {
+        target: {
+            name: median(rows[target].get(name) for rows in rounds if target in rows)
+            for name in sorted(fields)
+        }
+        for target, fields in names.items()
+    }
+
+
+Combine = Callable[[float | None, float | None], float | None]
+
+
+def per_round(
+    rounds: Rounds, name: str, combine: Combine, base: str = BASE
+) -> dict[str, list[Any]]:
+    """``combine(target's figure, base's figure)`` within each round: the noise of one round
+    hits both sides of each pair alike."""
+    targets = {t for rows in rounds for t in rows if t != base}
+    return {
+        target: [
+            combine(rows[target].get(name), rows[base].get(name))
+            for rows in rounds
+            if target in rows and base in rows
+        ]
+        for target in sorted(targets)
+    }
+
+
+def paired(
+    rounds: Rounds, name: str, combine: Combine, base: str = BASE
+) -> dict[str, float | None]:
+    """The median over rounds of ``per_round``."""
+    return {t: median(v) for t, v in per_round(rounds, name, combine, base).items()}
+
+
+def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "latency": {
+            c: {
+                "median": medians(rounds),
+                "added_p50_ms": paired(rounds, "p50_ms", difference),
+                "added_p50_ms_rounds": per_round(rounds, "p50_ms", difference),
+            }
+            for c, rounds in raw["latency"].items()
+        },
+        "streaming": {
+            c: {
+                "median": medians(rounds),
+                "ratio_to_direct": paired(rounds, "tokens_per_s", ratio),
+                "ratio_rounds": per_round(rounds, "tokens_per_s", ratio),
+            }
+            for c, rounds in raw["streaming"].items()
+        },
+        "gateway": {"cpu_s_per_1k_tokens": _cpu_per_1k_tokens(raw["cpu"]), "rss_mb": raw["rss_mb"]},
+        "cold_load_s": {name: median(times) for name, times in raw["cold"].items()},
+        "swap": _swap(raw["swap"]),
+        "relay": _relay(raw.get("relay"), raw["cpu"]),
+    }
+    summary["verdicts"] = verdicts(summary, raw["error_check"], raw["tallies"])
+    return summary
+
+
+def _cpu_per_1k_tokens(cpu: Mapping[str, Mapping[str, float]]) -> dict[str, float | None]:
+    streams = {k.removeprefix("stream_c"): v for k, v in cpu.items() if k.startswith("stream_c")}
+    figures = {c: per_thousand(v["cpu_s"], int(v["tokens"])) for c, v in streams.items()}
+    total_cpu = sum(v["cpu_s"] for v in streams.values())
+    figures["all"] = per_thousand(total_cpu, int(sum(v["tokens"] for v in streams.values())))
+    return figures
+
+
+def _swap(swaps: list[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "swap_seconds": median(s.get("swap_seconds") for s in swaps),
+        "client_s": median(s.get("client_s") for s in swaps),
+        "modes": sorted({str(s.get("mode")) for s in swaps}),
+        "count": len(swaps),
+    }
+
+
+def _relay(
+    relay: Mapping[str, Rounds] | None, cpu: Mapping[str, Mapping[str, float]]
+) -> dict[str, Any] | None:
+    if not relay:
+        return None
+    base, gateway = "canned", "gateway-canned"
+    out: dict[str, Any] = {
+        "latency_c1": {
+            "median": medians(relay["latency_c1"]),
+            "added_p50_ms": paired(relay["latency_c1"], "p50_ms", difference, base).get(gateway),
+        },
+        "requests_c16": {
+            "median": medians(relay["requests_c16"]),
+            "ratio": paired(relay["requests_c16"], "rps", ratio, base).get(gateway),
+        },
+        "stream_c16": {
+            "median": medians(relay["stream_c16"]),
+            "ratio": paired(relay["stream_c16"], "events_per_s", ratio, base).get(gateway),
+        },
+    }
+    requests, streams = cpu.get("relay_c16"), cpu.get("relay_stream_c16")
+    if requests:
+        out["gateway_cpu_ms_per_request"] = _per(requests["cpu_s"] * 1000, requests["requests"])
+    if streams:
+        out["gateway_cpu_s_per_1k_events"] = per_thousand(streams["cpu_s"], int(streams["events"]))
+    return out
+
+
+def _per(amount: float, count: float) -> float | None:
+    return amount / count if count else None
+
+
+def verdicts(
+    summary: Mapping[str, Any],
+    error_check: Mapping[str, Mapping[str, Any]],
+    tallies: Mapping[str, Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """The issue's targets, each with what was measured and pass (True), fail (False) or not
+    judged (None: too few requests, or a figure missing)."""
+    found: list[dict[str, Any]] = []
+    for c, figures in summary["latency"].items():
+        added = figures["added_p50_ms"]
+        gateway, router = added.get(GATEWAY), added.get(ROUTER)
+        found.append(_verdict(
+            f"added p50 latency ≤ {ADDED_P50_LIMIT_MS:g} ms (max_tokens 1, concurrency {c})",
+            f"{_ms(gateway)} over direct",
+            None if gateway is None else gateway <= ADDED_P50_LIMIT_MS,
+        ))  # fmt: skip
+        found.append(_verdict(
+            f"added p50 latency ≤ ⅓ of the router's (concurrency {c})",
+            f"gateway {_ms(gateway)}, router {_ms(router)}",
+            None if gateway is None or router is None else gateway <= router * ROUTER_SHARE,
+        ))  # fmt: skip
+    ratios = {c: f["ratio_to_direct"].get(GATEWAY) for c, f in summary["streaming"].items()}
+    known = [r for r in ratios.values() if r is not None]
+    found.append(_verdict(
+        f"streaming tokens/s ≥ {STREAM_RATIO_MIN:g} of direct's at every concurrency",
+        ", ".join(f"c{c}: {_num(r, 3)}" for c, r in ratios.items()),
+        None if len(known) < len(ratios) or not known else min(known) >= STREAM_RATIO_MIN,
+    ))  # fmt: skip
+    found.append(_error_verdict(error_check.get(GATEWAY), tallies.get(GATEWAY)))
+    rss = summary["gateway"]["rss_mb"]
+    idle = [v for v in (rss.get("idle_start"), rss.get("idle_end")) if v is not None]
+    found.append(_verdict(
+        f"gateway idle RSS ≤ {IDLE_RSS_LIMIT_MB:g} MB",
+        " / ".join(f"{v:.1f} MB" for v in idle) + " (after warm-up / after the run)",
+        None if not idle else max(idle) <= IDLE_RSS_LIMIT_MB,
+    ))  # fmt: skip
+    return found
+
+
+def _error_verdict(
+    check: Mapping[str, Any] | None, tally: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    target = f"zero errors and disconnects over {ERROR_CHECK_REQUESTS:,} requests"
+    if not check or not tally:
+        return _verdict(target, "not run", None)
+    failed = sum(check["errors"].values()) + sum(check["disconnects"].values())
+    failed_all = sum(tally["errors"].values()) + sum(tally["disconnects"].values())
+    measured = (
+        f"{failed} in the {check['requests']:,}-request run, {failed_all} in all "
+        f"{tally['requests']:,} measured gateway requests"
+    )
+    if failed_all or failed:
+        return _verdict(target, measured, False)
+    return _verdict(target, measured, True if check["requests"] >= ERROR_CHECK_REQUESTS else None)
+
+
+def _verdict(target: str, measured: str, passed: bool | None) -> dict[str, Any]:
+    return {"target": target, "measured": measured, "pass": passed}
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f} ms"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
