@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MODELS_DIR ?= models
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps llama-server demo-model demo test lint unit clean
+.PHONY: setup system-deps llama-server demo-model demo test lint unit bench bench-quick clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,14 @@ system-deps:
 test: setup system-deps lint llama-server
 	LLAMA_SUPERVISOR_REQUIRE_INTEGRATION=1 $(BIN)/pytest -q -rs $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests selected"; exit 0; fi; exit $$rc
+
+# Benchmarks (issue 6, docs/benchmarks.md): the gateway against a direct llama-server and
+# llama-server's router mode. The full run takes about a quarter of an hour on two cores.
+bench: setup llama-server
+	$(BIN)/python -m bench --out docs/benchmarks.md --json bench/results/latest.json
+
+bench-quick: setup llama-server
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
