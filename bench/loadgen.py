@@ -76,16 +76,26 @@ class WorkloadResult:
 @dataclass(frozen=True)
 class Workload:
     """What the simulated users send to ``path``: ``requests`` in all, the n-th one
-    ``bodies[n % len(bodies)]`` (one body, or a mix such as streamed and not)."""
+    ``bodies[n % len(bodies)]`` (one body, or a mix such as streamed and not). Each user
+    first sends ``warmup_per_user`` of ``warmup`` (default: ``bodies``), not measured: a
+    shorter generation warms the connection and the prompt cache as well."""
 
     path: str
     bodies: tuple[dict[str, Any], ...]
     concurrency: int
     requests: int
     warmup_per_user: int = 2
+    warmup: tuple[dict[str, Any], ...] | None = None
 
     def encoded(self) -> list[tuple[bytes, bool]]:
-        return [(json.dumps(b).encode(), bool(b.get("stream"))) for b in self.bodies]
+        return _encode(self.bodies)
+
+    def encoded_warmup(self) -> list[tuple[bytes, bool]]:
+        return _encode(self.warmup or self.bodies)
+
+
+def _encode(bodies: tuple[dict[str, Any], ...]) -> list[tuple[bytes, bool]]:
+    return [(json.dumps(b).encode(), bool(b.get("stream"))) for b in bodies]
 
 
 def make_client(base_url: str) -> httpx.AsyncClient:
@@ -104,10 +114,10 @@ async def run_workload(
     """Warm every user's connection up (not measured), then run ``workload.requests``
     requests spread over ``workload.concurrency`` users. ``probe`` is read just before and
     just after the measured part."""
-    bodies = workload.encoded()
+    bodies, warmup = workload.encoded(), workload.encoded_warmup()
     clients = [make_client(base_url) for _ in range(workload.concurrency)]
     try:
-        await asyncio.gather(*(_warm_up(c, workload.path, bodies, workload) for c in clients))
+        await asyncio.gather(*(_warm_up(c, workload, warmup) for c in clients))
         result = WorkloadResult()
         sent = [0]
         before = probe() if probe else 0.0
@@ -121,11 +131,11 @@ async def run_workload(
 
 
 async def _warm_up(
-    client: httpx.AsyncClient, path: str, bodies: list[tuple[bytes, bool]], workload: Workload
+    client: httpx.AsyncClient, workload: Workload, bodies: list[tuple[bytes, bool]]
 ) -> None:
     for n in range(workload.warmup_per_user):
         content, stream = bodies[n % len(bodies)]
-        await send(client, path, content, stream)
+        await send(client, workload.path, content, stream)
 
 
 async def _user(

@@ -18,6 +18,23 @@ MACHINE_LABELS = {
 }
 
 METHOD = """\
+## Reading the figures
+
+- At concurrency 16 the model keeps every core busy, so whatever CPU a relay spends is taken
+  from llama-server's threads: it shows as fewer requests per second and longer waits for
+  every request, not as relay latency proper. Concurrency 1 shows what a relay adds to one
+  request; the zero-cost upstream shows the relay's own cost with no model in the way.
+- The load generator (Python, httpx) shares the cores. `canned` alone is its ceiling on this
+  machine: where `gateway-canned` comes close to it, the gateway's own ceiling is higher than
+  measured.
+- The zero-cost upstream writes a stream's events back to back, so the gateway often reads
+  several at once: its events/s and CPU per event are the best case. With a real model each
+  token arrives on its own, which the CPU per 1,000 relayed tokens above reflects.
+- Streaming ratios move by several percent from round to round on this machine (the ranges
+  show it); the router's ratio in the same round is the comparison to read them against.
+- llama-server closes keep-alive connections without notice (the router most often): the
+  load generator retries those once on a new connection and counts them as retries.
+
 ## How it is measured
 
 - **Targets**, all started by the runner on free loopback ports with the same model and the
@@ -58,6 +75,17 @@ METHOD = """\
   generator and the upstream can do on this machine; `gateway-canned` is the gateway's own
   ceiling. All processes share the machine's cores, the load generator's included.
 - A benchmark is not a test: no test asserts on these timings.
+
+## Running it
+
+```bash
+make bench          # the full run: rewrites this file and bench/results/latest.json
+make bench-quick    # a few minutes with smaller counts; prints the report
+.venv/bin/python -m bench --help    # --rounds, --requests, --threads, --model, --no-relay, ...
+```
+
+It needs a built llama-server (`./build_llamacpp.sh`) and fetches the demo model if it is not
+cached. `--keep` keeps the work directory with every process's log.
 """
 
 

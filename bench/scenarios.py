@@ -43,9 +43,9 @@ FULL = Plan(
     stream_tokens=64,
     error_requests=10_000,
     cold_repeats=3,
-    relay_latency_requests=1000,
-    relay_requests=3000,
-    relay_streams=400,
+    relay_latency_requests=600,
+    relay_requests=2000,
+    relay_streams=300,
     relay_events=64,
 )
 QUICK = Plan(
@@ -166,7 +166,8 @@ class Session:
             rows: dict[str, Row] = {}
             for target in self.order(round_index):
                 body = chat_body(target.model, plan.stream_tokens, stream=True)
-                workload = Workload(CHAT, (body,), concurrency, requests, warmup_per_user=1)
+                short = chat_body(target.model, 2, stream=True)
+                workload = Workload(CHAT, (body,), concurrency, requests, 1, (short,))
                 result = await self.run(target, workload, cpu_key=f"stream_c{concurrency}")
                 rows[target.name] = stream_row(result)
             into.setdefault(str(concurrency), []).append(rows)

@@ -159,11 +159,15 @@ def verdicts(
             f"gateway {_ms(gateway)}, router {_ms(router)}",
             None if gateway is None or router is None else gateway <= router * ROUTER_SHARE,
         ))  # fmt: skip
-    ratios = {c: f["ratio_to_direct"].get(GATEWAY) for c, f in summary["streaming"].items()}
+    streaming = summary["streaming"]
+    ratios = {c: f["ratio_to_direct"].get(GATEWAY) for c, f in streaming.items()}
     known = [r for r in ratios.values() if r is not None]
     found.append(_verdict(
         f"streaming tokens/s ≥ {STREAM_RATIO_MIN:g} of direct's at every concurrency",
-        ", ".join(f"c{c}: {_num(r, 3)}" for c, r in ratios.items()),
+        ", ".join(
+            f"c{c}: {_num(r, 3)} (router {_num(streaming[c]['ratio_to_direct'].get(ROUTER), 3)})"
+            for c, r in ratios.items()
+        ),
         None if len(known) < len(ratios) or not known else min(known) >= STREAM_RATIO_MIN,
     ))  # fmt: skip
     found.append(_error_verdict(error_check.get(GATEWAY), tallies.get(GATEWAY)))
