@@ -22,6 +22,7 @@ from typing import Any
 
 import uvicorn
 
+from .app import create_app
 from .auth import load_keys
 from .backends.binary import find_llama_server
 from .config import Settings, load_settings
@@ -82,8 +83,6 @@ class GatewayServer(uvicorn.Server):
 def serve(config_file: Path | None, given: dict[str, Any]) -> int:
     """``llama-supervisor serve``: settings from flags (``given``, None meaning "not given"),
     environment and file; then the server, until a signal stops it."""
-    from .app import create_app
-
     settings = load_settings(config_file, **given)
     configure_logging(settings.log_level, settings.log_format)
     if load_keys(settings).open and settings.host not in LOOPBACK:  # a bad key file stops here
