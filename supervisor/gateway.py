@@ -24,6 +24,7 @@ from .proxy import Proxy, make_client
 from .registry import ModelEntry, Registry
 from .sessions import SessionStore
 from .telemetry import Telemetry
+from .upstream import UpstreamPool
 
 LOG = logging.getLogger(__name__)
 SettingsLoader = Callable[[], Settings]
@@ -116,7 +117,7 @@ class Gateway:
     async def close(self) -> None:
         await self.manager.close()
         self.sessions.close()
-        await self.proxy.aclose()
+        self.proxy.close()
         await self.client.aclose()
 
 
@@ -141,7 +142,7 @@ def build_gateway(
         settings,
         registry,
         manager,
-        Proxy(client),
+        Proxy(UpstreamPool()),
         client,
         probe,
         sessions,

@@ -1,4 +1,4 @@
-"""The shared HTTP client and the relay from a child back to the client.
+"""The relay from a child back to the client, and the shared httpx client for polls.
 
 Bytes from the child are passed through untouched where the surface speaks llama-server's own
 dialect (no JSON parsing, no re-buffering); surfaces with their own event shapes get the
@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from .backends.child import Lease
 from .errors import BackendError, SupervisorError
+from .upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 LOG = logging.getLogger(__name__)
 
@@ -32,38 +33,32 @@ HOP_HEADERS = frozenset(
 )
 
 
-def make_client(*, keepalive: bool = True) -> httpx.AsyncClient:
-    """One pooled client for all children; generations may run for a long time, so no read
-    timeout (liveness is the supervisor's job, not a socket timer's). Idle connections are
-    dropped after 2 s, well before llama-server's own 5 s keep-alive timeout."""
+def make_client() -> httpx.AsyncClient:
+    """The client for readiness and health polls (the relay has its own, ``UpstreamPool``).
+    Idle connections are dropped after 2 s, well before llama-server's own 5 s keep-alive
+    timeout."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(connect=10.0, read=None, write=60.0, pool=60.0),
-        limits=httpx.Limits(
-            max_connections=None,
-            max_keepalive_connections=256 if keepalive else 0,
-            keepalive_expiry=2.0,
-        ),
+        limits=httpx.Limits(max_connections=None, keepalive_expiry=2.0),
         trust_env=False,
     )
 
 
 @contextlib.contextmanager
 def map_upstream_errors(model: str) -> Iterator[None]:
-    """Translate httpx's errors into ours, once, at the boundary."""
+    """Translate the upstream client's errors into ours, once, at the boundary."""
     try:
         yield
-    except httpx.HTTPError as exc:
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise BackendError(f"Model '{model}' backend failed: {detail}") from exc
+    except UpstreamError as exc:
+        raise BackendError(f"Model '{model}' backend failed: {exc}") from exc
 
 
 class Proxy:
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-        self._fresh = make_client(keepalive=False)
+    def __init__(self, pool: UpstreamPool) -> None:
+        self._pool = pool
 
-    async def aclose(self) -> None:
-        await self._fresh.aclose()
+    def close(self) -> None:
+        self._pool.close()
 
     async def forward(
         self,
@@ -87,7 +82,7 @@ class Proxy:
         if _is_event_stream(upstream):
             headers = _passed_headers(upstream) | STREAM_HEADERS
             return RelayResponse(upstream, lease, stream, headers)
-        await _close(upstream, lease)
+        _close(upstream, lease)
         return Response(content, upstream.status_code, _passed_headers(upstream))
 
     async def fetch_json(
@@ -103,7 +98,7 @@ class Proxy:
         if exchange is None:
             return None
         lease, upstream, content = exchange
-        await _close(upstream, lease)
+        _close(upstream, lease)
         try:
             return upstream.status_code, json.loads(content)
         except ValueError as exc:
@@ -115,46 +110,26 @@ class Proxy:
         path: str,
         body: bytes,
         receive: Receive,
-    ) -> tuple[Lease, httpx.Response, bytes] | None:
+    ) -> tuple[Lease, UpstreamResponse, bytes] | None:
         """The lease, the child's response (open if it streams) and its body if it does not;
         None if the client disconnected first (everything is released then)."""
         lease: Lease | None = None
-        upstream: httpx.Response | None = None
+        upstream: UpstreamResponse | None = None
         content = b""
         try:
             async with cancelled_on_disconnect(receive) as watch:
                 lease = await acquire()
                 with map_upstream_errors(lease.backend.entry.id):
-                    upstream = await self._send(self._request(lease, path, body))
+                    upstream = await self._pool.post(lease.backend.base_url, path, body)
                     if not _is_event_stream(upstream):
                         content = await upstream.aread()
         except BaseException:
-            await _close(upstream, lease)
+            _close(upstream, lease)
             raise
         if watch.cancelled_caught or upstream is None or lease is None:
-            await _close(upstream, lease)  # the client went away: nobody reads the answer
+            _close(upstream, lease)  # the client went away: nobody reads the answer
             return None
         return lease, upstream, content
-
-    async def _send(self, request: httpx.Request) -> httpx.Response:
-        """Send on a pooled connection; if it turns out closed before any answer, send once
-        more on a fresh one. llama-server closes keep-alive connections without saying so
-        (after two streamed answers, seen here; and after 5 s idle), so a pooled connection
-        can be dead the instant we reuse it. The request never reached the child, so sending
-        it again is safe; if the child itself is gone, the second try fails to connect."""
-        try:
-            return await self._client.send(request, stream=True)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            LOG.info("pooled connection to %s was closed (%r); sending again", request.url, exc)
-            return await self._fresh.send(request, stream=True)
-
-    def _request(self, lease: Lease, path: str, body: bytes) -> httpx.Request:
-        return self._client.build_request(
-            "POST",
-            lease.backend.base_url + path,
-            content=body,
-            headers={"content-type": "application/json"},
-        )
 
 
 @contextlib.asynccontextmanager
@@ -169,30 +144,29 @@ async def cancelled_on_disconnect(receive: Receive) -> AsyncIterator[anyio.Cance
             watcher.cancel()
 
 
-def _is_event_stream(upstream: httpx.Response) -> bool:
-    content_type: str = upstream.headers.get("content-type", "")
-    return content_type.startswith("text/event-stream")
+def _is_event_stream(upstream: UpstreamResponse) -> bool:
+    return upstream.header("content-type").startswith("text/event-stream")
 
 
-async def _close(upstream: httpx.Response | None, lease: Lease | None) -> None:
+def _close(upstream: UpstreamResponse | None, lease: Lease | None) -> None:
     if upstream is not None:
-        with anyio.CancelScope(shield=True):
-            await upstream.aclose()
+        upstream.close()
     if lease is not None:
         lease.release()
 
 
-def _passed_headers(upstream: httpx.Response) -> dict[str, str]:
-    """The child's headers minus hop-by-hop ones, keys lower-cased so ours replace its own."""
-    return {k.lower(): v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
+def _passed_headers(upstream: UpstreamResponse) -> dict[str, str]:
+    """The child's headers minus hop-by-hop ones (names come lower-cased), so ours can
+    replace its own."""
+    return {k: v for k, v in upstream.headers if k not in HOP_HEADERS}
 
 
 class StreamTranslator(Protocol):
-    """What a relayed SSE stream sends: ``chunks`` turns the child's stream into the
-    surface's bytes; ``error`` is the tail sent when the child fails mid-stream; ``closed``
+    """What a relayed SSE stream sends: ``chunks`` turns the child's raw body, as it arrives,
+    into the surface's bytes; ``error`` is the tail sent when the child fails mid-stream; ``closed``
     runs once when the relay is over, however it ended."""
 
-    def chunks(self, upstream: httpx.Response) -> AsyncIterator[bytes]: ...
+    def chunks(self, raw: AsyncIterator[bytes]) -> AsyncIterator[bytes]: ...
     def error(self, error: SupervisorError) -> bytes: ...
     def closed(self) -> None: ...
 
@@ -225,9 +199,9 @@ class Passthrough:
         self._meter = meter
         self._event_closed = True
 
-    async def chunks(self, upstream: httpx.Response) -> AsyncIterator[bytes]:
+    async def chunks(self, raw: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         last = b""
-        async for chunk in upstream.aiter_raw():
+        async for chunk in raw:
             self._event_closed = chunk.endswith(b"\n\n")
             last = chunk
             if self._meter is not None:
@@ -244,10 +218,10 @@ class Passthrough:
             self._meter.close()
 
 
-async def sse_events(upstream: httpx.Response) -> AsyncIterator[Any]:
+async def sse_events(raw: AsyncIterator[bytes]) -> AsyncIterator[Any]:
     """The JSON payloads of a child's SSE stream, in order; None for ``data: [DONE]``."""
     buffer = b""
-    async for chunk in upstream.aiter_raw():
+    async for chunk in raw:
         buffer += chunk
         while b"\n\n" in buffer:
             event, buffer = buffer.split(b"\n\n", 1)
@@ -268,7 +242,7 @@ class RelayResponse(Response):
 
     def __init__(
         self,
-        upstream: httpx.Response,
+        upstream: UpstreamResponse,
         lease: Lease,
         stream: StreamTranslator,
         headers: dict[str, str],
@@ -287,16 +261,16 @@ class RelayResponse(Response):
         except OSError:
             pass  # the client went away while we were sending
         finally:
-            await _close(self._upstream, self._lease)
+            _close(self._upstream, self._lease)
             self._stream.closed()
 
     async def _relay(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})  # fmt: skip
         try:
-            async for chunk in self._stream.chunks(self._upstream):
+            async for chunk in self._stream.chunks(self._upstream.aiter_raw()):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (httpx.HTTPError, ValueError) as exc:
+        except (UpstreamError, ValueError) as exc:
             model = self._lease.backend.entry.id
             LOG.warning("[%s] stream broke: %r", model, exc)
             error = BackendError(

@@ -10,7 +10,6 @@ from dataclasses import asdict
 from typing import Any
 
 import anyio
-import httpx
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
@@ -57,10 +56,10 @@ class SeedStream:
         self._meter = meter
         self._on_closed = on_closed
 
-    async def chunks(self, upstream: httpx.Response) -> AsyncIterator[bytes]:
+    async def chunks(self, raw: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         parts: list[str] = []
         usage: dict[str, int] | None = None
-        async for chunk in sse_events(upstream):
+        async for chunk in sse_events(raw):
             if chunk is None:
                 break
             if not isinstance(chunk, dict):
