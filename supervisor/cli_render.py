@@ -61,8 +61,8 @@ def status_text(word: str) -> Text:
 
 
 def format_bytes(n: int) -> str:
-    # memory.format_bytes, imported here: supervisor.memory pulls in gguf and numpy (half a
-    # second), which every other CLI command can do without.
+    # memory.format_bytes, imported here: supervisor.memory pulls in psutil, the registry and
+    # the settings (pydantic), which every other CLI command can do without.
     from .memory import format_bytes as format_memory
 
     return format_memory(n)

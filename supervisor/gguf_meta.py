@@ -1,8 +1,8 @@
 """Read the few GGUF metadata fields the gateway needs to describe and launch a model.
 
 Only the header is read (key/values and tensor infos); tensor data is never touched, so this
-costs milliseconds even for multi-gigabyte models. The ``gguf`` package supplies the format's
-constants.
+costs milliseconds even for multi-gigabyte models. The format's constants are in
+``gguf_tables`` (not imported from the ``gguf`` package, which would pull in numpy).
 """
 
 from __future__ import annotations
@@ -14,7 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import gguf
+from .gguf_tables import (
+    FILE_TYPE_NAMES,
+    QUANT_SIZES,
+    VALUE_ARRAY,
+    VALUE_BOOL,
+    VALUE_FLOAT32,
+    VALUE_FLOAT64,
+    VALUE_INT8,
+    VALUE_INT16,
+    VALUE_INT32,
+    VALUE_INT64,
+    VALUE_STRING,
+    VALUE_UINT8,
+    VALUE_UINT16,
+    VALUE_UINT32,
+    VALUE_UINT64,
+)
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -22,21 +38,18 @@ MAX_COUNT = 1 << 24  # key/values or tensors in one file
 MAX_ARRAY = 1 << 32
 MAX_STRING = 1 << 26
 MAX_DIMS = 8
-VALUE_BOOL = int(gguf.GGUFValueType.BOOL)
-VALUE_STRING = int(gguf.GGUFValueType.STRING)
-VALUE_ARRAY = int(gguf.GGUFValueType.ARRAY)
 SCALARS: dict[int, str] = {
-    int(gguf.GGUFValueType.UINT8): "<B",
-    int(gguf.GGUFValueType.INT8): "<b",
-    int(gguf.GGUFValueType.UINT16): "<H",
-    int(gguf.GGUFValueType.INT16): "<h",
-    int(gguf.GGUFValueType.UINT32): "<I",
-    int(gguf.GGUFValueType.INT32): "<i",
-    int(gguf.GGUFValueType.FLOAT32): "<f",
-    int(gguf.GGUFValueType.BOOL): "<?",
-    int(gguf.GGUFValueType.UINT64): "<Q",
-    int(gguf.GGUFValueType.INT64): "<q",
-    int(gguf.GGUFValueType.FLOAT64): "<d",
+    VALUE_UINT8: "<B",
+    VALUE_INT8: "<b",
+    VALUE_UINT16: "<H",
+    VALUE_INT16: "<h",
+    VALUE_UINT32: "<I",
+    VALUE_INT32: "<i",
+    VALUE_FLOAT32: "<f",
+    VALUE_BOOL: "<?",
+    VALUE_UINT64: "<Q",
+    VALUE_INT64: "<q",
+    VALUE_FLOAT64: "<d",
 }
 
 
@@ -180,11 +193,10 @@ class _HeaderReader:
 
 
 def _block_size(ggml_type: int, path: Path) -> tuple[int, int]:
-    try:
-        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
-    except (ValueError, KeyError) as exc:
-        raise InvalidModelFile(f"unknown tensor type {ggml_type} in {path}") from exc
-    return int(block), int(type_size)
+    sizes = QUANT_SIZES.get(ggml_type)
+    if sizes is None:
+        raise InvalidModelFile(f"unknown tensor type {ggml_type} in {path}")
+    return sizes
 
 
 def _info_from_header(header: _Header) -> GGUFInfo:
@@ -218,15 +230,4 @@ def _number(fields: dict[str, object], key: str) -> int | None:
 
 def file_type_name(value: int | None) -> str | None:
     """``general.file_type`` as a quantization name: 3 -> "Q4_1", 15 -> "Q4_K_M", 0 -> "F32"."""
-    if value is None:
-        return None
-    try:
-        member = gguf.LlamaFileType(value)
-    except ValueError:
-        return None
-    if member == gguf.LlamaFileType.GUESSED:
-        return None
-    name = str(member.name)
-    if name == "ALL_F32":
-        return "F32"
-    return name.removeprefix("MOSTLY_")
+    return None if value is None else FILE_TYPE_NAMES.get(value)
