@@ -149,6 +149,11 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
+        if self._paused and self._transport is not None:
+            # Nothing is left of this answer to hold back, and a complete answer may go back
+            # to the pool unread: paused there, it would never see its next answer.
+            self._paused = False
+            self._transport.resume_reading()
         self._wakeup()
 
     def _fail(self, error: UpstreamError) -> None:
