@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
+from fake_child import FakeChild
 
 MakeGGUF = Callable[..., Path]
 
@@ -15,6 +16,13 @@ MakeGGUF = Callable[..., Path]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def fake_child() -> Iterator[FakeChild]:
+    """llama-server's HTTP side on a real socket (point a ``FakeFactory`` at its ``url``)."""
+    with FakeChild() as child:
+        yield child
 
 
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"

@@ -16,6 +16,7 @@ from supervisor.gguf_meta import GGUFInfo
 from supervisor.registry import ModelEntry
 
 FAKE_HOST = "fake-child.test"
+FAKE_URL = f"http://{FAKE_HOST}"  # respx intercepts it; a FakeChild server has a real one
 _pids = itertools.count(40000)
 
 
@@ -35,12 +36,14 @@ class FakeProcess:
         base_url: str,
         script: Script,
         output: LineSink | None = None,
+        served_at: str = FAKE_URL,
     ) -> None:
         self.name = name
         self.output = output
         self.argv = argv
-        # Requests go to a host respx intercepts, whatever port the pool picked.
-        self.base_url = f"http://{FAKE_HOST}"
+        # Requests go to ``served_at`` (respx's host or a FakeChild), whatever port the pool
+        # picked.
+        self.base_url = served_at
         self.requested_url = base_url
         self.script = script
         self._pid = next(_pids)
@@ -93,16 +96,18 @@ class FakeProcess:
 
 @dataclass
 class FakeFactory:
-    """Makes FakeProcesses; each start takes the next Script (default: loads fine)."""
+    """Makes FakeProcesses; each start takes the next Script (default: loads fine). Their
+    HTTP side is at ``base_url``: respx's host by default, or a FakeChild's ``url``."""
 
     scripts: list[Script] = field(default_factory=list)
     made: list[FakeProcess] = field(default_factory=list)
+    base_url: str = FAKE_URL
 
     def __call__(
         self, name: str, argv: list[str], base_url: str, output: LineSink | None = None
     ) -> FakeProcess:
         script = self.scripts.pop(0) if self.scripts else Script()
-        process = FakeProcess(name, argv, base_url, script, output)
+        process = FakeProcess(name, argv, base_url, script, output, self.base_url)
         self.made.append(process)
         return process
 
