@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import respx
-from fakes import FAKE_HOST, FakeFactory, Script
+from fake_child import FakeChild, Reply, Stream
+from fakes import FakeFactory, Script
 from fastapi.testclient import TestClient
 
 from supervisor.app import create_app
 from supervisor.config import Settings
 
-CHILD = f"http://{FAKE_HOST}"
-SSE = {"content-type": "text/event-stream"}
 MakeGGUF = Callable[..., Path]
 
 
@@ -26,32 +23,13 @@ def chunk(text: str) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-class BrokenStream(httpx.AsyncByteStream):
-    """Two events, half of a third, then the connection drops (a child killed mid-stream)."""
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield chunk("Hel")
-        yield chunk("lo")
-        yield b'data: {"choi'
-        raise httpx.RemoteProtocolError("peer closed connection")
+@pytest.fixture
+def factory(fake_child: FakeChild) -> FakeFactory:
+    return FakeFactory(base_url=fake_child.url)
 
 
 @pytest.fixture
-def factory() -> FakeFactory:
-    return FakeFactory()
-
-
-@pytest.fixture
-def child() -> Iterator[respx.MockRouter]:
-    """The fake children's HTTP side: routes a test sets up answer for every child."""
-    with respx.mock(base_url=CHILD, assert_all_called=False) as router:
-        yield router
-
-
-@pytest.fixture
-def client(
-    tmp_path: Path, make_gguf: MakeGGUF, factory: FakeFactory, child: respx.MockRouter
-) -> Iterator[TestClient]:
+def client(tmp_path: Path, make_gguf: MakeGGUF, factory: FakeFactory) -> Iterator[TestClient]:
     make_gguf("models/tiny.Q4_1.gguf")
     settings = Settings(
         models_dirs=[tmp_path / "models"],
@@ -80,37 +58,35 @@ def test_models_are_listed_by_stem_and_found_by_any_name(client: TestClient) -> 
 
 
 def test_body_reaches_the_child_untouched_with_unknown_fields(
-    client: TestClient, child: respx.MockRouter
+    client: TestClient, fake_child: FakeChild
 ) -> None:
     reply = {"object": "chat.completion", "choices": [{"message": {"content": "hi"}}]}
-    route = child.post("/v1/chat/completions").mock(return_value=httpx.Response(200, json=reply))
+    fake_child.answer("POST", "/v1/chat/completions", Reply(json=reply))
     body = json.dumps(
         {"model": "tiny.Q4_1.gguf", "messages": [], "tools": [{"type": "function"}], "seed": 7}
     ).encode()
     response = client.post("/v1/chat/completions", content=body)
     assert response.status_code == 200
     assert response.json() == reply
-    assert route.calls.last.request.content == body
+    assert [r.body for r in fake_child.received("POST", "/v1/chat/completions")] == [body]
 
 
 def test_child_errors_pass_through_with_their_status(
-    client: TestClient, child: respx.MockRouter
+    client: TestClient, fake_child: FakeChild
 ) -> None:
-    child.post("/v1/completions").mock(
-        return_value=httpx.Response(400, json={"error": {"message": "bad n_probs"}})
-    )
+    error = {"error": {"message": "bad n_probs"}}
+    fake_child.answer("POST", "/v1/completions", Reply(400, json=error))
     response = client.post("/v1/completions", json={"model": "tiny.Q4_1", "prompt": "x"})
     assert response.status_code == 400
     assert response.json()["error"]["message"] == "bad n_probs"
 
 
 def test_sse_is_relayed_with_no_buffering_headers(
-    client: TestClient, child: respx.MockRouter
+    client: TestClient, fake_child: FakeChild
 ) -> None:
-    events = chunk("Hel") + chunk("lo") + b"data: [DONE]\n\n"
-    child.post("/v1/chat/completions").mock(
-        return_value=httpx.Response(200, headers=SSE, content=events)
-    )
+    pieces = [chunk("Hel"), chunk("lo"), b"data: [DONE]\n\n"]
+    events = b"".join(pieces)
+    fake_child.answer("POST", "/v1/chat/completions", Stream(pieces))
     with client.stream(
         "POST", "/v1/chat/completions", json={"model": "tiny.Q4_1", "stream": True}
     ) as response:
@@ -121,11 +97,11 @@ def test_sse_is_relayed_with_no_buffering_headers(
 
 
 def test_child_dying_mid_stream_ends_with_one_error_event_and_done(
-    client: TestClient, child: respx.MockRouter
+    client: TestClient, fake_child: FakeChild
 ) -> None:
-    child.post("/v1/chat/completions").mock(
-        return_value=httpx.Response(200, headers=SSE, stream=BrokenStream())
-    )
+    # Two events, half of a third, then the connection drops (a child killed mid-stream).
+    pieces = [chunk("Hel"), chunk("lo"), b'data: {"choi']
+    fake_child.answer("POST", "/v1/chat/completions", Stream(pieces, end="break"))
     response = client.post("/v1/chat/completions", json={"model": "tiny.Q4_1", "stream": True})
     events = [e for e in response.text.split("\n\n") if e.strip()]
     assert events[:2] == [chunk("Hel").decode().strip(), chunk("lo").decode().strip()]
@@ -135,11 +111,9 @@ def test_child_dying_mid_stream_ends_with_one_error_event_and_done(
 
 
 def test_embeddings_go_to_an_embedding_child(
-    client: TestClient, factory: FakeFactory, child: respx.MockRouter
+    client: TestClient, factory: FakeFactory, fake_child: FakeChild
 ) -> None:
-    child.post("/v1/embeddings").mock(
-        return_value=httpx.Response(200, json={"data": [{"embedding": [0.1]}]})
-    )
+    fake_child.answer("POST", "/v1/embeddings", Reply(json={"data": [{"embedding": [0.1]}]}))
     response = client.post("/v1/embeddings", json={"model": "tiny.Q4_1", "input": "x"})
     assert response.status_code == 200
     assert "--embeddings" in factory.made[-1].argv

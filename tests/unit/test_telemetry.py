@@ -7,14 +7,15 @@ import asyncio
 import contextlib
 import json
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import respx
-from fakes import FAKE_HOST, FakeFactory, Script
+from fake_child import Answer, FakeChild, Reply, Request, Stream
+from fakes import FakeFactory, Script
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,8 +24,6 @@ from supervisor.app import create_app
 from supervisor.config import Settings
 from supervisor.tokens import TokenMeter, answer_tokens, scan_tokens
 
-CHILD = f"http://{FAKE_HOST}"
-SSE = {"content-type": "text/event-stream"}
 MODEL = "tiny.Q4_1"
 MakeGGUF = Callable[..., Path]
 Sample = tuple[str, dict[str, str], float]
@@ -61,20 +60,12 @@ def settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def child() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=CHILD, assert_all_called=False) as router:
-        yield router
+def factory(fake_child: FakeChild) -> FakeFactory:
+    return FakeFactory(base_url=fake_child.url)
 
 
 @pytest.fixture
-def factory() -> FakeFactory:
-    return FakeFactory()
-
-
-@pytest.fixture
-def client(
-    tmp_path: Path, make_gguf: MakeGGUF, factory: FakeFactory, child: respx.MockRouter
-) -> Iterator[TestClient]:
+def client(tmp_path: Path, make_gguf: MakeGGUF, factory: FakeFactory) -> Iterator[TestClient]:
     make_gguf(f"models/{MODEL}.gguf")
     make_gguf("models/v2/tiny-next.gguf")
     make_gguf("models/other.gguf")
@@ -84,10 +75,10 @@ def client(
 
 
 def test_requests_are_counted_by_route_template_model_and_status(
-    client: TestClient, child: respx.MockRouter
+    client: TestClient, fake_child: FakeChild
 ) -> None:
     reply = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
-    child.post("/v1/chat/completions").mock(return_value=httpx.Response(200, json=reply))
+    fake_child.answer("POST", "/v1/chat/completions", Reply(json=reply))
     assert client.post("/v1/chat/completions", json={"model": f"{MODEL}.gguf"}).status_code == 200
     assert client.get(f"/v1/models/{MODEL}.gguf").status_code == 200
     assert client.get("/v1/models/nope").status_code == 404
@@ -117,7 +108,7 @@ def test_an_unrouted_404_is_labelled_unmatched_never_by_its_path(client: TestCli
 
 
 def test_a_stream_is_timed_to_its_first_token_and_its_tokens_counted_once(
-    client: TestClient, child: respx.MockRouter
+    client: TestClient, fake_child: FakeChild
 ) -> None:
     timings = {"prompt_n": 5, "predicted_n": 1}
     final = {"choices": [], "timings": {"prompt_n": 5, "predicted_n": 2}}
@@ -131,9 +122,7 @@ def test_a_stream_is_timed_to_its_first_token_and_its_tokens_counted_once(
         last[cut:],
         b"data: [DONE]\n\n",
     ]
-    child.post("/v1/chat/completions").mock(
-        return_value=httpx.Response(200, headers=SSE, stream=Pieces(pieces))
-    )
+    fake_child.answer("POST", "/v1/chat/completions", Stream(pieces))
     with client.stream(
         "POST", "/v1/chat/completions", json={"model": MODEL, "stream": True}
     ) as response:
@@ -145,24 +134,17 @@ def test_a_stream_is_timed_to_its_first_token_and_its_tokens_counted_once(
     assert value(samples, "llama_supervisor_tokens_out_total", model=MODEL) == 2
 
 
-def test_tokens_of_reshaped_answers_are_counted(
-    client: TestClient, child: respx.MockRouter
-) -> None:
+def test_tokens_of_reshaped_answers_are_counted(client: TestClient, fake_child: FakeChild) -> None:
     """/api/v2 chat parses the answer itself; /api streams are translated event by event."""
     usage = {"prompt_tokens": 4, "completion_tokens": 6}
     completion = {"choices": [{"message": {"content": "hi"}}], "usage": usage}
-    child.post("/v1/chat/completions").mock(
-        side_effect=[
-            httpx.Response(200, json=completion),
-            httpx.Response(
-                200,
-                headers=SSE,
-                content=event({"choices": [{"delta": {"content": "hi"}}]})
-                + event({"choices": [], "usage": usage})
-                + b"data: [DONE]\n\n",
-            ),
-        ]
-    )
+    events = [
+        event({"choices": [{"delta": {"content": "hi"}}]}),
+        event({"choices": [], "usage": usage}),
+        b"data: [DONE]\n\n",
+    ]
+    answers: Iterator[Answer] = iter([Reply(json=completion), Stream(events)])
+    fake_child.answer("POST", "/v1/chat/completions", lambda request: next(answers))
     chat = {"messages": [{"role": "user", "content": "Hi"}]}
     assert client.post(f"/api/v2/chat/{MODEL}.gguf", json=chat).status_code == 200
     streamed = client.post("/api/chat", json={**chat, "model": MODEL, "stream": True})
@@ -216,17 +198,17 @@ def test_a_failed_load_is_counted(tmp_path: Path, make_gguf: MakeGGUF) -> None:
 
 @pytest.mark.anyio
 async def test_queue_depth_and_in_flight_are_read_at_scrape_time(
-    tmp_path: Path, make_gguf: MakeGGUF, child: respx.MockRouter
+    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
 ) -> None:
     make_gguf(f"models/{MODEL}.gguf")
-    app = create_app(settings(tmp_path, parallel=1), factory=FakeFactory())
-    answered = asyncio.Event()
+    app = create_app(settings(tmp_path, parallel=1), factory=FakeFactory(base_url=fake_child.url))
+    answered = threading.Event()  # the fake child answers from its own thread
 
-    async def slow_answer(request: httpx.Request) -> httpx.Response:
-        await answered.wait()
-        return httpx.Response(200, json={"choices": []})
+    def slow_answer(request: Request) -> Reply:
+        answered.wait(timeout=30)
+        return Reply(json={"choices": []})
 
-    child.post("/v1/completions").mock(side_effect=slow_answer)
+    fake_child.answer("POST", "/v1/completions", slow_answer)
     async with running(app) as http:
         body = {"model": MODEL, "prompt": "x"}
         first = asyncio.create_task(http.post("/v1/completions", json=body))
@@ -244,15 +226,6 @@ async def test_queue_depth_and_in_flight_are_read_at_scrape_time(
         samples = parse((await http.get("/metrics")).text)
         assert value(samples, "llama_supervisor_queue_depth", model=MODEL) == 0
         assert value(samples, "llama_supervisor_in_flight_requests", model=MODEL) == 0
-
-
-class Pieces(httpx.AsyncByteStream):
-    def __init__(self, pieces: list[bytes]) -> None:
-        self._pieces = pieces
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for piece in self._pieces:
-            yield piece
 
 
 @contextlib.asynccontextmanager
