@@ -19,7 +19,6 @@ import httpx
 
 from .errors import AdminRequestFailed, GatewayUnreachable
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 # Status and list requests answer at once; loads, swaps, unloads (which drain in-flight
 # requests) and reloads take as long as the gateway's own limits allow, so no read timeout.
 QUICK = httpx.Timeout(30.0)
@@ -105,7 +104,7 @@ class AdminClient:
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str,
         api_key: str | None = None,
         *,
         transport: httpx.BaseTransport | None = None,

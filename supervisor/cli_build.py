@@ -17,21 +17,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.text import Text
-
-from .cli_render import stderr_console, wants_progress
 from .errors import SupervisorError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 SCRIPT_NAME = "build_llamacpp.sh"
 TAIL_LINES = 30
@@ -175,7 +166,11 @@ def script_argv(args: argparse.Namespace, script: Path) -> list[str]:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from .config import default_cache_dir  # pydantic-settings: only when building
+    # rich and pydantic-settings only when building: `serve` is parsed by the same parser.
+    from rich.text import Text
+
+    from .cli_render import stderr_console
+    from .config import default_cache_dir
 
     script = find_build_script(args.script)
     logs = (args.cache_dir.expanduser() if args.cache_dir else default_cache_dir()) / "logs"
@@ -236,6 +231,17 @@ def _follow(
 ) -> None:
     """Feed output lines to the log and the display: a bar on a terminal, else the script's
     own step lines (every line with --verbose)."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from .cli_render import wants_progress
+
     show_bar = wants_progress(args.progress)
     progress = Progress(
         SpinnerColumn(),

@@ -1,36 +1,16 @@
-"""The CLI's client commands: ``models list|status|load|unload|swap``, ``logs`` and ``reload``.
-Each talks to a running gateway over its admin API (``admin_client``) and shows the answer
-(``cli_render``); ``--json`` prints the gateway's JSON instead."""
+"""The CLI's client commands, declared: ``models list|status|load|unload|swap``, ``logs`` and
+``reload``, their options and help. What they do is in ``cli_client``, imported only when one
+runs: it needs httpx and rich, which ``serve`` (parsed by the same parser) does without."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
-import time
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from .admin_client import DEFAULT_URL, AdminClient, LogLine
-from .cli_render import (
-    log_line,
-    model_details,
-    models_table,
-    reload_report,
-    run_with_spinner,
-    stdout_console,
-    wants_progress,
-)
-from .errors import AdminRequestFailed, GatewayUnreachable
-
+DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "LLAMA_SUPERVISOR_URL"
 KEY_ENV = "LLAMA_SUPERVISOR_ADMIN_KEY"
-EXIT_REFUSED = 1  # the gateway answered with an error
-EXIT_UNREACHABLE = 2  # no gateway at the URL (also argparse's exit status for bad usage)
-EXIT_INTERRUPTED = 130
-
-Handler = Callable[[argparse.Namespace, AdminClient], int]
 
 CLIENT_EPILOG = f"""\
 Connection: --url (or ${URL_ENV}, default {DEFAULT_URL}) names the gateway; --api-key (or
@@ -69,23 +49,28 @@ def _load_options() -> argparse.ArgumentParser:
 
 def _command(
     commands: Any,
-    name: str,
-    handler: Handler,
+    command: str,
     summary: str,
     description: str,
     examples: str,
     parents: list[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
-        name,
+        command.split()[-1],
         help=summary,
         description=description,
         epilog=f"examples:\n{examples}\n\n{CLIENT_EPILOG}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=parents,
     )
-    parser.set_defaults(run=lambda args: run_client_command(handler, args))
+    parser.set_defaults(run=partial(_run, command))
     return parser
+
+
+def _run(command: str, args: argparse.Namespace) -> int:
+    from .cli_client import run_client_command  # httpx and rich, for client commands only
+
+    return run_client_command(command, args)
 
 
 def add_client_commands(commands: Any) -> None:
@@ -101,7 +86,7 @@ def add_client_commands(commands: Any) -> None:
     )
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     _command(
-        actions, "list", _models_list, "every model and its state",
+        actions, "models list", "every model and its state",
         "Every .gguf the gateway serves, with its state (loaded, loading, unloaded, failed…), "
         "size, architecture, trained context, child pid, memory (measured, or ~estimated) "
         "and requests in flight / queued.",
@@ -109,14 +94,14 @@ def add_client_commands(commands: Any) -> None:
         [client],
     )  # fmt: skip
     status = _command(
-        actions, "status", _models_status, "one model in detail",
+        actions, "models status", "one model in detail",
         "One model's state in detail: file, pid, port, memory, load parameters, restarts, "
         "requests, and the last error with llama-server's last lines when it failed.",
         "  llama-supervisor models status SmolLM2-135M-Instruct.Q4_1", [client],
     )  # fmt: skip
     status.add_argument("model", metavar="MODEL")
     loader = _command(
-        actions, "load", _models_load, "load a model (waits until it is ready)",
+        actions, "models load", "load a model (waits until it is ready)",
         "Start the model's llama-server and wait until it answers. A model already loaded "
         "with other parameters is hot-swapped to them without dropping requests. Ctrl-C stops "
         "waiting, not the load.",
@@ -126,14 +111,14 @@ def add_client_commands(commands: Any) -> None:
     )  # fmt: skip
     loader.add_argument("model", metavar="MODEL")
     unloader = _command(
-        actions, "unload", _models_unload, "unload a model (after its requests finish)",
+        actions, "models unload", "unload a model (after its requests finish)",
         "Let the model's in-flight requests finish (within the gateway's drain_timeout_s), "
         "then stop its llama-server.",
         "  llama-supervisor models unload SmolLM2-135M-Instruct.Q4_1", [client],
     )  # fmt: skip
     unloader.add_argument("model", metavar="MODEL")
     swap = _command(
-        actions, "swap", _models_swap, "hot-swap a model to another .gguf file",
+        actions, "models swap", "hot-swap a model to another .gguf file",
         "Serve MODEL from another file version without dropping requests: the new version "
         "starts beside the old one (blue-green) when memory allows, else stop-then-start with "
         "requests queued. If the new one fails to start, the old one keeps serving.",
@@ -148,7 +133,7 @@ def add_client_commands(commands: Any) -> None:
     )  # fmt: skip
 
     logs = _command(
-        commands, "logs", _logs, "show (or follow) a model's llama-server output",
+        commands, "logs", "show (or follow) a model's llama-server output",
         "Print the last lines the gateway kept of the model's llama-server output (chat and "
         "embedding children), as TIME ROLE[PID] LINE. With -f, keep printing new lines until "
         "Ctrl-C.",
@@ -161,176 +146,9 @@ def add_client_commands(commands: Any) -> None:
     logs.add_argument("-f", "--follow", action="store_true", help="stream new lines as they come")
 
     _command(
-        commands, "reload", _reload, "re-read the gateway's configuration (like SIGHUP)",
+        commands, "reload", "re-read the gateway's configuration (like SIGHUP)",
         "Make the gateway re-read its TOML file and environment and rescan the models "
         "directories, as SIGHUP does: models whose file or settings changed are hot-swapped, "
         "removed ones drained and unloaded, new ones registered.",
         "  llama-supervisor reload", [client],
     )  # fmt: skip
-
-
-def run_client_command(handler: Handler, args: argparse.Namespace) -> int:
-    """Run one client command: expected failures become one clear line and an exit status."""
-    url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
-    key = args.api_key or os.environ.get(KEY_ENV) or None
-    try:
-        with AdminClient(url, key) as client:
-            return handler(args, client)
-    except GatewayUnreachable as exc:
-        _error(exc.message)
-        return EXIT_UNREACHABLE
-    except AdminRequestFailed as exc:
-        _error(refusal_message(exc, key))
-        return EXIT_REFUSED
-    except KeyboardInterrupt:
-        if getattr(args, "follow", False):
-            return 0  # the way to stop following
-        _error("interrupted: the gateway carries on with what it was asked to do")
-        return EXIT_INTERRUPTED
-
-
-def refusal_message(exc: AdminRequestFailed, key: str | None) -> str:
-    if exc.status_code in (401, 403):
-        if key is None:
-            hint = f"no admin key given: pass --api-key KEY or set ${KEY_ENV}"
-        elif exc.status_code == 401:
-            hint = f"the gateway does not know this admin key (--api-key / ${KEY_ENV})"
-        else:
-            hint = f"this key is not an admin key (--api-key / ${KEY_ENV})"
-        return f"{hint} [HTTP {exc.status_code}: {exc.message}]"
-    if exc.status_code:
-        return f"{exc.message} [HTTP {exc.status_code}]"
-    return exc.message
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
-
-
-def _models_list(args: argparse.Namespace, client: AdminClient) -> int:
-    listing = client.list_models()
-    if args.json:
-        _print_json(listing)
-    elif not listing.get("available_models"):
-        stdout_console().print("no models: put .gguf files in the gateway's models directories")
-    else:
-        stdout_console().print(models_table(listing))
-    return 0
-
-
-def _models_status(args: argparse.Namespace, client: AdminClient) -> int:
-    info = client.model(args.model)
-    if args.json:
-        _print_json(info)
-    else:
-        stdout_console().print(model_details(info))
-    return 0
-
-
-def load_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The load body (seed 001's names) from the flags that were given."""
-    given = {
-        "n_ctx": args.ctx,
-        "n_gpu_layers": args.gpu_layers,
-        "threads": args.threads,
-        "n_batch": args.batch,
-        "use_mlock": args.mlock,
-    }
-    return {key: value for key, value in given.items() if value is not None}
-
-
-def _state_of(client: AdminClient, model: str) -> Callable[[], str | None]:
-    def poll() -> str | None:
-        state = client.model(model).get("state") or {}
-        return str(state["state"]) if state.get("state") else None
-
-    return poll
-
-
-def _models_load(args: argparse.Namespace, client: AdminClient) -> int:
-    started = time.monotonic()
-    answer = run_with_spinner(
-        lambda: client.load(args.model, load_params(args)),
-        f"loading {args.model}",
-        _state_of(client, args.model),
-        show=wants_progress(None),
-    )
-    if args.json:
-        _print_json(answer)
-        return 0
-    took = time.monotonic() - started
-    memory = answer.get("memory_used") or "?"
-    _say(f"loaded {args.model} in {took:.1f} s (memory {memory})")
-    return 0
-
-
-def _models_unload(args: argparse.Namespace, client: AdminClient) -> int:
-    answer = run_with_spinner(
-        lambda: client.unload(args.model),
-        f"unloading {args.model} (letting its requests finish)",
-        show=wants_progress(None),
-    )
-    if args.json:
-        _print_json(answer)
-    else:
-        _say(f"unloaded {args.model}")
-    return 0
-
-
-def _models_swap(args: argparse.Namespace, client: AdminClient) -> int:
-    answer = run_with_spinner(
-        lambda: client.swap(args.model, args.path, load_params(args)),
-        f"swapping {args.model} to {args.path}",
-        _state_of(client, args.model),
-        show=wants_progress(None),
-    )
-    if args.json:
-        _print_json(answer)
-    else:
-        seconds = answer.get("swap_seconds")
-        _say(
-            f"swapped {args.model} to {answer.get('path', args.path)} "
-            f"({answer.get('mode', '?')}, {seconds if seconds is not None else '?'} s)"
-        )
-    return 0
-
-
-def _reload(args: argparse.Namespace, client: AdminClient) -> int:
-    report = run_with_spinner(client.reload, "reloading", show=wants_progress(None))
-    if args.json:
-        _print_json(report)
-    else:
-        stdout_console().print(reload_report(report))
-    return 0
-
-
-def _logs(args: argparse.Namespace, client: AdminClient) -> int:
-    out = stdout_console()
-
-    def show(line: LogLine) -> None:
-        if args.json:
-            print(json.dumps(line.as_json()), flush=True)
-        else:
-            out.print(log_line(line), soft_wrap=True)
-
-    if not args.follow:
-        lines = client.logs(args.model, args.lines)
-        if args.json:
-            _print_json({"model": args.model, "lines": [line.as_json() for line in lines]})
-        else:
-            for line in lines:
-                show(line)
-        return 0
-    for line in client.follow_logs(args.model, args.lines):
-        show(line)
-    print("llama-supervisor: the gateway ended the log stream", file=sys.stderr)
-    return 0
-
-
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-def _error(message: str) -> None:
-    """Plain text (never wrapped at the terminal's width, never read as markup)."""
-    print(f"llama-supervisor: error: {message}", file=sys.stderr)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import gguf
 
 from supervisor import gguf_tables
@@ -29,13 +26,3 @@ def test_file_type_names_match_the_package() -> None:
         if member != gguf.LlamaFileType.GUESSED
     }
     assert dict(gguf_tables.FILE_TYPE_NAMES) == theirs
-
-
-def test_serving_does_not_import_numpy() -> None:
-    """numpy (through gguf) was a quarter of the gateway's idle memory."""
-    code = (
-        "import sys, supervisor.server, supervisor.registry; "
-        "print(sorted({'numpy', 'gguf'} & set(sys.modules)))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
