@@ -24,3 +24,8 @@ def test_the_cli_parser_imports_neither_rich_nor_the_admin_client() -> None:
     """`serve` goes through the same parser as the client and build commands."""
     watched = {"rich", "httpx", "supervisor.admin_client", "supervisor.cli_render"}
     assert imported("import supervisor.cli; supervisor.cli._parser()", watched) == set()
+
+
+def test_serve_keeps_httpx_from_loading_its_command_line_client() -> None:
+    code = "import supervisor.cli as cli; cli._without_httpx_cli(); import supervisor.server"
+    assert imported(code, {"rich", "pygments", "httpx"}) == {"httpx"}
