@@ -17,6 +17,7 @@ from . import __version__
 from .auth import KeyRing
 from .backends.child import ProcessFactory
 from .config import Settings
+from .fastlane import FastLane
 from .gateway import Gateway, SettingsLoader, build_gateway
 from .guard import GatewayGuard
 from .http_errors import install_error_handlers
@@ -65,10 +66,14 @@ def create_app(
         description="One gateway in front of supervised llama.cpp servers.",
         lifespan=lifespan,
         openapi_tags=_openapi_tags(),
+        # FastAPI's own OpenTelemetry hooks ask the OTel API whether a provider is set on
+        # every request (about 20 µs); the gateway's telemetry is its Prometheus /metrics.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.drain = drain
     app.state.notifier = notify
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
+    app.add_middleware(FastLane)  # innermost: past the guard, before FastAPI's routing
     app.add_middleware(GatewayGuard, drain=drain, keys=partial(_keys, app))
     install_error_handlers(app)
     app.include_router(root.router)

@@ -30,11 +30,17 @@ def error_response(path: str, error: SupervisorError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status_code, headers=headers)
 
 
+def failed_request_response(method: str, path: str, error: SupervisorError) -> JSONResponse:
+    """The answer to a request that failed with one of our errors; the gateway's own or its
+    children's failures (5xx) are logged."""
+    if error.status_code >= 500:
+        LOG.warning("%s %s -> %d: %s", method, path, error.status_code, error)
+    return error_response(path, error)
+
+
 async def _on_supervisor_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SupervisorError)
-    if exc.status_code >= 500:
-        LOG.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
-    return error_response(request.url.path, exc)
+    return failed_request_response(request.method, request.url.path, exc)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:

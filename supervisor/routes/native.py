@@ -7,7 +7,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ..backends.argv import Role
 from ..schemas import (
     OPENAI_SSE,
     ChatCompletion,
@@ -23,7 +22,7 @@ from ..schemas import (
     json_body,
     replies,
 )
-from . import relay_openai_shaped
+from . import RELAYS, relay
 
 router = APIRouter(tags=["native"])
 
@@ -36,7 +35,7 @@ router = APIRouter(tags=["native"])
 )
 async def chat_completions(request: Request) -> Response:
     """OpenAI-shaped chat; streams end with ``data: [DONE]``."""
-    return await relay_openai_shaped(request, "/chat/completions")
+    return await relay(request, RELAYS["/chat/completions"])
 
 
 @router.post(
@@ -50,7 +49,7 @@ async def completion(request: Request) -> Response:
     ``top_p``, ``repeat_penalty``, ``seed``, ``stop``, ``stream``, and every other field
     llama-server knows. Streams end with ``data: [DONE]`` as seed 004 says (llama-server's
     own /completion stream has no terminator)."""
-    return await relay_openai_shaped(request, "/completion", ensure_done=True)
+    return await relay(request, RELAYS["/completion"])
 
 
 @router.post(
@@ -60,7 +59,7 @@ async def completion(request: Request) -> Response:
     responses=replies(TokenizeResponse, 400, 404, 429, 502, 503),
 )
 async def tokenize(request: Request) -> Response:
-    return await relay_openai_shaped(request, "/tokenize")
+    return await relay(request, RELAYS["/tokenize"])
 
 
 @router.post(
@@ -70,7 +69,7 @@ async def tokenize(request: Request) -> Response:
     responses=replies(DetokenizeResponse, 400, 404, 429, 502, 503),
 )
 async def detokenize(request: Request) -> Response:
-    return await relay_openai_shaped(request, "/detokenize")
+    return await relay(request, RELAYS["/detokenize"])
 
 
 @router.post(
@@ -80,4 +79,4 @@ async def detokenize(request: Request) -> Response:
     responses=replies(list[NativeEmbedding], 400, 404, 429, 502, 503),
 )
 async def embedding(request: Request) -> Response:
-    return await relay_openai_shaped(request, "/embedding", Role.EMBEDDING)
+    return await relay(request, RELAYS["/embedding"])

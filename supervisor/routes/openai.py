@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from .. import __version__
-from ..backends.argv import Role
 from ..dialects import openai
 from ..lifecycle.state import ModelState
 from ..metrics import format_uptime, system_metrics
@@ -27,7 +26,7 @@ from ..schemas import (
     json_body,
     replies,
 )
-from . import gateway, pick_model, relay_openai_shaped
+from . import RELAYS, gateway, pick_model, relay
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -80,7 +79,7 @@ async def stats(request: Request) -> dict[str, Any]:
     responses=replies(ChatCompletion, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
 )
 async def chat_completions(request: Request) -> Response:
-    return await relay_openai_shaped(request, "/v1/chat/completions", Role.CHAT)
+    return await relay(request, RELAYS["/v1/chat/completions"])
 
 
 @router.post(
@@ -90,7 +89,7 @@ async def chat_completions(request: Request) -> Response:
     responses=replies(TextCompletion, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
 )
 async def completions(request: Request) -> Response:
-    return await relay_openai_shaped(request, "/v1/completions", Role.CHAT)
+    return await relay(request, RELAYS["/v1/completions"])
 
 
 @router.post(
@@ -100,4 +99,4 @@ async def completions(request: Request) -> Response:
     responses=replies(EmbeddingsResponse, 400, 404, 429, 502, 503),
 )
 async def embeddings(request: Request) -> Response:
-    return await relay_openai_shaped(request, "/v1/embeddings", Role.EMBEDDING)
+    return await relay(request, RELAYS["/v1/embeddings"])

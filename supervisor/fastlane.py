@@ -1,0 +1,35 @@
+"""The passthrough routes' short way in.
+
+FastAPI's exception middleware, routing (a scan of every route) and dependency solving cost
+about 0.3 ms of CPU per request here: GET /health took 0.50 ms of gateway CPU against 0.18 ms
+for a bare ASGI app under the same uvicorn. The routes that only relay a body to a child
+(``routes.RELAYS``) need none of it, so this middleware, innermost of ours (the guard and
+telemetry still see every request), sends their POSTs straight to the relay. FastAPI still
+declares those routes, for the OpenAPI document and every other method.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import SupervisorError
+from .http_errors import failed_request_response
+from .routes import RELAYS, relay
+
+
+class FastLane:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = RELAYS.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = route  # what the metrics label the request with (its ``path``)
+        try:
+            response = await relay(Request(scope, receive), route)
+        except SupervisorError as exc:
+            response = failed_request_response("POST", scope["path"], exc)
+        await response(scope, receive, send)

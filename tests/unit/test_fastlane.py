@@ -1,0 +1,69 @@
+"""The passthrough routes' short way in (supervisor/fastlane.py) answers as FastAPI's routes
+would: the same routes, errors in the surface's format, the same metrics labels."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fake_child import FakeChild, Reply
+from fakes import FakeFactory
+from fastapi.testclient import TestClient
+
+from supervisor.app import create_app
+from supervisor.config import Settings
+from supervisor.routes import RELAYS
+
+MakeGGUF = Callable[..., Path]
+
+
+@pytest.fixture
+def client(tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild) -> Iterator[TestClient]:
+    make_gguf("models/tiny.Q4_1.gguf")
+    settings = Settings(
+        models_dirs=[tmp_path / "models"],
+        llama_server=Path(sys.executable),
+        data_dir=tmp_path / "data",
+    )
+    app = create_app(settings, factory=FakeFactory(base_url=fake_child.url))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_every_relay_is_also_a_declared_post_route(client: TestClient) -> None:
+    documented = client.get("/openapi.json").json()["paths"]
+    assert all("post" in documented[path] for path in RELAYS)
+
+
+@pytest.mark.parametrize("path", sorted(RELAYS))
+def test_bad_bodies_and_unknown_models_get_the_surface_errors(
+    client: TestClient, path: str
+) -> None:
+    bad = client.post(path, content=b"{not json")
+    assert bad.status_code == 400
+    assert bad.json()["error"]["type"] == "invalid_request_error"
+    unknown = client.post(path, json={"model": "nope", "prompt": "x"})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "model_not_found"
+
+
+def test_other_methods_fall_through_to_fastapi(client: TestClient) -> None:
+    response = client.get("/v1/chat/completions")
+    assert response.status_code == 405
+    assert response.json()["error"]["message"].startswith("Method GET not allowed")
+
+
+def test_relayed_requests_are_labelled_with_their_route(
+    client: TestClient, fake_child: FakeChild
+) -> None:
+    fake_child.answer("POST", "/tokenize", Reply(json={"tokens": [1, 2]}))
+    assert client.post("/tokenize", json={"model": "tiny.Q4_1", "content": "hi"}).json() == {
+        "tokens": [1, 2]
+    }
+    metrics = client.get("/metrics").text
+    assert (
+        'llama_supervisor_requests_total{method="POST",model="tiny.Q4_1",route="/tokenize",'
+        'status="200"} 1.0' in metrics
+    )
