@@ -1,9 +1,10 @@
 """The GGUF format's constants that reading a header needs, as plain tables.
 
-Copied from the ``gguf`` package (gguf-py 0.19.0, ``gguf/constants.py``) rather than imported
-from it: ``import gguf`` pulls in numpy, about 25 MB of the gateway's resident memory for three
-small tables. ``tests/unit/test_gguf_tables.py`` checks them against the installed package, so
-an upgrade that adds a type fails a test instead of drifting silently.
+Written out here, as the GGUF format defines them (value type ids, each ggml tensor type's
+block size, the ``general.file_type`` ids), rather than imported from the ``gguf`` package:
+``import gguf`` pulls in numpy, about 25 MB of the gateway's resident memory for three small
+tables. ``tests/unit/test_gguf_tables.py`` checks them against the installed package (a dev
+dependency), so a format revision that adds a type fails a test instead of drifting silently.
 """
 
 from __future__ import annotations
