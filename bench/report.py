@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-TARGET_ORDER = ("direct", "router", "gateway")
+TARGET_ORDER = ("direct", "router", "nginx", "gateway")
 MACHINE_LABELS = {
     "cpu": "CPU",
     "cores": "cores",
@@ -30,6 +30,9 @@ METHOD = """\
 - The zero-cost upstream writes a stream's events back to back, so the gateway often reads
   several at once: its events/s and CPU per event are the best case. With a real model each
   token arrives on its own, which the CPU per 1,000 relayed tokens above reflects.
+- nginx is a C proxy that spends next to no CPU per request, so its added latency is roughly
+  what any extra loopback hop costs here (process wake-ups on a 2-vCPU VM): the floor under
+  any relay's, the gateway's included.
 - Streaming ratios move by several percent from round to round on this machine (the ranges
   show it); the router's ratio in the same round is the comparison to read them against.
 - llama-server closes keep-alive connections without notice (the router most often): the
@@ -41,8 +44,11 @@ METHOD = """\
   same llama-server settings: `direct` is one `llama-server -m MODEL`; `router` is
   llama-server's router mode (`llama-server --models-dir DIR`, no `-m`: it starts a
   llama-server per model on the first request naming it and forwards by the body's `model`);
-  `gateway` is `llama-supervisor serve` with those settings in its TOML file. All three
-  children get the same argv (`--ctx-size`, `--parallel`, `--threads`, `--alias`).
+  `nginx` (a reference, where nginx is installed) is Debian's nginx run privately as a reverse
+  proxy (one worker, upstream keep-alive, no buffering, no access log) in front of a direct
+  llama-server of its own; `gateway` is `llama-supervisor serve` with those settings in its
+  TOML file. All their llama-servers get the same argv (`--ctx-size`, `--parallel`,
+  `--threads`, `--alias`).
 - **Load generator** (`bench/loadgen.py`): closed-loop simulated users, each with its own
   httpx client and one keep-alive connection, sending the next request when the last one is
   done. Every request is the same short chat (`"Hi"`, 31 prompt tokens with the template),
@@ -110,6 +116,12 @@ def _header(meta: Mapping[str, Any], phases: Mapping[str, float]) -> str:
     machine = _table(
         ("", ""), [(MACHINE_LABELS.get(k, k), f"{v}") for k, v in meta["machine"].items()]
     )
+    nginx = meta.get("nginx")
+    nginx_line = (
+        f"nginx: {nginx}, a reference for one extra proxy hop."
+        if nginx
+        else "nginx: not found (PATH, /usr/sbin/nginx), so its reference target was skipped."
+    )
     small = ", ".join(f"{n} at concurrency {c}" for c, n in plan["small"])
     stream = ", ".join(f"{n} at concurrency {c}" for c, n in plan["stream"])
     return f"""\
@@ -117,9 +129,9 @@ def _header(meta: Mapping[str, Any], phases: Mapping[str, float]) -> str:
 
 <!-- Written by `python -m bench` (bench/report.py): rerun it rather than editing by hand. -->
 
-The gateway against a direct llama-server and llama-server's router mode, on the same model
-and settings, in one run; then against a zero-cost upstream. Latest run: {meta["date"]},
-{meta["duration_s"] / 60:.1f} minutes:
+The gateway against a direct llama-server, llama-server's router mode and nginx in front of a
+llama-server, on the same model and settings, in one run; then against a zero-cost upstream.
+Latest run: {meta["date"]}, {meta["duration_s"] / 60:.1f} minutes:
 
 ```bash
 {meta["command"]}
@@ -128,7 +140,10 @@ and settings, in one run; then against a zero-cost upstream. Latest run: {meta["
 {machine}
 
 Every llama-server: model `{settings["model"]}`, `--ctx-size {settings["ctx_size"]}`
-(shared by the slots), `--parallel {settings["parallel"]}`, `--threads {settings["threads"]}`.
+(shared by the slots), `--parallel {settings["parallel"]}`, `--threads {settings["threads"]}`
+(the cores minus one by default, so that the load generator and the relay under test have a
+core of their own and do not preempt llama-server's threads).
+{nginx_line}
 Per round ({plan["rounds"]} rounds): non-streamed requests {small}; streams of
 {plan["stream_tokens"]} tokens {stream}. Error check: {plan["error_requests"]:,} requests
 through the gateway at concurrency 16. Time taken: {_phases(phases)}.

@@ -25,6 +25,7 @@ from supervisor.demo_model import fetch_demo_model
 
 from . import lifecycle, machine, targets
 from .meter import ProcessMeter
+from .nginx import find_nginx, start_nginx, version
 from .report import render
 from .scenarios import FULL, QUICK, Plan, Session
 from .summary import summarize
@@ -35,8 +36,9 @@ IDLE_SETTLE_S = 2.0
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Measure the gateway against a direct llama-server and llama-server's "
-        "router mode on the same model and settings, and against a zero-cost upstream.",
+        description="Measure the gateway against a direct llama-server, llama-server's "
+        "router mode and nginx (where installed) on the same model and settings, and against "
+        "a zero-cost upstream.",
     )
     parser.add_argument("--quick", action="store_true", help="small counts: about 3 minutes")
     parser.add_argument("--rounds", type=int, help="rounds of every workload (medians over them)")
@@ -52,8 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads",
         type=int,
-        default=machine.cpu_count(),
-        help="llama-server threads (default: every core, as llama-server itself would)",
+        default=max(1, machine.cpu_count() - 1),
+        help="llama-server threads (default: the cores minus one, at least 1, so that the "
+        "load generator and the relay under test have a core of their own)",
     )
     parser.add_argument("--no-relay", action="store_true", help="skip the zero-cost upstream")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
@@ -75,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             binary, model.resolve(), args.ctx_size, args.parallel, args.threads
         )
         started = time.monotonic()
-        raw = asyncio.run(_measure(settings, plan, workdir, relay=not args.no_relay))
-        meta = _meta(settings, plan, argv, time.monotonic() - started)
+        nginx = find_nginx()
+        if nginx is None:
+            _say("nginx not found (PATH, /usr/sbin/nginx): skipping the nginx target")
+        raw = asyncio.run(_measure(settings, plan, workdir, nginx, relay=not args.no_relay))
+        meta = _meta(settings, plan, argv, time.monotonic() - started, nginx)
     finally:
         if args.keep:
             _say(f"work dir kept: {workdir}")
@@ -112,20 +118,24 @@ class Phases:
 
 
 async def _measure(
-    settings: targets.LlamaSettings, plan: Plan, workdir: Path, relay: bool
+    settings: targets.LlamaSettings, plan: Plan, workdir: Path, nginx: str | None, relay: bool
 ) -> dict[str, Any]:
     raw: dict[str, Any] = {"latency": {}, "streaming": {}, "cold": {}, "swap": []}
     phases = Phases()
     with ExitStack() as running:
-        with phases.phase("start direct, router and gateway; load the model in each"):
+        with phases.phase("start the targets; load the model in each"):
             direct = running.enter_context(targets.start_direct(settings, workdir))
             router = running.enter_context(targets.start_router(settings, workdir))
+            under_test = [direct, router]
+            if nginx is not None:
+                under_test.append(running.enter_context(start_nginx(nginx, settings, workdir)))
             gateway = running.enter_context(targets.start_gateway(settings, workdir))
+            under_test.append(gateway)  # last: the error check and the meter are the gateway's
             _version_file(settings, gateway)
-            for target in (direct, router, gateway):
+            for target in under_test:
                 await lifecycle.first_token_s(target)
         meter = ProcessMeter(gateway.pid)
-        session = Session([direct, router, gateway], {"gateway": meter})
+        session = Session(under_test, {"gateway": meter})
         await _load(session, meter, plan, phases, raw)
         with phases.phase("cold load and swap"):
             await _cold_and_swap(settings, plan, workdir, gateway, router, raw)
@@ -208,7 +218,11 @@ def _version_file(settings: targets.LlamaSettings, gateway: targets.Target) -> N
 
 
 def _meta(
-    settings: targets.LlamaSettings, plan: Plan, argv: list[str] | None, seconds: float
+    settings: targets.LlamaSettings,
+    plan: Plan,
+    argv: list[str] | None,
+    seconds: float,
+    nginx: str | None,
 ) -> dict[str, Any]:
     given = sys.argv[1:] if argv is None else argv
     return {
@@ -223,6 +237,7 @@ def _meta(
             "threads": settings.threads,
         },
         "plan": asdict(plan),
+        "nginx": None if nginx is None else f"{version(nginx)} ({nginx})",
     }
 
 

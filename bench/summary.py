@@ -14,6 +14,7 @@ Rounds = list[dict[str, Any]]
 BASE = "direct"
 GATEWAY = "gateway"
 ROUTER = "router"
+NGINX = "nginx"  # a reference for one extra proxy hop: mentioned, never judged
 ADDED_P50_LIMIT_MS = 1.0
 ROUTER_SHARE = 1 / 3
 STREAM_RATIO_MIN = 0.98
@@ -148,10 +149,11 @@ def verdicts(
     found: list[dict[str, Any]] = []
     for c, figures in summary["latency"].items():
         added = figures["added_p50_ms"]
-        gateway, router = added.get(GATEWAY), added.get(ROUTER)
+        gateway, router, nginx = added.get(GATEWAY), added.get(ROUTER), added.get(NGINX)
+        reference = "" if nginx is None else f" (nginx {_ms(nginx)})"
         found.append(_verdict(
             f"added p50 latency ≤ {ADDED_P50_LIMIT_MS:g} ms (max_tokens 1, concurrency {c})",
-            f"{_ms(gateway)} over direct",
+            f"{_ms(gateway)} over direct{reference}",
             None if gateway is None else gateway <= ADDED_P50_LIMIT_MS,
         ))  # fmt: skip
         found.append(_verdict(

@@ -3,6 +3,8 @@
 - ``direct``: one llama-server on the model (what the others are measured against);
 - ``router``: llama-server's router mode (``--models-dir``, no ``-m``), which starts a
   llama-server per model on demand and forwards each request by its ``model`` field;
+- ``nginx`` (a reference, where nginx is installed): nginx as a reverse proxy in front of a
+  direct llama-server of its own (``bench/nginx.py``);
 - ``gateway``: ``llama-supervisor serve``, whose child gets the same settings from a TOML file;
 - ``canned`` and ``gateway-canned``: the zero-cost upstream alone, and the gateway in front of
   it (its ``--llama-server`` is a script that execs ``python -m bench.canned``).
@@ -63,6 +65,7 @@ class Target:
     proc: subprocess.Popen[bytes]
     log: Path
     models_dir: Path | None = None
+    upstream: Target | None = None  # a process of its own behind this one, stopped with it
 
     @property
     def pid(self) -> int:
@@ -78,7 +81,7 @@ class Target:
         self.stop()
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL; then any descendant left behind."""
+        """SIGTERM, then SIGKILL; then any descendant left behind; then the upstream."""
         try:
             descendants = self.process().children(recursive=True)
         except psutil.NoSuchProcess:
@@ -93,9 +96,11 @@ class Target:
         for child in descendants:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
+        if self.upstream is not None:
+            self.upstream.stop()
 
 
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
         return subprocess.Popen(
             argv, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -118,7 +123,7 @@ def wait_ready(target: Target, path: str = "/health", timeout: float = READY_TIM
     raise RuntimeError(f"{target.name} not ready after {timeout:.0f} s")
 
 
-def _ready(target: Target) -> Target:
+def ready(target: Target) -> Target:
     try:
         wait_ready(target)
     except BaseException:
@@ -152,7 +157,7 @@ def start_direct(settings: LlamaSettings, workdir: Path, name: str = "direct") -
         "--host", "127.0.0.1", "--port", str(port), *settings.flags(),
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    return _ready(Target(name, url, settings.model_id, _spawn(argv, log), log))
+    return ready(Target(name, url, settings.model_id, spawn(argv, log), log))
 
 
 def start_router(settings: LlamaSettings, workdir: Path) -> Target:
@@ -164,8 +169,8 @@ def start_router(settings: LlamaSettings, workdir: Path) -> Target:
         "--host", "127.0.0.1", "--port", str(port), *settings.flags(),
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    target = Target("router", url, settings.model_id, _spawn(argv, log), log, models)
-    return _ready(target)
+    target = Target("router", url, settings.model_id, spawn(argv, log), log, models)
+    return ready(target)
 
 
 def gateway_config(settings: LlamaSettings, queue_max: int) -> str:
@@ -195,8 +200,8 @@ def start_gateway(
         "--config", str(config), "--data-dir", str(workdir / name / "data"),
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    target = Target(name, url, settings.model_id, _spawn(argv, log), log, models)
-    return _ready(target)
+    target = Target(name, url, settings.model_id, spawn(argv, log), log, models)
+    return ready(target)
 
 
 def canned_script(workdir: Path, events: int) -> Path:
@@ -217,7 +222,7 @@ def start_canned(workdir: Path, events: int) -> Target:
     log = workdir / "canned" / "canned.log"
     argv = [sys.executable, "-m", "bench.canned", "--port", str(port), "--events", str(events)]
     url = f"http://127.0.0.1:{port}"
-    return _ready(Target("canned", url, "canned", _spawn(argv, log), log))
+    return ready(Target("canned", url, "canned", spawn(argv, log), log))
 
 
 def start_gateway_canned(settings: LlamaSettings, workdir: Path, events: int) -> Target:

@@ -139,6 +139,16 @@ def test_verdicts_judge_each_target_and_report_renders() -> None:
     text = render({"meta": meta, "summary": summary, "raw": raw_run(10_000, {})})
     assert "| zero errors and disconnects over 10,000 requests |" in text
     assert "**FAIL**" in text and "**pass**" in text
+    assert "nginx: not found" in text  # no nginx in the meta: the reference target was skipped
+
+
+def test_nginx_is_a_reference_mentioned_beside_the_gateway_never_judged() -> None:
+    raw = raw_run(10_000, {})
+    raw["latency"] = {"1": [{**rows, "nginx": {"p50_ms": 15.5}} for rows in ROUNDS]}
+    verdicts = summarize(raw)["verdicts"]
+    added = next(v for v in verdicts if v["target"].startswith("added p50 latency ≤ 1 ms"))
+    assert added["measured"] == "+1.00 ms over direct (nginx +0.50 ms)"
+    assert len(verdicts) == 5
 
 
 def test_errors_fail_the_target_and_a_short_check_is_not_judged() -> None:
