@@ -58,7 +58,7 @@ RELAYS: Final[Mapping[str, Relay]] = MappingProxyType(
 )
 
 
-async def relay(request: Request, relay: Relay) -> Response:
+async def relay(request: Request, route: Relay) -> Response:
     """The passthrough shared by /v1 and the native routes (``RELAYS``): the body goes to the
     child untouched; ``model`` and ``stream`` are only read (and checked) on the way."""
     body = await request.body()
@@ -67,9 +67,9 @@ async def relay(request: Request, relay: Relay) -> Response:
     gw = gateway(request)
     entry = pick_model(request, openai_dialect.requested_model(data))
     meter = gw.telemetry.meter(entry.id)
-    stream = Passthrough(openai_dialect.error_event, ensure_done=relay.ensure_done, meter=meter)
+    stream = Passthrough(openai_dialect.error_event, ensure_done=route.ensure_done, meter=meter)
     response = await gw.proxy.forward(
-        lambda: gw.acquire(entry, relay.role), relay.upstream, body, stream, request.receive
+        lambda: gw.acquire(entry, route.role), route.upstream, body, stream, request.receive
     )
     if not isinstance(response, RelayResponse):
         meter.body(bytes(response.body))
