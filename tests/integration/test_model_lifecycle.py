@@ -110,7 +110,10 @@ def test_swap_under_16_streaming_clients_fails_nothing(
     start: Callable[..., RunningGateway], models: Path
 ) -> None:
     os.link(models / MODEL_FILE, models / "smol-v2.gguf")
-    gateway = start(models)
+    # One thread per child: during the blue-green overlap both children compute, and two
+    # children that each claim every core of a 2-core machine can stall on llama.cpp's
+    # spinning thread barriers (seen: 2.7 s per token, requests timing out in the queue).
+    gateway = start(models, "threads = 1\n")
     assert chat(gateway).status_code == 200
     before = status(gateway)
     old_child = psutil.Process(before["pid"])  # type: ignore[arg-type]
