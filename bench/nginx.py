@@ -27,6 +27,13 @@ def find_nginx() -> str | None:
     return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
 
 
+def user_directive() -> str:
+    """As root, nginx would hand its workers to "nobody": keep them as whoever runs it."""
+    if os.geteuid() != 0:
+        return ""
+    return f"user {pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name};"
+
+
 def version(nginx: str) -> str:
     done = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)
     return done.stderr.strip().removeprefix("nginx version: ") or "nginx"
@@ -38,11 +45,7 @@ def nginx_conf(workdir: Path, upstream_port: int, listen_port: int) -> str:
     upstream connections are dropped after 4 s, below llama-server's 5 s keep-alive, so nginx
     never sends on a connection llama-server is closing (a 502 for a POST otherwise)."""
     temp = workdir / "temp"
-    # As root, nginx would hand its worker to "nobody"; keep it as whoever runs the bench.
-    user = ""
-    if os.geteuid() == 0:
-        user = f"user {pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name};"
-    return f"""{user}
+    return f"""{user_directive()}
 daemon off;
 worker_processes 1;
 pid {workdir}/nginx.pid;

@@ -68,8 +68,10 @@ class _Connection(asyncio.Protocol):
     def send(self, head: bytes, body: bytes) -> None:
         assert self._transport is not None
         self._start_request()
-        self._transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
+        if len(body) < 65536:  # the usual small body: one write, one segment
+            self._transport.write(head + body)
+        else:
+            self._transport.write(head)
             self._transport.write(body)
 
     async def head(self) -> None:

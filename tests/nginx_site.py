@@ -7,27 +7,17 @@ path nginx writes (pid, logs, temp files) under a temporary directory.
 
 from __future__ import annotations
 
-import grp
-import os
-import pwd
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from bench.nginx import user_directive
+
 REPO = Path(__file__).resolve().parent.parent
 SITE = REPO / "deploy" / "nginx" / "llama-supervisor.conf"
-
-
-def find_nginx() -> str | None:
-    """nginx on PATH, else Debian's /usr/sbin/nginx (not on a normal user's PATH)."""
-    found = shutil.which("nginx")
-    if found:
-        return found
-    return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
 
 
 def _replace_once(pattern: str, replacement: str, text: str) -> str:
@@ -57,13 +47,9 @@ def write_nginx_conf(workdir: Path, site: str) -> Path:
     site_path.write_text(site)
     temp = workdir / "temp"
     temp.mkdir(exist_ok=True)
-    # As root, nginx would hand its workers to "nobody"; keep them as whoever runs the tests.
-    user = ""
-    if os.geteuid() == 0:
-        user = f"user {pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name};"
     conf = workdir / "nginx.conf"
     conf.write_text(
-        f"""{user}
+        f"""{user_directive()}
 daemon off;
 worker_processes 1;
 pid {workdir}/nginx.pid;

@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import MODEL_ID, RunningGateway, wait_for
-from nginx_site import RunningNginx, find_nginx, site_for, write_nginx_conf
+from nginx_site import RunningNginx, site_for, write_nginx_conf
 
+from bench.nginx import find_nginx
 from supervisor.backends.process import free_port
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nginx_site import REPO, SITE, find_nginx, nginx_argv, site_for, write_nginx_conf
+from nginx_site import REPO, SITE, nginx_argv, site_for, write_nginx_conf
 
+from bench.nginx import find_nginx
 from supervisor.config import ENV_PREFIX, load_settings
 
 DEPLOY = REPO / "deploy"
