@@ -7,19 +7,18 @@ child's SSE events parsed and translated.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
-import anyio
 import httpx
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .backends.child import Lease
+from .disconnect import DisconnectWatch
 from .errors import BackendError, SupervisorError
 from .upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
@@ -117,7 +116,7 @@ class Proxy:
         upstream: UpstreamResponse | None = None
         content = b""
         try:
-            async with cancelled_on_disconnect(receive) as watch:
+            with DisconnectWatch(receive) as watch:
                 lease = await acquire()
                 with map_upstream_errors(lease.backend.entry.id):
                     upstream = await self._pool.post(lease.backend.base_url, path, body)
@@ -126,22 +125,10 @@ class Proxy:
         except BaseException:
             _close(upstream, lease)
             raise
-        if watch.cancelled_caught or upstream is None or lease is None:
+        if watch.gone or upstream is None or lease is None:
             _close(upstream, lease)  # the client went away: nobody reads the answer
             return None
         return lease, upstream, content
-
-
-@contextlib.asynccontextmanager
-async def cancelled_on_disconnect(receive: Receive) -> AsyncIterator[anyio.CancelScope]:
-    """Run the body in a scope that is cancelled when the client disconnects (check
-    ``cancelled_caught`` afterwards). Unlike a task group, exceptions pass through unwrapped."""
-    with anyio.CancelScope() as scope:
-        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, scope))
-        try:
-            yield scope
-        finally:
-            watcher.cancel()
 
 
 def _is_event_stream(upstream: UpstreamResponse) -> bool:
@@ -256,7 +243,7 @@ class RelayResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            async with cancelled_on_disconnect(receive):
+            with DisconnectWatch(receive):
                 await self._relay(send)
         except OSError:
             pass  # the client went away while we were sending
@@ -279,9 +266,3 @@ class RelayResponse(Response):
             tail = self._stream.error(error)
             await send({"type": "http.response.body", "body": tail, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()
