@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from . import __version__
 from .auth import KeyRing
@@ -60,7 +61,7 @@ def create_app(
             hup()
             await gateway.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="llama-supervisor",
         version=__version__,
         description="One gateway in front of supervised llama.cpp servers.",
@@ -73,8 +74,13 @@ def create_app(
     app.state.drain = drain
     app.state.notifier = notify
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
-    app.add_middleware(FastLane)  # innermost: past the guard, before FastAPI's routing
-    app.add_middleware(GatewayGuard, drain=drain, keys=partial(_keys, app))
+
+    def front(fastapi_stack: ASGIApp) -> ASGIApp:
+        # Telemetry outermost, so that it also times and counts what the guard refuses.
+        guarded = GatewayGuard(FastLane(fastapi_stack), drain=drain, keys=partial(_keys, app))
+        return TelemetryMiddleware(guarded, telemetry=telemetry)
+
+    app.front = front
     install_error_handlers(app)
     app.include_router(root.router)
     app.include_router(openai.router)
@@ -83,9 +89,20 @@ def create_app(
     app.include_router(myllm.router)
     app.include_router(myllm_chat.router)
     app.include_router(native.router)
-    # Added last, so outermost: it also times and counts the requests the guard refuses.
-    app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     return app
+
+
+class GatewayApp(FastAPI):
+    """FastAPI with the gateway's own ASGI layers (``front``) outside all of FastAPI's
+    middleware. Every request passes telemetry and the guard first; then the passthrough
+    routes' fast lane skips FastAPI entirely: its error, exception-telemetry and body-limit
+    middlewares, its routing and its dependency solving (``fastlane.py``)."""
+
+    front: Callable[[ASGIApp], ASGIApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return stack if self.front is None else self.front(stack)
 
 
 def _keys(app: FastAPI) -> KeyRing:

@@ -38,9 +38,18 @@ def failed_request_response(method: str, path: str, error: SupervisorError) -> J
     return error_response(path, error)
 
 
+def internal_error_response(path: str) -> JSONResponse:
+    """A bug's answer, with no detail: the exception goes on to the server, which logs it."""
+    return error_response(path, SupervisorError("Internal error in the gateway"))
+
+
 async def _on_supervisor_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SupervisorError)
     return failed_request_response(request.method, request.url.path, exc)
+
+
+async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    return internal_error_response(request.url.path)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -71,3 +80,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SupervisorError, _on_supervisor_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected_error)  # FastAPI's 500 handler
