@@ -1,20 +1,40 @@
 """What each model's llama-server children printed: a ring buffer per model (kept across
-restarts and swaps), and live followers for ``GET /api/v2/models/{id}/logs/stream``."""
+restarts and swaps), live followers for ``GET /api/v2/models/{id}/logs/stream``, and the
+echo of the lines that matter in the gateway's own log."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .dialects.api_v2 import iso
 
 FOLLOWER_BACKLOG = 1000  # lines a slow follower may fall behind before it misses some
 LineSink = Callable[[int | None, str], None]
+EchoPolicy = Literal["all", "warnings"]
+CHILD_LOG = logging.getLogger("supervisor.child")
+# llama.cpp's log prefix: an optional timestamp, then the level's letter.
+_MARK = re.compile(r"(?:\d+\.\d+\.\d+\.\d+ )?([DIWE]) ")
+_LEVELS = {"D": logging.DEBUG, "I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR}
+
+
+def echo_level(line: str, policy: EchoPolicy) -> int | None:
+    """The level at which the gateway's log repeats a child's line, or None to keep it only
+    in the model's log. llama-server marks each line with its level; ``warnings`` repeats
+    those it marks W or E, and unmarked output (a crash message, an older fork's lines),
+    but not the several info lines it prints for every request."""
+    mark = _MARK.match(line)
+    if mark is None:
+        return logging.INFO
+    level = _LEVELS[mark.group(1)]
+    return level if policy == "all" or level >= logging.WARNING else None
 
 
 @dataclass(frozen=True)
@@ -59,10 +79,12 @@ class ChildLog:
 
 
 class ChildLogs:
-    """Every model's ChildLog, made on first use."""
+    """Every model's ChildLog, made on first use; ``echo`` is what the gateway's log repeats
+    (``echo_level``)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, echo: EchoPolicy = "warnings") -> None:
         self.size = size
+        self.echo: EchoPolicy = echo
         self._logs: dict[str, ChildLog] = {}
 
     def of(self, model_id: str) -> ChildLog:
@@ -72,5 +94,14 @@ class ChildLogs:
         return log
 
     def sink(self, model_id: str, role: str) -> LineSink:
+        """Where a child of ``model_id`` in ``role`` sends its lines."""
         log = self.of(model_id)
-        return lambda pid, line: log.append(role, pid, line)
+        name = model_id if role == "chat" else f"{model_id}#{role}"
+
+        def take(pid: int | None, line: str) -> None:
+            log.append(role, pid, line)
+            level = echo_level(line, self.echo)
+            if level is not None:
+                CHILD_LOG.log(level, "[%s] %s", name, line, extra={"child": name})
+
+        return take

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     child_log_lines: int = Field(
         default=1000, ge=10, description="lines of each model's llama-server output kept"
     )
+    child_log_echo: Literal["all", "warnings"] = Field(
+        default="warnings",
+        description="which llama-server lines the gateway's log repeats: its warnings, errors "
+        "and unmarked output, or all (several info lines per request); every line is kept in "
+        "the model's log either way",
+    )
     shutdown_grace_s: float = Field(
         default=30.0,
         ge=0,

@@ -131,7 +131,7 @@ def build_gateway(
     registry = Registry(settings)
     registry.scan()
     client = make_client()
-    logs = ChildLogs(settings.child_log_lines)
+    logs = ChildLogs(settings.child_log_lines, settings.child_log_echo)
     starter = ChildStarter(client, factory, logs) if factory else ChildStarter(client, logs=logs)
     probe = probe or MemoryProbe(reserve_bytes=settings.memory_reserve_mb * 1024**2)
     telemetry = telemetry or Telemetry()

@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from collections import deque
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ import httpx
 from ..child_logs import LineSink
 from ..errors import ModelLoadError
 from . import launcher
+from .output import PipeReader
 
 CHILD_LOG = logging.getLogger("supervisor.child")
 READY_POLL_S = 0.02  # readiness is noticed within ~20 ms of /health turning 200
@@ -42,7 +44,7 @@ class BackendProcess:
         self.base_url = base_url
         self._proc: asyncio.subprocess.Process | None = None
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self._reader: asyncio.Task[None] | None = None
+        self._reader: PipeReader | None = None
 
     @property
     def pid(self) -> int | None:
@@ -61,39 +63,37 @@ class BackendProcess:
 
     async def start(self) -> None:
         launcher_script = Path(launcher.__file__)
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(launcher_script), str(os.getpid()), "--", *self.argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+        read_fd, write_fd = os.pipe()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(launcher_script), str(os.getpid()), "--", *self.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=write_fd,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
         CHILD_LOG.info("[%s] started pid %s: %s", self.name, self._proc.pid, " ".join(self.argv))
-        self._reader = asyncio.create_task(self._read_output(), name=f"output:{self.name}")
+        self._reader = PipeReader(read_fd, partial(self._line, self._proc.pid))
 
-    async def _read_output(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        stream = self._proc.stdout
-        while True:
-            try:
-                raw = await stream.readline()
-            except ValueError:  # a line longer than the buffer: take it in pieces
-                raw = await stream.read(65536)
-            if not raw:
-                return
-            line = raw.decode("utf-8", "replace").rstrip()
-            if line:
-                self._tail.append(line)
-                if self._output is not None:
-                    self._output(self._proc.pid, line)
-                CHILD_LOG.info("[%s] %s", self.name, line, extra={"child": self.name})
+    def _line(self, pid: int, line: str) -> None:
+        """One line of the child's output: kept for a failed start's error, and passed on
+        (to the model's log, which also decides what the gateway's own log shows)."""
+        self._tail.append(line)
+        if self._output is not None:
+            self._output(pid, line)
 
     async def wait_exit(self) -> int:
         assert self._proc is not None
         code = await self._proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
+        if self._reader is not None:  # its last lines, unless a grandchild keeps the pipe open
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reader.finished), 1.0)
+            self._reader.close()
         return code
 
     async def wait_ready(self, client: httpx.AsyncClient, timeout: float) -> None:

@@ -16,7 +16,7 @@ from fakes import FakeFactory
 from fastapi.testclient import TestClient
 
 from supervisor.app import create_app
-from supervisor.child_logs import ChildLog, ChildLogs
+from supervisor.child_logs import ChildLog, ChildLogs, EchoPolicy, echo_level
 from supervisor.config import Settings
 from supervisor.log_setup import configure_logging
 from supervisor.routes.logs import _follow
@@ -93,3 +93,43 @@ def test_json_log_lines_carry_extras() -> None:
     assert entry["message"] == "[m] hi" and entry["child"] == "m"
     assert entry["level"] == "info" and entry["logger"] == "supervisor.child"
     assert entry["time"].endswith("+00:00")
+
+
+# llama-server's own marks: timestamp, level letter, then the message.
+INFO_LINE = "0.06.863.537 I slot get_availabl: id  3 | task -1 | selected slot by LRU"
+WARN_LINE = "0.06.863.777 W slot   operator(): id  3 | task 138 | n_past was set to 30"
+ERROR_LINE = "0.00.101.010 E llama_model_load: error loading model"
+
+
+@pytest.mark.parametrize(
+    ("line", "policy", "level"),
+    [
+        (INFO_LINE, "warnings", None),
+        (INFO_LINE, "all", logging.INFO),
+        ("0.00.000.100 D debug chatter", "all", logging.DEBUG),
+        (WARN_LINE, "warnings", logging.WARNING),
+        (ERROR_LINE, "warnings", logging.ERROR),
+        ("I slot launch_slot_: no timestamp", "warnings", None),
+        ("GGML_ASSERT(n > 0) failed", "warnings", logging.INFO),  # unmarked: always repeated
+        ("Illegal instruction", "warnings", logging.INFO),
+    ],
+)
+def test_the_gateway_log_repeats_what_matters(line: str, policy: EchoPolicy, level: int) -> None:
+    assert echo_level(line, policy) == level
+
+
+def test_a_sink_keeps_every_line_and_echoes_per_policy(caplog: pytest.LogCaptureFixture) -> None:
+    logs = ChildLogs(size=10)
+    take = logs.sink("m", "embedding")
+    with caplog.at_level(logging.DEBUG, logger="supervisor.child"):
+        for line in (INFO_LINE, WARN_LINE):
+            take(7, line)
+    assert [x.line for x in logs.of("m").tail(5)] == [INFO_LINE, WARN_LINE]
+    assert [(r.levelno, r.getMessage(), r.__dict__["child"]) for r in caplog.records] == [
+        (logging.WARNING, f"[m#embedding] {WARN_LINE}", "m#embedding")
+    ]
+    logs.echo = "all"
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="supervisor.child"):
+        logs.sink("m", "chat")(7, INFO_LINE)
+    assert [r.getMessage() for r in caplog.records] == [f"[m] {INFO_LINE}"]
