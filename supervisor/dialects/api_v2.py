@@ -19,6 +19,7 @@ from ..registry import ModelEntry
 
 # (key, minimum) for seed 001's integer load parameters; -1 GPU layers means "all".
 _INT_PARAMS: dict[str, int] = {"n_gpu_layers": -1, "n_ctx": 0, "n_batch": 1, "threads": 1}
+_INT_MAX = 2**31 - 1  # llama-server reads these flags as C ints
 _BOOL_PARAMS: tuple[str, ...] = ("use_mlock", "f16_kv")
 
 
@@ -162,6 +163,8 @@ def _int_param(body: dict[str, Any], key: str, minimum: int) -> int | None:
         raise BadRequest(f"'{key}' must be an integer", param=key)
     if value < minimum:
         raise BadRequest(f"'{key}' must be >= {minimum}", param=key)
+    if value > _INT_MAX:
+        raise BadRequest(f"'{key}' must be <= {_INT_MAX}", param=key)
     return value
 
 

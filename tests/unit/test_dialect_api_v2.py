@@ -250,6 +250,8 @@ def test_parse_load_params_defaults_and_edges() -> None:
         ({"threads": 0}, "threads"),
         ({"threads": 4.0}, "threads"),
         ({"n_ctx": "2048"}, "n_ctx"),
+        ({"n_ctx": 2**31}, "n_ctx"),  # past a C int: llama-server could not read it
+        ({"n_batch": 10**30}, "n_batch"),
         ({"use_mlock": 1}, "use_mlock"),
         ({"f16_kv": "true"}, "f16_kv"),
         ({"n_threads": 4}, "n_threads"),  # unknown key
