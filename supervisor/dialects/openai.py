@@ -17,6 +17,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
         data = json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"Request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # thousands of nested brackets: no request needs them
+        raise BadRequest("Request body is nested too deeply") from exc
     if not isinstance(data, dict):
         raise BadRequest("Request body must be a JSON object")
     return data

@@ -15,6 +15,13 @@ def test_parse_body_accepts_objects_only() -> None:
             openai.parse_body(bad)
 
 
+def test_parse_body_refuses_deep_nesting_as_bad_request() -> None:
+    # json.loads recurses per bracket: 100,000 of them raised RecursionError (a 500).
+    for deep in (b"[" * 100_000, b'{"a":' * 100_000):
+        with pytest.raises(BadRequest, match="nested too deeply"):
+            openai.parse_body(deep)
+
+
 def test_model_and_stream_fields_are_typed() -> None:
     assert openai.requested_model({"model": "m"}) == "m"
     assert openai.requested_model({}) is None
