@@ -12,8 +12,10 @@ import sys
 from collections import deque
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import psutil  # type: ignore[import-untyped]  # no stubs in the dev deps
 
 from ..child_logs import LineSink
 from ..errors import ModelLoadError
@@ -30,6 +32,22 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid``, or one under it (the macOS watchdog's llama-server), holds a
+    listening TCP socket on ``port``; True where the system will not tell us."""
+    try:
+        root = psutil.Process(pid)
+        for proc in (root, *root.children(recursive=True)):
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    return True
+    except psutil.AccessDenied:
+        return True
+    except psutil.NoSuchProcess:
+        return False
+    return False
 
 
 class BackendProcess:
@@ -103,7 +121,7 @@ class BackendProcess:
         try:
             async with asyncio.timeout(timeout):
                 while not exited.done():
-                    if await self._healthy(client):
+                    if await self._healthy(client) and self._holds_port():
                         return
                     await asyncio.wait({exited}, timeout=READY_POLL_S)
         except TimeoutError:
@@ -115,6 +133,14 @@ class BackendProcess:
                 exited.cancel()
         code = exited.result()
         raise ModelLoadError(self.name, f"llama-server exited with code {code}", self.output_tail())
+
+    def _holds_port(self) -> bool:
+        """Whether the child itself listens on its port. Between our pick of a free port and
+        the child's bind, another server can take it; if that one answers /health, the child
+        fails to bind and exits, but not before a poll took the stranger for it (and would
+        have sent it prompts)."""
+        port = urlsplit(self.base_url).port
+        return self.pid is None or port is None or listens_on(self.pid, port)
 
     async def _healthy(self, client: httpx.AsyncClient) -> bool:
         try:
