@@ -268,6 +268,8 @@ def version_entry(settings: Settings, current: ModelEntry, path: str) -> ModelEn
     """``current`` served from another file, for a hot swap. ``path`` (absolute, or relative to
     a models directory) must resolve, symlinks followed, to a readable GGUF inside a models
     directory: anything else is a 400 that names no host path beyond what was given."""
+    if "\x00" in path:  # the OS refuses such a path (ValueError), so no file has this name
+        raise BadRequest("a model file path cannot contain a NUL byte", param="path")
     roots = _existing_roots(settings.models_dirs)
     given = Path(path)
     candidates = [given] if given.is_absolute() else [root / given for root in roots]
