@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 from . import __version__
 from .auth import KeyRing
 from .backends.child import ProcessFactory
+from .body_limit import BodyLimit
 from .config import Settings
 from .fastlane import FastLane
 from .gateway import Gateway, SettingsLoader, build_gateway
@@ -77,7 +78,8 @@ def create_app(
 
     def front(fastapi_stack: ASGIApp) -> ASGIApp:
         # Telemetry outermost, so that it also times and counts what the guard refuses.
-        guarded = GatewayGuard(FastLane(fastapi_stack), drain=drain, keys=partial(_keys, app))
+        limited = BodyLimit(FastLane(fastapi_stack), limit=partial(_max_body_bytes, app))
+        guarded = GatewayGuard(limited, drain=drain, keys=partial(_keys, app))
         return TelemetryMiddleware(guarded, telemetry=telemetry)
 
     app.front = front
@@ -94,7 +96,8 @@ def create_app(
 
 class GatewayApp(FastAPI):
     """FastAPI with the gateway's own ASGI layers (``front``) outside all of FastAPI's
-    middleware. Every request passes telemetry and the guard first; then the passthrough
+    middleware. Every request passes telemetry, the guard and the body limit (``max_body_bytes``,
+    ``body_limit.py``) first; then the passthrough
     routes' fast lane skips FastAPI entirely: its error, exception-telemetry and body-limit
     middlewares, its routing and its dependency solving (``fastlane.py``)."""
 
@@ -109,6 +112,12 @@ def _keys(app: FastAPI) -> KeyRing:
     """The running gateway's keys (a reload may change them)."""
     gateway: Gateway = app.state.gateway
     return gateway.keys
+
+
+def _max_body_bytes(app: FastAPI) -> int:
+    """The running gateway's body limit (a reload may change it)."""
+    gateway: Gateway = app.state.gateway
+    return gateway.settings.max_body_bytes
 
 
 def _openapi_tags() -> list[dict[str, Any]]:

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         description="file of keys, one per line: 'admin <key>' or 'inference <key>' (or a bare "
         "key: inference); '#' starts a comment",
     )
+    max_body_bytes: int = Field(
+        default=16 * 1024**2,
+        ge=1,
+        description="largest request body accepted, on every route (then 413)",
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="build/model cache")
     data_dir: Path = Field(default=Path("data"), description="sessions database lives here")
 

@@ -12,6 +12,7 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
     ├── Unauthorized                401 no API key, or one the gateway does not know
     ├── Forbidden                   403 an inference key on an admin route
     ├── MethodNotAllowed            405 a route asked with the wrong method
+    ├── PayloadTooLarge             413 a request body over ``max_body_bytes``
     ├── QueueFull                   429 (Retry-After) the model's queue is full
     ├── ModelUnavailable            503 (Retry-After) model not loaded and not loadable now
     │   ├── QueueTimeout            503 no slot freed within the queue's maximum wait
@@ -108,6 +109,16 @@ class MethodNotAllowed(SupervisorError):
     status_code = 405
     error_type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class PayloadTooLarge(SupervisorError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body is larger than the gateway's limit of {limit} bytes")
+        self.limit = limit
 
 
 class SessionStoreError(SupervisorError):
