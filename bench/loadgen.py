@@ -130,6 +130,33 @@ async def run_workload(
         await asyncio.gather(*(c.aclose() for c in clients))
 
 
+async def run_interleaved(base_urls: list[str], workloads: list[Workload]) -> list[WorkloadResult]:
+    """One user per target (``workloads[i]`` against ``base_urls[i]``, concurrency 1), taking
+    turns: the n-th request goes to every target before the next goes to any, the order
+    rotating, so that a slow spell of the machine falls on every target alike and the added
+    latency is measured between neighbouring requests. A result's ``wall_s`` is the sum of its
+    own requests' times."""
+    clients = [make_client(url) for url in base_urls]
+    try:
+        for client, workload in zip(clients, workloads, strict=True):
+            await _warm_up(client, workload, workload.encoded_warmup())
+        results = [WorkloadResult() for _ in workloads]
+        bodies = [w.encoded() for w in workloads]
+        turns = max(w.requests for w in workloads)
+        for n in range(turns):
+            shift = n % len(clients)
+            for i in [*range(shift, len(clients)), *range(shift)]:
+                if n >= workloads[i].requests:
+                    continue
+                content, stream = bodies[i][n % len(bodies[i])]
+                outcome = await send(clients[i], workloads[i].path, content, stream)
+                results[i].add(outcome)
+                results[i].wall_s += outcome.latency
+        return results
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+
+
 async def _warm_up(
     client: httpx.AsyncClient, workload: Workload, bodies: list[tuple[bytes, bool]]
 ) -> None:

@@ -58,6 +58,11 @@ METHOD = """\
   rotating from round to round; a figure is the median over rounds, and added latency and
   ratios are taken within a round (gateway against direct of the same round), then the
   median. These machines are noisy: compare figures of one run, not across runs.
+- **Concurrency 1 takes turns**: at concurrency 1 (with the model, and against the zero-cost
+  upstream) the targets take turns request by request, the order rotating every turn, so a
+  slow spell of the machine falls on every target alike and an added latency compares
+  neighbouring requests. Run one target after another, the same figure moved by up to 1.8 ms
+  from round to round here.
 - **Latency**: request sent → whole answer read. **Time to first token**: request sent → first
   SSE event carrying text. **Inter-token gap**: between consecutive text events as they
   arrive. **Tokens/s**: the streams' `usage`/`timings` token counts over the workload's wall

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .loadgen import Workload, WorkloadResult, run_workload
+from .loadgen import Workload, WorkloadResult, run_interleaved, run_workload
 from .meter import ProcessMeter
 from .stats import latency_summary, percentile
 from .targets import Target
@@ -152,13 +152,30 @@ class Session:
             spent["events"] += result.events
         return result
 
+    async def interleaved(self, order: list[Target], workloads: list[Workload]) -> dict[str, Row]:
+        """Concurrency-1 latency rows, the targets taking turns (``run_interleaved``)."""
+        results = await run_interleaved([t.base_url for t in order], workloads)
+        rows: dict[str, Row] = {}
+        for target, result in zip(order, results, strict=True):
+            self.tallies.setdefault(target.name, Tally()).absorb(result)
+            rows[target.name] = latency_row(result)
+        return rows
+
     async def latency_round(self, round_index: int, plan: Plan, into: dict[str, Rounds]) -> None:
+        """Concurrency 1: the targets take turns request by request (``run_interleaved``);
+        higher concurrency: one target after another."""
         for concurrency, requests in plan.small:
             rows: dict[str, Row] = {}
-            for target in self.order(round_index):
-                body = chat_body(target.model, max_tokens=1)
-                workload = Workload(CHAT, (body,), concurrency, requests)
-                rows[target.name] = latency_row(await self.run(target, workload))
+            order = self.order(round_index)
+            workloads = [
+                Workload(CHAT, (chat_body(target.model, max_tokens=1),), concurrency, requests)
+                for target in order
+            ]
+            if concurrency == 1:
+                rows = await self.interleaved(order, workloads)
+            else:
+                for target, workload in zip(order, workloads, strict=True):
+                    rows[target.name] = latency_row(await self.run(target, workload))
             into.setdefault(str(concurrency), []).append(rows)
 
     async def streaming_round(self, round_index: int, plan: Plan, into: dict[str, Rounds]) -> None:
@@ -187,14 +204,17 @@ class Session:
         }
 
     async def relay_round(self, round_index: int, plan: Plan, into: dict[str, Rounds]) -> None:
-        """The zero-cost upstream alone and behind the gateway: latency at concurrency 1,
-        then requests/s and SSE events/s at concurrency 16."""
+        """The zero-cost upstream alone and behind the gateway: latency at concurrency 1 (the
+        two taking turns), then requests/s and SSE events/s at concurrency 16."""
         rows = {key: _next_round(into, key) for key in ("latency_c1", "requests_c16", "stream_c16")}
-        for target in self.order(round_index):
+        order = self.order(round_index)
+        singles = [
+            Workload(CHAT, (chat_body(t.model, 1),), 1, plan.relay_latency_requests) for t in order
+        ]
+        rows["latency_c1"].update(await self.interleaved(order, singles))
+        for target in order:
             small = chat_body(target.model, 1)
             streamed = chat_body(target.model, plan.relay_events, stream=True)
-            single = Workload(CHAT, (small,), 1, plan.relay_latency_requests)
-            rows["latency_c1"][target.name] = latency_row(await self.run(target, single))
             many = Workload(CHAT, (small,), 16, plan.relay_requests)
             result = await self.run(target, many, "relay_c16")
             rows["requests_c16"][target.name] = latency_row(result)
