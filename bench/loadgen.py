@@ -73,6 +73,24 @@ class WorkloadResult:
         self.events += outcome.events
 
 
+def merged(results: list[WorkloadResult]) -> WorkloadResult:
+    """Several runs of one workload as one: counts, samples and times added up."""
+    total = WorkloadResult()
+    for result in results:
+        total.requests += result.requests
+        total.wall_s += result.wall_s
+        total.latencies += result.latencies
+        total.ttfts += result.ttfts
+        total.gaps += result.gaps
+        total.tokens += result.tokens
+        total.events += result.events
+        total.errors.update(result.errors)
+        total.disconnects.update(result.disconnects)
+        total.retries += result.retries
+        total.probed += result.probed
+    return total
+
+
 @dataclass(frozen=True)
 class Workload:
     """What the simulated users send to ``path``: ``requests`` in all, the n-th one

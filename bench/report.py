@@ -129,6 +129,7 @@ def _header(meta: Mapping[str, Any], phases: Mapping[str, float]) -> str:
     )
     small = ", ".join(f"{n} at concurrency {c}" for c, n in plan["small"])
     stream = ", ".join(f"{n} at concurrency {c}" for c, n in plan["stream"])
+    slices = plan.get("stream_slices", 1)
     return f"""\
 # Benchmarks
 
@@ -150,8 +151,9 @@ Every llama-server: model `{settings["model"]}`, `--ctx-size {settings["ctx_size
 core of their own and do not preempt llama-server's threads).
 {nginx_line}
 Per round ({plan["rounds"]} rounds): non-streamed requests {small}; streams of
-{plan["stream_tokens"]} tokens {stream}. Error check: {plan["error_requests"]:,} requests
-through the gateway at concurrency 16. Time taken: {_phases(phases)}.
+{plan["stream_tokens"]} tokens {stream}, each target's in {slices} turns taken in rotation.
+Error check: {plan["error_requests"]:,} requests through the gateway at concurrency 16.
+Time taken: {_phases(phases)}.
 """
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .loadgen import Workload, WorkloadResult, run_interleaved, run_workload
+from .loadgen import Workload, WorkloadResult, merged, run_interleaved, run_workload
 from .meter import ProcessMeter
 from .stats import latency_summary, percentile
 from .targets import Target
@@ -28,6 +28,7 @@ class Plan:
     small: tuple[tuple[int, int], ...]
     stream: tuple[tuple[int, int], ...]
     stream_tokens: int
+    stream_slices: int  # each target's streams per round, in this many turns
     error_requests: int
     cold_repeats: int
     relay_latency_requests: int
@@ -39,8 +40,9 @@ class Plan:
 FULL = Plan(
     rounds=3,
     small=((1, 300), (16, 480)),
-    stream=((1, 6), (4, 16), (16, 32)),
+    stream=((1, 6), (4, 24), (16, 48)),
     stream_tokens=64,
+    stream_slices=3,
     error_requests=10_000,
     cold_repeats=3,
     relay_latency_requests=600,
@@ -53,6 +55,7 @@ QUICK = Plan(
     small=((1, 60), (16, 160)),
     stream=((1, 2), (4, 8), (16, 16)),
     stream_tokens=32,
+    stream_slices=1,
     error_requests=500,
     cold_repeats=1,
     relay_latency_requests=200,
@@ -179,14 +182,19 @@ class Session:
             into.setdefault(str(concurrency), []).append(rows)
 
     async def streaming_round(self, round_index: int, plan: Plan, into: dict[str, Rounds]) -> None:
+        """Each target's streams in ``plan.stream_slices`` turns, the targets taking turns
+        (the order rotating), so that a slow spell of the machine falls on all of them."""
         for concurrency, requests in plan.stream:
-            rows: dict[str, Row] = {}
-            for target in self.order(round_index):
-                body = chat_body(target.model, plan.stream_tokens, stream=True)
-                short = chat_body(target.model, 2, stream=True)
-                workload = Workload(CHAT, (body,), concurrency, requests, 1, (short,))
-                result = await self.run(target, workload, cpu_key=f"stream_c{concurrency}")
-                rows[target.name] = stream_row(result)
+            parts: dict[str, list[WorkloadResult]] = {t.name: [] for t in self.targets}
+            for turn in range(plan.stream_slices):
+                for target in self.order(round_index + turn):
+                    body = chat_body(target.model, plan.stream_tokens, stream=True)
+                    short = chat_body(target.model, 2, stream=True)
+                    count = requests // plan.stream_slices
+                    workload = Workload(CHAT, (body,), concurrency, count, 1, (short,))
+                    result = await self.run(target, workload, cpu_key=f"stream_c{concurrency}")
+                    parts[target.name].append(result)
+            rows = {name: stream_row(merged(results)) for name, results in parts.items()}
             into.setdefault(str(concurrency), []).append(rows)
 
     async def error_check(self, target: Target, requests: int) -> dict[str, Any]:

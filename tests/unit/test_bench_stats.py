@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bench.canned import json_body, sse_body
+from bench.loadgen import WorkloadResult, merged
 from bench.report import render
 from bench.sse import EventKind, SSEScanner, classify
 from bench.stats import difference, latency_summary, median, per_thousand, percentile, ratio
@@ -158,3 +159,15 @@ def test_errors_fail_the_target_and_a_short_check_is_not_judged() -> None:
 
     assert error_verdict(raw_run(10_000, {"http 502": 1})) is False
     assert error_verdict(raw_run(500, {})) is None
+
+
+def test_merged_runs_add_up_as_one() -> None:
+    first = WorkloadResult(requests=2, wall_s=1.0, latencies=[0.1], tokens=10, retries=1)
+    first.errors["http 503"] += 1
+    second = WorkloadResult(requests=3, wall_s=2.0, latencies=[0.2], gaps=[0.01], tokens=20)
+    second.disconnects["cut"] += 1
+    total = merged([first, second])
+    assert (total.requests, total.wall_s, total.tokens, total.retries) == (5, 3.0, 30, 1)
+    assert total.latencies == [0.1, 0.2] and total.gaps == [0.01]
+    assert total.errors == {"http 503": 1} and total.disconnects == {"cut": 1}
+    assert first.latencies == [0.1]  # the parts are left as they were
