@@ -21,6 +21,8 @@ from pydantic_settings import (
 from .errors import ConfigError
 
 ENV_PREFIX = "LLAMA_SUPERVISOR_"
+# llama-server flags that say where a child listens: the gateway's alone (loopback only).
+CHILD_LISTEN_FLAGS = frozenset({"--host", "--port", "--reuse-port"})
 
 
 def default_cache_dir() -> Path:
@@ -46,6 +48,17 @@ class ModelSettings(BaseModel):
     pinned: bool = Field(default=False, description="load at start, never evict, restart on crash")
     preload: bool = Field(default=False, description="load at start-up")
     idle_ttl_s: float | None = Field(default=None, gt=0, description="unload after idle seconds")
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_listen_flags(cls, value: list[str]) -> list[str]:
+        """Where a child listens is the gateway's choice (loopback, a free port): see
+        backends/argv.py, which also puts its own --host and --port last."""
+        taken = sorted({arg.split("=", 1)[0] for arg in value} & CHILD_LISTEN_FLAGS)
+        if taken:
+            raise ValueError(f"extra_args may not set {', '.join(taken)}: children listen on "
+                             "127.0.0.1 on a port the gateway picks")  # fmt: skip
+        return value
 
 
 class Settings(BaseSettings):

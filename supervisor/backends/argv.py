@@ -90,8 +90,6 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         str(spec.binary),
         "--model", str(spec.model_path),
         "--alias", spec.alias,
-        "--host", spec.host,
-        "--port", str(spec.port),
     ]  # fmt: skip
     optional: list[tuple[str, int | str | None]] = [
         ("--ctx-size", spec.ctx_size),
@@ -112,4 +110,7 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         if spec.pooling:
             argv += ["--pooling", spec.pooling]
     argv += list(spec.extra_args)
+    # Last, as llama.cpp keeps an option's last value: nothing before can move a child off
+    # loopback (config.py also refuses listen flags in extra_args).
+    argv += ["--host", spec.host, "--port", str(spec.port)]
     return argv

@@ -20,9 +20,9 @@ def test_chat_child_argv_listens_on_loopback_with_the_model_id_as_alias() -> Non
         "/opt/llama/llama-server",
         "--model", "/models/tiny.Q4_1.gguf",
         "--alias", "tiny.Q4_1",
+        "--parallel", "2",
         "--host", "127.0.0.1",
         "--port", "41000",
-        "--parallel", "2",
     ]  # fmt: skip
 
 
@@ -38,15 +38,15 @@ def test_model_overrides_win_over_global_defaults_and_extra_args_come_last() -> 
     assert "--n-gpu-layers 99" in joined
     assert "--parallel 1" in joined
     assert "--threads 2" in joined
-    assert argv[-1] == "--mlock"
+    assert argv[-5:-4] == ["--mlock"]  # then the gateway's own --host and --port
 
 
 def test_embedding_child_gets_pooling_only_when_the_model_sets_none() -> None:
     settings = Settings(embedding_pooling="mean")
     plain = build_argv(launch_spec(settings, entry(), BINARY, Role.EMBEDDING, 1))
-    assert plain[-3:] == ["--embeddings", "--pooling", "mean"]
+    assert plain[-7:-4] == ["--embeddings", "--pooling", "mean"]
     dedicated = build_argv(launch_spec(settings, entry(pooling_type=2), BINARY, Role.EMBEDDING, 1))
-    assert dedicated[-1] == "--embeddings"
+    assert dedicated[-5] == "--embeddings"
     assert "--pooling" not in dedicated
 
 
