@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from . import __version__
@@ -80,7 +81,7 @@ def create_app(
         # Telemetry outermost, so that it also times and counts what the guard refuses.
         limited = BodyLimit(FastLane(fastapi_stack), limit=partial(_max_body_bytes, app))
         guarded = GatewayGuard(limited, drain=drain, keys=partial(_keys, app))
-        return TelemetryMiddleware(guarded, telemetry=telemetry)
+        return TelemetryMiddleware(_with_cors(guarded, settings), telemetry=telemetry)
 
     app.front = front
     install_error_handlers(app)
@@ -106,6 +107,21 @@ class GatewayApp(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
         return stack if self.front is None else self.front(stack)
+
+
+def _with_cors(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """CORS only when ``cors_origins`` is set; outside the guard, as browsers send preflights
+    without keys, and outside the fast lane, so relayed answers get the headers too (the
+    children's own CORS headers are dropped by the relay). Read at start-up only."""
+    if not settings.cors_origins:
+        return app
+    return CORSMiddleware(
+        app,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+        max_age=600,
+    )
 
 
 def _keys(app: FastAPI) -> KeyRing:

@@ -147,6 +147,11 @@ class Settings(BaseSettings):
         ge=1,
         description="largest request body accepted, on every route (then 413)",
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="origins whose web pages may call the gateway (CORS), e.g. "
+        '["https://app.example.com"], or ["*"]; none (the default): no CORS headers at all',
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="build/model cache")
     data_dir: Path = Field(default=Path("data"), description="sessions database lives here")
 

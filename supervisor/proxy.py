@@ -144,8 +144,14 @@ def _close(upstream: UpstreamResponse | None, lease: Lease | None) -> None:
 
 def _passed_headers(upstream: UpstreamResponse) -> dict[str, str]:
     """The child's headers minus hop-by-hop ones (names come lower-cased), so ours can
-    replace its own."""
-    return {k: v for k, v in upstream.headers if k not in HOP_HEADERS}
+    replace its own, and minus its CORS headers: llama-server allows every origin
+    (``Access-Control-Allow-Origin: *``), which would let any web page read the gateway's
+    answers; the gateway's own CORS setting (``cors_origins``) decides instead."""
+    return {
+        k: v
+        for k, v in upstream.headers
+        if k not in HOP_HEADERS and not k.startswith("access-control-")
+    }
 
 
 class StreamTranslator(Protocol):
