@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import re
 
+from .redact import redact_paths
+
 # Session ids clients send are free text: only ids of this form are stored or echoed.
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -159,7 +161,8 @@ class ModelLoadError(SupervisorError):
         message = f"Model '{model}' failed to load: {reason}"
         if tail:
             message += "\n" + "\n".join(tail)
-        super().__init__(message)
+        super().__init__(message)  # str(error), for the gateway's log: every path whole
+        self.message = redact_paths(message)  # what clients read: no host paths
         self.model = model
         self.reason = reason
         self.stderr_tail = tail

@@ -21,6 +21,7 @@ from .errors import ModelUnavailable, SupervisorError
 from .lifecycle.manager import ModelManager
 from .memory import MemoryProbe
 from .proxy import Proxy, make_client
+from .redact import redact_paths
 from .registry import ModelEntry, Registry
 from .sessions import SessionStore
 from .telemetry import Telemetry
@@ -106,7 +107,7 @@ class Gateway:
             try:
                 await self.reload()
             except SupervisorError as exc:
-                self.last_error = exc.message
+                self.last_error = redact_paths(exc.message)  # public: /api/v2/health
                 LOG.error("reload failed: %s", exc.message)
             finally:
                 if done is not None:

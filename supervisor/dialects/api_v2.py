@@ -82,7 +82,7 @@ def state_details(status: ModelStatus) -> dict[str, Any]:
         "in_flight": status.in_flight,
         "queued": status.queued,
         "embedding_state": status.embedding_state.value,
-        "path": str(status.path),
+        "path": status.path.name,  # the file, not where the host keeps it
         "params": params_dict(status.params),
     }
 

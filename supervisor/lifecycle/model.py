@@ -27,6 +27,7 @@ from ..errors import (
     QueueTimeout,
     SupervisorError,
 )
+from ..redact import redact_paths
 from ..registry import ModelEntry
 from .events import LifecycleEvents
 from .state import LoadParams, ModelState, check_transition
@@ -191,7 +192,10 @@ class ManagedModel:
             await self._host.make_room(self, entry, params)
             backend = await self._host.start_child(entry, self.role, params)
         except BaseException as exc:
-            self.last_error = exc.message if isinstance(exc, SupervisorError) else repr(exc)
+            # Shown on the model routes: no host paths (the log has the error whole).
+            self.last_error = redact_paths(
+                exc.message if isinstance(exc, SupervisorError) else repr(exc)
+            )
             self._set(ModelState.FAILED)
             raise
         self.entry, self.params = entry, params
@@ -301,7 +305,9 @@ class ManagedModel:
         tail = backend.process.output_tail()[-5:]
         LOG.warning("[%s] child exited unexpectedly with code %s", self.name, code)
         self.exit_code = code
-        self.last_error = f"llama-server exited with code {code}" + "".join(f"\n{t}" for t in tail)
+        self.last_error = redact_paths(
+            f"llama-server exited with code {code}" + "".join(f"\n{t}" for t in tail)
+        )
         if backend is self.backend:
             self.backend = None
             if self.state is not ModelState.FAILED:

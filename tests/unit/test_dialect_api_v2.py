@@ -99,7 +99,7 @@ READY_DETAILS: dict[str, Any] = {
     "in_flight": 2,
     "queued": 3,
     "embedding_state": "unloaded",
-    "path": "/models/llama-2-7b-chat.gguf",
+    "path": "llama-2-7b-chat.gguf",  # the file name: no host paths for clients
     "params": {"n_ctx": 2048, "use_mlock": False},
 }
 
@@ -133,7 +133,7 @@ def test_state_details_lists_every_status_field() -> None:
         "in_flight": 0,
         "queued": 0,
         "embedding_state": "unloaded",
-        "path": "/models/tiny.gguf",
+        "path": "tiny.gguf",
         "params": {},
     }
 
