@@ -1,7 +1,8 @@
 """API keys: which routes need which key, and the check itself.
 
 Two kinds of key: inference keys reach every model route; admin keys reach everything,
-including the admin routes (load, unload, swap, reload, logs). No key configured at all means
+including the admin routes (load, unload, swap, reload, logs) and the host's figures
+(``/api/v2/metrics``, ``/v1/stats``). No key configured at all means
 the gateway is open, as before keys existed. ``/health`` (both forms) and the API docs stay
 public, so probes and people can always find out what is there.
 """
@@ -31,6 +32,8 @@ PUBLIC_PATHS = frozenset(
 # Broad on purpose: anything that could route to an admin endpoint (a model id with odd
 # characters included) is classed admin; a stricter pattern could let one slip by as inference.
 ADMIN_PATH = re.compile(r"^/api/(?:v2/reload|(?:v2/)?models/.+/(?:load|unload|swap|logs(?:/.*)?))$")
+# The host's own figures (CPU, memory, GPU): for operators, not for every inference key.
+ADMIN_READS = frozenset({"/api/v2/metrics", "/v1/stats"})
 
 
 def required_access(method: str, path: str) -> Access:
@@ -38,7 +41,7 @@ def required_access(method: str, path: str) -> Access:
     trimmed = path.rstrip("/") or "/"
     if method in ("GET", "HEAD") and trimmed in PUBLIC_PATHS:
         return Access.PUBLIC
-    if ADMIN_PATH.match(trimmed):
+    if trimmed in ADMIN_READS or ADMIN_PATH.match(trimmed):
         return Access.ADMIN
     return Access.INFERENCE
 
