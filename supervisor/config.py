@@ -147,6 +147,18 @@ class Settings(BaseSettings):
         ge=1,
         description="largest request body accepted, on every route (then 413)",
     )
+    max_tokens_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="most tokens a request may ask to generate (max_tokens, n_predict): more is "
+        "a 400, and requests that ask none are capped by the child (--n-predict); unset: no cap",
+    )
+    max_prompt_chars: int | None = Field(
+        default=None,
+        ge=1,
+        description="most characters of prompt (messages, prompt, input, content) a request "
+        "may send: more is a 400; unset: only the body size limit and the context apply",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="origins whose web pages may call the gateway (CORS), e.g. "

@@ -36,6 +36,7 @@ class LaunchSpec:
     batch_size: int | None = None
     mlock: bool = False
     kv_cache_type: str | None = None
+    n_predict: int | None = None  # the default token limit of requests that set none
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -76,6 +77,7 @@ def launch_spec(
         mlock=bool(asked.use_mlock),
         # f16 is llama.cpp's default KV type: only f16_kv=false changes anything.
         kv_cache_type="f32" if asked.f16_kv is False else None,
+        n_predict=settings.max_tokens_limit if role is Role.CHAT else None,
         extra_args=tuple(own.extra_args) if own else (),
     )
 
@@ -99,6 +101,7 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         ("--batch-size", spec.batch_size),
         ("--cache-type-k", spec.kv_cache_type),
         ("--cache-type-v", spec.kv_cache_type),
+        ("--n-predict", spec.n_predict),
     ]
     for flag, value in optional:
         if value is not None:

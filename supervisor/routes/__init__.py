@@ -13,6 +13,7 @@ from starlette.responses import Response
 from ..backends.argv import Role
 from ..dialects import openai as openai_dialect
 from ..gateway import Gateway
+from ..limits import RequestLimits
 from ..proxy import Passthrough, RelayResponse
 from ..registry import ModelEntry
 from ..telemetry import note_model
@@ -65,6 +66,7 @@ async def relay(request: Request, route: Relay) -> Response:
     data = openai_dialect.parse_body(body)
     openai_dialect.wants_stream(data)  # a bad value is our clear 400, not the child's
     gw = gateway(request)
+    RequestLimits.of(gw.settings, openai_stop=route.path.startswith("/v1/")).check(data)
     entry = pick_model(request, openai_dialect.requested_model(data))
     meter = gw.telemetry.meter(entry.id)
     stream = Passthrough(openai_dialect.error_event, ensure_done=route.ensure_done, meter=meter)

@@ -18,6 +18,7 @@ from ..dialects import myllm_chat as dialect
 from ..dialects.openai import parse_body
 from ..errors import ChildRejected, SessionNotFound, SupervisorError
 from ..gateway import Gateway
+from ..limits import RequestLimits
 from ..proxy import CLIENT_CLOSED_REQUEST, RelayResponse, sse_events
 from ..registry import ModelEntry
 from ..schemas import (
@@ -131,6 +132,8 @@ async def chat(request: Request) -> Response:
     are stored, in one transaction, before the answer (or the stream's last event) is sent."""
     gw = gateway(request)
     asked = dialect.parse_chat_request(parse_body(await request.body()))
+    # The new turns only: the stored history is trimmed to fit the context anyway.
+    RequestLimits.of(gw.settings).check({"messages": asked.messages, **asked.options})
     session_id = asked.session_id or str(uuid.uuid4())
     # Requests on one session take turns: the lock is held until the answer is stored and,
     # for a stream, until the relay is over (the stream releases it when it closes).
@@ -231,6 +234,7 @@ async def generate(request: Request) -> Response:
     """Stateless text generation from a prompt; streamed like chat, without a session."""
     gw = gateway(request)
     asked = dialect.parse_generate_request(parse_body(await request.body()))
+    RequestLimits.of(gw.settings).check({"prompt": asked.prompt, **asked.options})
     entry = pick_model(request, asked.model)
     if asked.stream:
 
@@ -255,6 +259,7 @@ async def generate(request: Request) -> Response:
 )
 async def embeddings(request: Request) -> Response:
     model, text = dialect.parse_embeddings_request(parse_body(await request.body()))
+    RequestLimits.of(gateway(request).settings).check({"input": text})
     entry = pick_model(request, model)
     body = dialect.embeddings_upstream_body(text)
     answer = await _call(request, entry, "/v1/embeddings", body, Role.EMBEDDING)
