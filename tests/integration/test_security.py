@@ -1,0 +1,96 @@
+"""Security review with a real llama-server (issue 7): the child listens on loopback only, its
+own CORS header stops at the gateway, token limits hold on its answers, and a model that
+fails to load tells clients no host paths."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from harness import MODEL_ID, RunningGateway
+
+from supervisor.demo_model import MODEL_FILE
+
+CONFIG = "ctx_size = 512\nparallel = 1\nthreads = 1\nmax_tokens_limit = 6\ncors_origins = []\n"
+BROKEN = "broken-copy"  # the demo model with a LoRA adapter that is not there: it cannot load
+
+
+@pytest.fixture(scope="module")
+def secured(
+    llama_server_bin: Path, demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningGateway, Path]]:
+    base = tmp_path_factory.mktemp("security")
+    broken_dir = base / "broken"
+    broken_dir.mkdir()
+    shutil.copyfile(demo_model_dir / MODEL_FILE, broken_dir / f"{BROKEN}.gguf")
+    config = base / "config.toml"
+    lora = base / "missing-lora.gguf"  # llama-server's error names it, and the model's path
+    config.write_text(
+        f'{CONFIG}[[models]]\nfile = "{BROKEN}.gguf"\nextra_args = ["--lora", "{lora}"]\n'
+    )
+    running = RunningGateway(
+        llama_server_bin, demo_model_dir, base / "gateway.log",
+        "--models-dir", str(broken_dir), "--config", str(config),
+    )  # fmt: skip
+    try:
+        yield running, base
+    finally:
+        running.stop()
+
+
+def test_child_listens_on_loopback_only_and_its_cors_header_stays_behind(
+    secured: tuple[RunningGateway, Path],
+) -> None:
+    gateway, _ = secured
+    origin = {"Origin": "https://evil.example"}
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    reply = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=origin, timeout=60)
+    assert reply.status_code == 200, reply.text
+    [child] = gateway.children()
+    listening = [c for c in child.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert listening, "the child listens somewhere"
+    assert {c.laddr.ip for c in listening} == {"127.0.0.1"}
+    assert child.cmdline()[-4:] == ["--host", "127.0.0.1", "--port", str(gateway.child_port())]
+    # llama-server itself allows every origin; the gateway passes none of that on.
+    direct = httpx.get(f"http://127.0.0.1:{gateway.child_port()}/v1/models", headers=origin)
+    assert direct.headers.get("access-control-allow-origin") in ("*", origin["Origin"])
+    streamed = httpx.post(
+        f"{gateway.url}/completion", headers=origin, timeout=60,
+        json={"model": MODEL_ID, "prompt": "Hi", "n_predict": 2, "stream": True},
+    )  # fmt: skip
+    assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
+    for answer in (reply, streamed):
+        assert not [h for h in answer.headers if h.lower().startswith("access-control-")]
+
+
+def test_token_limit_holds_on_real_answers(secured: tuple[RunningGateway, Path]) -> None:
+    gateway, _ = secured
+    url = f"{gateway.url}/v1/completions"
+    prompt = {"model": MODEL_ID, "prompt": "Write a long essay about the sea.", "ignore_eos": True}
+    refused = httpx.post(url, json={**prompt, "max_tokens": 7}, timeout=60)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "max_tokens"
+    capped = httpx.post(url, json=prompt, timeout=60)  # asks no limit: the child caps it
+    assert capped.status_code == 200, capped.text
+    assert capped.json()["usage"]["completion_tokens"] == 6
+
+
+def test_a_failed_load_shows_clients_no_host_paths(secured: tuple[RunningGateway, Path]) -> None:
+    gateway, base = secured
+    body = {"model": BROKEN, "messages": [{"role": "user", "content": "Hi"}]}
+    replies = [
+        httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=60),
+        httpx.post(f"{gateway.url}/api/chat", json=body, timeout=60),
+        httpx.get(f"{gateway.url}/api/v2/models/{BROKEN}.gguf", timeout=60),
+    ]
+    assert [r.status_code for r in replies] == [503, 503, 200]
+    assert replies[0].json()["error"]["code"] == "model_load_failed"
+    assert replies[2].json()["state"]["state"] == "failed"
+    for reply in replies:
+        assert str(base) not in reply.text and "/tmp/" not in reply.text, reply.text
+    assert f"{base}/broken/{BROKEN}.gguf" in gateway.log_path.read_text()  # the log keeps it
+    assert "…/" in replies[0].json()["error"]["message"]
