@@ -352,3 +352,39 @@ def test_limits_refuse_on_every_generation_route_in_its_format(
     assert factory.made == [] or all("--n-predict" in p.argv for p in factory.made)
     spec = launch_spec(settings, make_entry(), Path("/opt/llama-server"), Role.CHAT, 1)
     assert _last_value(build_argv(spec), "--n-predict") == "16"
+
+
+# -- a bug answers a bare 500, in the surface's format ----------------------------------------
+
+
+def test_a_bug_answers_a_bare_500_in_each_surfaces_format(
+    tmp_path: Path, make_gguf: MakeGGUF, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_gguf("models/tiny.Q4_1.gguf")
+    settings = Settings(
+        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable),
+        data_dir=tmp_path / "data",
+    )  # fmt: skip
+    secret = f"boom in {tmp_path}/secret.py"
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(secret)
+
+    app = create_app(settings, factory=FakeFactory())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        monkeypatch.setattr(app.state.gateway, "pick_model", broken)
+        replies = {
+            "/v1/chat/completions": client.post("/v1/chat/completions", json={"model": "x"}),
+            "/completion": client.post("/completion", json={"prompt": "x"}),
+            "/api/v2/models/x": client.get("/api/v2/models/x"),
+            "/api/generate": client.post("/api/generate", json={"model": "x", "prompt": "x"}),
+            "/api/models/x": client.get("/api/models/x"),
+        }
+    for path, reply in replies.items():
+        assert reply.status_code == 500, path
+        assert "boom" not in reply.text and "Traceback" not in reply.text, path
+        body = reply.json()
+        if path.startswith("/api/") and not path.startswith("/api/v2/"):
+            assert body == {"detail": "Internal error in the gateway"}, path
+        else:
+            assert body["error"]["code"] == "internal_error", path
