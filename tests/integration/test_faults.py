@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +35,7 @@ from supervisor.proxy import make_client
 from supervisor.registry import Registry
 
 pytestmark = pytest.mark.integration
+MakeGGUF = Callable[..., Path]
 MODEL_FILE = f"{MODEL_ID}.gguf"
 LONG = {"max_tokens": 6000, "ignore_eos": True}
 PATIENCE_S = 60.0  # a bound on waits, so a hang fails the test instead of stalling the suite
@@ -171,8 +174,8 @@ def new_session(gateway: RunningGateway) -> str:
 @pytest.mark.parametrize(
     ("path", "body"),
     [
-        ("/completion", {"model": MODEL_ID, "prompt": "Essay.", "n_predict": 6000, "ignore_eos": True,
-                         "stream": True}),
+        ("/completion", {"model": MODEL_ID, "prompt": "Essay.", "n_predict": 6000,
+                         "ignore_eos": True, "stream": True}),
         (f"/api/v2/chat/{MODEL_ID}/stream", {"messages": [{"role": "user", "content": "Essay."}],
                                               "n_predict": 6000, "ignore_eos": True}),
     ],
@@ -311,3 +314,65 @@ def test_requests_on_a_sigstopped_child_end_with_an_error_or_are_served_after_it
     again = httpx.post(f"{gateway.url}/v1/completions", timeout=PATIENCE_S,
                        json={"model": MODEL_ID, "prompt": "Hi", "max_tokens": 4})  # fmt: skip
     assert again.status_code == 200
+
+
+# -- broken model files ----------------------------------------------------------------------------
+def lie_about_tensor_size(path: Path) -> None:
+    """Make the one tensor of a ``make_gguf`` file claim 2**40 elements it does not have."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"weight" + struct.pack("<I", 2)) + len(b"weight") + 4
+    data[at : at + 8] = struct.pack("<Q", 1 << 40)
+    path.write_bytes(bytes(data))
+
+
+def test_broken_model_files_get_clear_errors_and_the_others_keep_serving(
+    own_gateway: Callable[[Path, str], RunningGateway],
+    demo_model_dir: Path,
+    make_gguf: MakeGGUF,
+    tmp_path: Path,
+) -> None:
+    models = tmp_path / "broken"
+    models.mkdir()
+    demo = demo_model_dir / MODEL_FILE
+    os.link(demo, models / MODEL_FILE)
+    with demo.open("rb") as source:
+        (models / "truncated.gguf").write_bytes(source.read(4 << 20))
+    (models / "not-gguf.gguf").write_text("<html>404 Not Found</html>\n")
+    lie_about_tensor_size(make_gguf("broken/liar-tensors.gguf"))
+    make_gguf("broken/liar-context.gguf", ctx=2**31 - 1, embedding=4096, blocks=64)
+    later = models / "truncated-later.gguf"
+    shutil.copyfile(demo, later)  # whole when scanned; cut once the gateway runs
+    gateway = own_gateway(models, "")
+
+    listed = {m["id"] for m in httpx.get(f"{gateway.url}/v1/models", timeout=30).json()["data"]}
+    assert listed == {MODEL_ID, "liar-context", "truncated-later"}
+    log = gateway.log_path.read_text()
+    for name, why in (("truncated", "truncated GGUF"), ("not-gguf", "not a GGUF file"),
+                      ("liar-tensors", "truncated GGUF")):  # fmt: skip
+        assert f"skipping model file {models / name}.gguf: {why}" in log
+        response = chat(gateway, name)
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "model_not_found"
+
+    response = chat(gateway, "liar-context")  # its metadata asks for a 2**31-token KV cache
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.json()["error"]["code"] == "insufficient_memory"
+
+    os.truncate(later, 4 << 20)
+    response = chat(gateway, "truncated-later")
+    assert response.status_code == 503 and response.headers["retry-after"]
+    error = response.json()["error"]
+    assert error["code"] == "model_load_failed" and "exited with code" in error["message"]
+    detail = httpx.get(f"{gateway.url}/api/v2/models/truncated-later", timeout=30).json()
+    assert detail["state"]["state"] == "failed" and detail["state"]["last_error"]
+    myllm = httpx.post(f"{gateway.url}/api/chat", timeout=PATIENCE_S, json={
+        "model": "truncated-later", "messages": [{"role": "user", "content": "Hi"}]})  # fmt: skip
+    assert myllm.status_code == 503 and "failed to load" in myllm.json()["detail"]
+
+    assert chat(gateway, MODEL_ID).status_code == 200  # the good model serves all along
+    assert len(gateway.children()) == 1
+
+
+def chat(gateway: RunningGateway, model: str) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=PATIENCE_S)
