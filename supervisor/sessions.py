@@ -132,14 +132,22 @@ class SessionStore:
         except sqlite3.Error:
             pass
 
-    def create(self, model: str, session_id: str | None = None) -> str:
-        """Create an empty session and return its id (a fresh uuid4 when none is given)."""
+    def create(
+        self,
+        model: str,
+        session_id: str | None = None,
+        messages: Sequence[tuple[str, str]] = (),
+    ) -> str:
+        """Create a session holding ``messages`` (``(role, content)`` pairs) and return its id
+        (a fresh uuid4 when none is given); one transaction, so it exists only with all of
+        them."""
         sid = str(uuid.uuid4()) if session_id is None else session_id
         if not is_valid_session_id(sid):
             raise BadRequest(
                 "session_id must be 1 to 128 characters of A-Z, a-z, 0-9, '_' or '-'",
                 param="session_id",
             )
+        _check_roles(messages)
         now = self._clock()
         with self._transaction("create a session", write=True) as conn:
             if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone():
@@ -148,15 +156,14 @@ class SessionStore:
                 "INSERT INTO sessions (id, model, created, updated) VALUES (?, ?, ?, ?)",
                 (sid, model, now, now),
             )
+            _insert_messages(conn, sid, 0, messages, now)
         return sid
 
     def append(self, session_id: str, messages: Sequence[tuple[str, str]]) -> None:
         """Append ``(role, content)`` pairs in one transaction: all of them or none."""
         if not is_valid_session_id(session_id):
             raise SessionNotFound(session_id)
-        for role, _ in messages:
-            if role not in ROLES:
-                raise BadRequest(f"Invalid message role: {role!r}", param="messages")
+        _check_roles(messages)
         now = self._clock()
         with self._transaction(f"append to session {session_id}", write=True) as conn:
             cur = conn.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
@@ -166,14 +173,7 @@ class SessionStore:
                 "SELECT COALESCE(MAX(seq), -1) + 1 FROM messages WHERE session_id = ?",
                 (session_id,),
             ).fetchone()
-            conn.executemany(
-                "INSERT INTO messages (session_id, seq, role, content, created)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [
-                    (session_id, next_seq + i, role, content, now)
-                    for i, (role, content) in enumerate(messages)
-                ],
-            )
+            _insert_messages(conn, session_id, next_seq, messages, now)
 
     def get(self, session_id: str) -> Session:
         """The session with its messages in the order they were appended."""
@@ -214,6 +214,28 @@ class SessionStore:
         """Close the connection; later calls raise SessionStoreError. Safe to call twice."""
         with self._lock:
             self._conn.close()
+
+
+def _check_roles(messages: Sequence[tuple[str, str]]) -> None:
+    for role, _ in messages:
+        if role not in ROLES:
+            raise BadRequest(f"Invalid message role: {role!r}", param="messages")
+
+
+def _insert_messages(
+    conn: sqlite3.Connection,
+    session_id: str,
+    first_seq: int,
+    messages: Sequence[tuple[str, str]],
+    now: float,
+) -> None:
+    conn.executemany(
+        "INSERT INTO messages (session_id, seq, role, content, created) VALUES (?, ?, ?, ?, ?)",
+        [
+            (session_id, first_seq + i, role, content, now)
+            for i, (role, content) in enumerate(messages)
+        ],
+    )
 
 
 def estimate_tokens(text: str) -> int:

@@ -206,9 +206,12 @@ async def _chat_in_turn(
 def _save(
     gw: Gateway, session_id: str, model: str, existing: str | None, turns: list[tuple[str, str]]
 ) -> None:
+    # A new session is created with its first turns in one transaction: a failed write
+    # (disk full, read-only) must not leave an empty session behind.
     if existing is None:
-        gw.sessions.create(model, session_id)
-    gw.sessions.append(session_id, turns)
+        gw.sessions.create(model, session_id, turns)
+    else:
+        gw.sessions.append(session_id, turns)
 
 
 def _history_budget(gw: Gateway, entry: ModelEntry, options: dict[str, Any]) -> int:
