@@ -1,0 +1,116 @@
+"""The sessions database full or read-only under a running gateway (issue 7): /api/chat answers
+a 503 in its own format (a closing error event for a stream), nothing acknowledged is lost, the
+file stays sound, and sessions work again once the fault clears."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_child import FakeChild, Reply, Stream
+from fakes import FakeFactory
+from fastapi.testclient import TestClient
+
+from supervisor.app import create_app
+from supervisor.config import Settings
+from supervisor.gateway import Gateway
+
+MODEL = "tiny.Q4_1"
+MakeGGUF = Callable[..., Path]
+LONG = "x" * 20_000  # a message that needs new database pages
+
+
+def completion(text: str) -> Reply:
+    return Reply(json={"choices": [{"message": {"role": "assistant", "content": text}}]})
+
+
+def chunk(text: str) -> bytes:
+    return f"data: {json.dumps({'choices': [{'delta': {'content': text}}]})}\n\n".encode()
+
+
+@pytest.fixture
+def client(tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild) -> Iterator[TestClient]:
+    make_gguf(f"models/{MODEL}.gguf")
+    settings = Settings(
+        models_dirs=[tmp_path / "models"],
+        llama_server=Path(sys.executable),
+        data_dir=tmp_path / "data",
+    )
+    fake_child.answer("POST", "/v1/chat/completions", completion("Hello"))
+    with TestClient(create_app(settings, factory=FakeFactory(base_url=fake_child.url))) as tc:
+        yield tc
+
+
+def store_pragma(client: TestClient, pragma: str) -> None:
+    """Set a pragma on the gateway's own sessions connection (SQLite's way to make a disk
+    full, ``max_page_count``, or read-only, ``query_only``, for one connection)."""
+    gateway: Gateway = client.app.state.gateway  # type: ignore[attr-defined]
+    store = gateway.sessions
+    with store._lock:
+        store._conn.execute(f"PRAGMA {pragma}")
+
+
+def page_count(client: TestClient) -> int:
+    gateway: Gateway = client.app.state.gateway  # type: ignore[attr-defined]
+    with gateway.sessions._lock:
+        (count,) = gateway.sessions._conn.execute("PRAGMA page_count").fetchone()
+    return int(count)
+
+
+def say(
+    client: TestClient, text: str, session_id: str | None = None, stream: bool = False
+) -> httpx.Response:
+    body: dict[str, object] = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
+    if session_id:
+        body["session_id"] = session_id
+    if stream:
+        body["stream"] = True
+    return client.post("/api/chat", json=body)
+
+
+FAULTS = {
+    "disk full": lambda client: f"max_page_count = {page_count(client)}",
+    "read-only": lambda client: "query_only = ON",
+}
+CLEARED = {"disk full": "max_page_count = 1073741823", "read-only": "query_only = OFF"}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_full_or_read_only_session_store_is_a_clear_503_and_loses_nothing(
+    client: TestClient, fake_child: FakeChild, tmp_path: Path, fault: str
+) -> None:
+    first = say(client, "Hi")
+    assert first.status_code == 200
+    session_id = first.json()["session_id"]
+    store_pragma(client, FAULTS[fault](client))
+
+    refused = say(client, LONG, session_id)
+    assert refused.status_code == 503 and refused.headers["retry-after"]
+    assert "Session store failed" in refused.json()["detail"]
+    fresh = say(client, LONG)  # a new session cannot be stored either
+    assert fresh.status_code == 503 and "detail" in fresh.json()
+
+    fake_child.answer("POST", "/v1/chat/completions", Stream([chunk("Hel"), chunk("lo")]))
+    streamed = say(client, LONG, session_id, stream=True)
+    events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line[:6] == "data: "]
+    assert [e.get("token") for e in events[:-1]] == ["Hel", "lo"]
+    assert events[-1]["done"] is True and "Session store failed" in events[-1]["error"]
+    assert "session_id" not in events[-1]
+
+    listed = client.get(f"/api/sessions/{session_id}")  # reads still work
+    assert listed.status_code == 200
+    assert [m["content"] for m in listed.json()["messages"]] == ["Hi", "Hello"]
+    assert [s["id"] for s in client.get("/api/sessions").json()["sessions"]] == [session_id]
+
+    store_pragma(client, CLEARED[fault])
+    fake_child.answer("POST", "/v1/chat/completions", completion("Back"))
+    assert say(client, "Again", session_id).status_code == 200
+    contents = [m["content"] for m in client.get(f"/api/sessions/{session_id}").json()["messages"]]
+    assert contents == ["Hi", "Hello", "Again", "Back"]
+    with sqlite3.connect(tmp_path / "data" / "sessions.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
