@@ -138,7 +138,7 @@ def build_gateway(
     telemetry = telemetry or Telemetry()
     manager = ModelManager(settings, starter, probe, client, telemetry)
     telemetry.watch(manager.models)
-    sessions = SessionStore(settings.data_dir / "sessions.sqlite3")
+    sessions = SessionStore(settings.data_dir / "sessions.sqlite3", open_later=True)
     return Gateway(
         settings,
         registry,

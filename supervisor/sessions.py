@@ -9,6 +9,7 @@ half-written. Every SQLite or filesystem failure surfaces as ``SessionStoreError
 from __future__ import annotations
 
 import builtins
+import logging
 import sqlite3
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from .errors import SESSION_ID, BadRequest, SessionNotFound, SessionStoreError
 
+LOG = logging.getLogger(__name__)
 ROLES = frozenset({"system", "user", "assistant"})
 _SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_MS = 5000
@@ -83,11 +85,31 @@ class SessionStore:
     """
 
     def __init__(
-        self, path: Path, *, read_only: bool = False, clock: Callable[[], float] = time.time
+        self,
+        path: Path,
+        *,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+        open_later: bool = False,
     ) -> None:
+        """Open the database at ``path``. With ``open_later``, a failure to open it (a
+        read-only or full disk, a bad data dir) is logged instead of raised, and every call
+        tries again, raising ``SessionStoreError`` until it works: the gateway serves its
+        other routes meanwhile."""
         self.path = path
+        self._read_only = read_only
         self._clock = clock
         self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = self._open()
+        except SessionStoreError as exc:
+            if not open_later:
+                raise
+            LOG.error("%s (%s); sessions answer 503 until it can be opened", exc.message, path)
+
+    def _open(self) -> sqlite3.Connection:
+        path, read_only = self.path, self._read_only
         conn: sqlite3.Connection | None = None
         try:
             if read_only:
@@ -102,8 +124,16 @@ class SessionStore:
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
                 conn.close()
-            raise SessionStoreError(f"Cannot open session store {path}: {exc}") from exc
-        self._conn = conn
+            # The reason without the path: this message can reach clients in a 503.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise SessionStoreError(f"Cannot open session store: {reason}") from exc
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._open()
+            LOG.info("session store %s opened", self.path)
+        return self._conn
 
     @contextmanager
     def _transaction(self, action: str, write: bool) -> Iterator[sqlite3.Connection]:
@@ -113,10 +143,11 @@ class SessionStore:
         before anything is done; reads use ``BEGIN`` so their several SELECTs see one snapshot.
         """
         with self._lock:
+            conn = self._connection()
             try:
-                self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                yield self._conn
-                self._conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield conn
+                conn.execute("COMMIT")
             except BaseException as exc:
                 self._rollback()
                 if isinstance(exc, sqlite3.Error):
@@ -127,7 +158,7 @@ class SessionStore:
         # Also after a failed COMMIT (disk full), which can leave the transaction open: close
         # it so the connection stays usable for reads. Nothing more to do if this fails too.
         try:
-            if self._conn.in_transaction:
+            if self._conn is not None and self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
@@ -213,6 +244,8 @@ class SessionStore:
     def close(self) -> None:
         """Close the connection; later calls raise SessionStoreError. Safe to call twice."""
         with self._lock:
+            if self._conn is None:  # never opened: make sure it never will be
+                self._conn = sqlite3.connect(":memory:")
             self._conn.close()
 
 
