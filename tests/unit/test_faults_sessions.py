@@ -114,3 +114,30 @@ def test_a_full_or_read_only_session_store_is_a_clear_503_and_loses_nothing(
     assert contents == ["Hi", "Hello", "Again", "Back"]
     with sqlite3.connect(tmp_path / "data" / "sessions.sqlite3") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_session_store_that_cannot_be_opened_costs_only_the_session_routes(
+    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
+) -> None:
+    """A data dir that cannot hold the database (here a file sits where it should be; in life
+    a read-only or full disk at start-up) must not keep the gateway from serving the rest, and
+    sessions come back once the obstruction is gone, without a restart."""
+    make_gguf(f"models/{MODEL}.gguf")
+    blocked = tmp_path / "data"
+    blocked.write_text("not a directory")
+    settings = Settings(
+        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable), data_dir=blocked
+    )
+    fake_child.answer("POST", "/v1/chat/completions", completion("Hello"))
+    with TestClient(create_app(settings, factory=FakeFactory(base_url=fake_child.url))) as client:
+        chat = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+        assert client.post("/v1/chat/completions", json=chat).status_code == 200
+        for refused in (say(client, "Hi"), client.get("/api/sessions")):
+            assert refused.status_code == 503 and refused.headers["retry-after"]
+            detail = refused.json()["detail"]
+            assert "Cannot open session store" in detail and str(tmp_path) not in detail
+        blocked.unlink()
+        answered = say(client, "Hi")
+        assert answered.status_code == 200
+        listed = client.get("/api/sessions").json()["sessions"]
+        assert [s["id"] for s in listed] == [answered.json()["session_id"]]
