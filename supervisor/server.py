@@ -26,6 +26,7 @@ from .app import create_app
 from .auth import load_keys
 from .backends.binary import find_llama_server
 from .config import Settings, load_settings
+from .http_head import BoundedHeadProtocol
 from .log_setup import configure_logging
 from .sdnotify import Notifier
 from .shutdown import Drain
@@ -105,6 +106,7 @@ def serve(config_file: Path | None, given: dict[str, Any]) -> int:
         host=settings.host,
         port=settings.port,
         log_config=None,
+        http=BoundedHeadProtocol,  # httptools with a bound on a request's headers
         log_level=settings.log_level,
         access_log=settings.access_log,
         # The drain already waited for requests; this only bounds the last connections' close.

@@ -1,0 +1,75 @@
+"""A request's head is bounded (supervisor/http_head.py): through a real uvicorn on a socket,
+a header past the bound gets a 431 and a closed connection, while ordinary requests, kept
+alive one after another, and bodies far larger than the bound pass as before."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from supervisor.app import create_app
+from supervisor.config import Settings
+from supervisor.http_head import MAX_HEAD_BYTES, BoundedHeadProtocol
+
+
+@pytest.fixture
+def port(tmp_path: Path) -> Iterator[int]:
+    settings = Settings(
+        models_dirs=[tmp_path], llama_server=Path(sys.executable), data_dir=tmp_path / "data"
+    )
+    config = uvicorn.Config(create_app(settings), port=0, log_config=None, http=BoundedHeadProtocol)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(1000):
+            if server.started:
+                break
+            threading.Event().wait(0.01)
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(65536):  # until the gateway closes the connection
+        answer += chunk
+    return answer
+
+
+def test_a_header_past_the_bound_gets_431_and_the_connection_closes(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sent = 0
+        try:
+            while sent < 8 * MAX_HEAD_BYTES:  # the gateway hangs up long before this
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        head, _, body = read_all(sock).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), head
+    assert json.loads(body)["error"]["code"] == "request_header_too_large"
+
+
+def test_kept_alive_requests_and_big_bodies_pass(port: int) -> None:
+    body = json.dumps({"prompt": "x" * (3 * MAX_HEAD_BYTES)}).encode()  # no model: a 503
+    request = (
+        b"POST /completion HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    last = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request + request + last)
+        answer = read_all(sock)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"503", b"503", b"200"], answer[:300]
