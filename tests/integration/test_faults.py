@@ -376,3 +376,26 @@ def test_broken_model_files_get_clear_errors_and_the_others_keep_serving(
 def chat(gateway: RunningGateway, model: str) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
     return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=PATIENCE_S)
+
+
+# -- kill -9 of the gateway, with the macOS mechanism -------------------------------------------
+def test_sigkill_of_the_gateway_leaves_no_child_with_the_watchdog_launcher(
+    llama_server_bin: Path, demo_model_dir: Path, tmp_path: Path
+) -> None:
+    """macOS has no PR_SET_PDEATHSIG: there a watchdog launcher kills llama-server when the
+    gateway's end of its stdin closes. Forced here on Linux, it must do as well as the kernel
+    (test_process_lifetime.py proves the Linux mechanism)."""
+    (tmp_path / "config.toml").write_text(SMALL)
+    gateway = RunningGateway(llama_server_bin, demo_model_dir, tmp_path / "gateway.log",
+                             "--config", str(tmp_path / "config.toml"),
+                             env={"LLAMA_SUPERVISOR_LAUNCHER": "watchdog"})  # fmt: skip
+    try:
+        assert chat(gateway, MODEL_ID).status_code == 200
+        children = gateway.children()
+        launchers = [c.parent() for c in children]
+        assert children and all(p is not None and p.pid != gateway.proc.pid for p in launchers)
+        os.kill(gateway.proc.pid, signal.SIGKILL)
+        gateway.proc.wait()
+        assert wait_until_gone(children, timeout=2) == []
+    finally:
+        gateway.stop()
