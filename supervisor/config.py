@@ -159,6 +159,12 @@ class Settings(BaseSettings):
         description="most characters of prompt (messages, prompt, input, content) a request "
         "may send: more is a 400; unset: only the body size limit and the context apply",
     )
+    child_keys: bool = Field(
+        default=True,
+        description="start each child with a secret key of its own, which only the relay sends, "
+        "so other local users cannot use a child's loopback port; off: children answer any "
+        "local process, as a plain llama-server does",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="origins whose web pages may call the gateway (CORS), e.g. "

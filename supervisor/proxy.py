@@ -119,7 +119,8 @@ class Proxy:
             with DisconnectWatch(receive) as watch:
                 lease = await acquire()
                 with map_upstream_errors(lease.backend.entry.id):
-                    upstream = await self._pool.post(lease.backend.base_url, path, body)
+                    backend = lease.backend
+                    upstream = await self._pool.post(backend.base_url, path, body, backend.api_key)
                     if not _is_event_stream(upstream):
                         content = await upstream.aread()
         except BaseException:

@@ -214,7 +214,9 @@ class UpstreamPool:
         self._connect_timeout = connect_timeout
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
 
-    async def post(self, base_url: str, path: str, body: bytes) -> UpstreamResponse:
+    async def post(
+        self, base_url: str, path: str, body: bytes, api_key: str | None = None
+    ) -> UpstreamResponse:
         """POST ``body`` (JSON) to ``base_url + path``; the answer once its head is in.
 
         A pooled connection can be dead the moment it is reused: llama-server closes
@@ -223,7 +225,7 @@ class UpstreamPool:
         and goes once more on a fresh connection; if the child itself is gone, that fails to
         connect."""
         address = _address(base_url)
-        head = _request_head(address, path, len(body))
+        head = _request_head(address, path, len(body), api_key)
         connection = self._take(address)
         if connection is not None:
             try:
@@ -290,8 +292,11 @@ def _address(base_url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 80
 
 
-def _request_head(address: tuple[str, int], path: str, length: int) -> bytes:
+def _request_head(
+    address: tuple[str, int], path: str, length: int, api_key: str | None = None
+) -> bytes:
+    authorization = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     return (
-        f"POST {path} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n{authorization}"
         f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
     ).encode("latin-1")

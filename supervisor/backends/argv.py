@@ -37,6 +37,7 @@ class LaunchSpec:
     mlock: bool = False
     kv_cache_type: str | None = None
     n_predict: int | None = None  # the default token limit of requests that set none
+    api_key_file: Path | None = None  # the child refuses requests without the key in it
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -113,6 +114,8 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         if spec.pooling:
             argv += ["--pooling", spec.pooling]
     argv += list(spec.extra_args)
+    if spec.api_key_file is not None:
+        argv += ["--api-key-file", str(spec.api_key_file)]
     # Last, as llama.cpp keeps an option's last value: nothing before can move a child off
     # loopback (config.py also refuses listen flags in extra_args).
     argv += ["--host", spec.host, "--port", str(spec.port)]

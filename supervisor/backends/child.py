@@ -10,7 +10,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +24,7 @@ from ..lifecycle.state import LoadParams
 from ..registry import ModelEntry
 from .argv import Role, build_argv, launch_spec, parallel_slots
 from .binary import find_llama_server
+from .child_key import child_key_file
 from .process import BackendProcess, free_port
 
 LOG = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class Backend:
     params: LoadParams
     load_seconds: float
     loaded_at: float = field(default_factory=time.time)
+    api_key: str | None = None  # what requests to the child must carry (child_key.py)
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -134,27 +137,31 @@ class ChildStarter:
         name = entry.id if role is Role.CHAT else f"{entry.id}#embedding"
         for attempt in range(1, BIND_RETRIES + 1):
             port = free_port()
-            spec = launch_spec(settings, entry, binary, role, port, params)
-            output = self._logs.sink(entry.id, role.value) if self._logs else None
-            process = self._factory(name, build_argv(spec), f"http://127.0.0.1:{port}", output)
-            started = time.monotonic()
-            try:
-                await process.start()
-            except OSError as exc:
-                raise ModelLoadError(entry.id, f"cannot start llama-server: {exc}") from exc
-            try:
-                await process.wait_ready(self._client, settings.load_timeout_s)
-            except ModelLoadError as exc:
-                lost_port = any("bind" in line.lower() for line in exc.stderr_tail)
-                if lost_port and attempt < BIND_RETRIES:
-                    LOG.warning("[%s] lost port %d to another process; retrying", name, port)
-                    continue
-                raise
-            except BaseException:
-                await process.stop(grace=0)  # cancelled while loading: leave nothing behind
-                raise
+            keyed = child_key_file() if settings.child_keys else nullcontext((None, None))
+            with keyed as (key, key_file):
+                spec = launch_spec(settings, entry, binary, role, port, params)
+                spec = replace(spec, api_key_file=key_file)
+                output = self._logs.sink(entry.id, role.value) if self._logs else None
+                url = f"http://127.0.0.1:{port}"
+                process = self._factory(name, build_argv(spec), url, output)
+                started = time.monotonic()
+                try:
+                    await process.start()
+                except OSError as exc:
+                    raise ModelLoadError(entry.id, f"cannot start llama-server: {exc}") from exc
+                try:
+                    await process.wait_ready(self._client, settings.load_timeout_s)
+                except ModelLoadError as exc:
+                    lost_port = any("bind" in line.lower() for line in exc.stderr_tail)
+                    if lost_port and attempt < BIND_RETRIES:
+                        LOG.warning("[%s] lost port %d to another process; retrying", name, port)
+                        continue
+                    raise
+                except BaseException:
+                    await process.stop(grace=0)  # cancelled while loading: leave nothing behind
+                    raise
             seconds = time.monotonic() - started
             LOG.info("[%s] ready on port %d in %.2fs", name, port, seconds)
             parallel = parallel_slots(settings, entry)
-            return Backend(entry, role, process, port, parallel, params, seconds)
+            return Backend(entry, role, process, port, parallel, params, seconds, api_key=key)
         raise AssertionError("unreachable")

@@ -52,7 +52,8 @@ def quiet_gateway(
     llama_server_bin: Path, demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGateway]:
     log = tmp_path_factory.mktemp("nginx-gateway") / "gateway.log"
-    env = {"LLAMA_SUPERVISOR_HEALTH_INTERVAL_S": "10000"}
+    # Child keys off: a test reads the child's /slots directly, which a keyed child refuses.
+    env = {"LLAMA_SUPERVISOR_HEALTH_INTERVAL_S": "10000", "LLAMA_SUPERVISOR_CHILD_KEYS": "false"}
     running = RunningGateway(llama_server_bin, demo_model_dir, log, env=env)
     try:
         # Load the model now, so that every timing below is generation alone.

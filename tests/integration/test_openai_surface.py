@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -20,6 +21,20 @@ pytestmark = pytest.mark.integration
 # frees within it was freed by the disconnect, not by the end of the generation.
 LONG = {"max_tokens": 6000, "ignore_eos": True}  # ignore_eos: llama.cpp's own, passed through
 FREED_WITHIN = 10.0
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    llama_server_bin: Path, demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
+    """conftest's gateway with child keys off: the disconnect tests read the child's /slots
+    directly, which a keyed child refuses (tests/integration/test_security.py checks that)."""
+    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    running = RunningGateway(
+        llama_server_bin, demo_model_dir, log, env={"LLAMA_SUPERVISOR_CHILD_KEYS": "false"}
+    )
+    yield running
+    running.stop()
 
 
 @pytest.fixture

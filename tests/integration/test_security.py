@@ -58,6 +58,12 @@ def test_child_listens_on_loopback_only_and_its_cors_header_stays_behind(
     # llama-server itself allows every origin; the gateway passes none of that on.
     direct = httpx.get(f"http://127.0.0.1:{gateway.child_port()}/v1/models", headers=origin)
     assert direct.headers.get("access-control-allow-origin") in ("*", origin["Origin"])
+    # A local user who finds the child's port cannot use it: the child wants its own key.
+    assert direct.status_code == 401
+    sneak = {"prompt": "Hi", "n_predict": 1}
+    bypass = httpx.post(f"http://127.0.0.1:{gateway.child_port()}/completion", json=sneak)
+    assert bypass.status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{gateway.child_port()}/health").status_code == 200
     streamed = httpx.post(
         f"{gateway.url}/completion", headers=origin, timeout=60,
         json={"model": MODEL_ID, "prompt": "Hi", "n_predict": 2, "stream": True},

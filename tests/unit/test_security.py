@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from pydantic import SecretStr, ValidationError
 from supervisor.app import create_app
 from supervisor.auth import Access, required_access
 from supervisor.backends.argv import Role, build_argv, launch_spec
+from supervisor.backends.child_key import child_key_file
 from supervisor.config import ModelSettings, Settings
 from supervisor.errors import ModelLoadError
 from supervisor.limits import RequestLimits
@@ -388,3 +390,39 @@ def test_a_bug_answers_a_bare_500_in_each_surfaces_format(
             assert body == {"detail": "Internal error in the gateway"}, path
         else:
             assert body["error"]["code"] == "internal_error", path
+
+
+# -- a key per child, so that local users cannot use a child's loopback port -------------------
+
+
+def test_child_key_file_is_private_and_gone_after_use() -> None:
+    with child_key_file() as (key, path):
+        assert path.read_text() == key + "\n" and len(key) >= 32
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_relayed_requests_carry_the_childs_own_key(
+    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
+) -> None:
+    make_gguf("models/tiny.Q4_1.gguf")
+    settings = Settings(
+        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable),
+        data_dir=tmp_path / "data", api_keys=[SecretStr(INFERENCE)],
+    )  # fmt: skip
+    fake_child.answer("POST", "/v1/chat/completions", Reply(json={"ok": 1}))
+    factory = FakeFactory(base_url=fake_child.url)
+    with TestClient(create_app(settings, factory=factory)) as client:
+        body = {"model": "tiny.Q4_1", "messages": []}
+        reply = client.post("/v1/chat/completions", json=body, headers={"x-api-key": INFERENCE})
+        assert reply.status_code == 200
+        [child] = factory.made
+        key_file = Path(_last_value(child.argv, "--api-key-file"))
+        assert not key_file.exists()  # read by the child at start, then removed
+        backend = client.app.state.gateway.manager.model(
+            client.app.state.gateway.registry.resolve("tiny.Q4_1")
+        ).backend
+    [seen] = fake_child.received("POST", "/v1/chat/completions")
+    assert backend.api_key and seen.headers["authorization"] == f"Bearer {backend.api_key}"
+    assert INFERENCE not in str(seen.headers)  # the client's own key stays at the gateway
