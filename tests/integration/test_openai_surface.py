@@ -28,7 +28,7 @@ def gateway(
     llama_server_bin: Path, demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGateway]:
     """conftest's gateway with child keys off: the disconnect tests read the child's /slots
-    directly, which a keyed child refuses (tests/integration/test_security.py checks that)."""
+    directly, which a keyed child refuses (test_child_security.py checks that)."""
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
     running = RunningGateway(
         llama_server_bin, demo_model_dir, log, env={"LLAMA_SUPERVISOR_CHILD_KEYS": "false"}
