@@ -42,7 +42,7 @@ CONFIG = """\
 threads = 1
 parallel = 4
 ctx_size = 2048
-queue_max = 32
+queue_max = 28
 queue_timeout_s = 30
 drain_timeout_s = 30
 """
