@@ -80,8 +80,11 @@ async def start_child(llama_server_bin: Path, demo_model_dir: Path, tmp_path: Pa
     async with make_client() as client:
         backend = await ChildStarter(client).start(settings, entry, Role.CHAT, LoadParams())
         try:
+            key = {"Authorization": f"Bearer {backend.api_key}"} if backend.api_key else {}
             answer = await client.post(
-                f"{backend.base_url}/completion", json={"prompt": "Hi", "n_predict": 2}
+                f"{backend.base_url}/completion",
+                json={"prompt": "Hi", "n_predict": 2},
+                headers=key,
             )
             assert answer.status_code == 200
             assert psutil.Process(backend.process.pid).is_running()
