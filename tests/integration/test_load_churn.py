@@ -1,9 +1,10 @@
 """Issue 7, item 3: load under churn. 64 concurrent clients on every surface (OpenAI /v1 with
 httpx and with the official client, llama.cpp's native routes, /api/v2 and /api with
-sessions), streamed and not, across two models, while a churn task swaps, unloads and reloads
-the models underneath. Every request must succeed or be deliberately refused (429/503 with
-Retry-After, in its surface's error format); none may hang or be cut; afterwards every session
-holds exactly the turns whose answers were acknowledged, through the API and in SQLite.
+sessions), streamed and not, across two models, while one churn task per model swaps, unloads,
+loads and reloads it underneath. Every request must succeed or be deliberately refused
+(429/503 with Retry-After, in its surface's error format); none may hang or be cut; afterwards
+every session holds exactly the turns whose answers were acknowledged, through the API and in
+SQLite.
 
 The clients go on until each model has been through one whole churn cycle and at least
 ``LOAD_CHURN_REQUESTS`` (default 96) requests were sent, never beyond four times that. The soak
@@ -13,6 +14,7 @@ variant raises the count, and the churn cycles on meanwhile:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -410,7 +412,7 @@ def gateway(llama_server_bin: Path, models: Path, tmp_path: Path) -> Iterator[Ru
 
 
 def stored_turns(database: Path, session: str) -> list[tuple[str, str]]:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
         rows = conn.execute(
             "SELECT role, content FROM messages WHERE session_id = ? ORDER BY seq", (session,)
         )
