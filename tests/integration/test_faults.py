@@ -225,14 +225,14 @@ def test_a_client_that_does_not_read_its_stream_slows_no_one_and_loses_nothing(
     """A client with a tiny receive buffer reads nothing of a long stream until other clients,
     streamed and not, have been served beside it; then it gets every event of its stream."""
     tiny = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
-    long = {"model": MODEL_ID, "prompt": "Once upon a time", "max_tokens": 300,
+    long = {"model": MODEL_ID, "prompt": "Once upon a time", "max_tokens": 160,
             "ignore_eos": True, "stream": True}  # fmt: skip
     with (
         httpx.Client(transport=tiny, timeout=PATIENCE_S) as slow,
         slow.stream("POST", f"{gateway.url}/v1/completions", json=long) as stalled,
     ):
         assert stalled.status_code == 200
-        for _ in range(3):
+        for _ in range(2):
             with httpx.stream(
                 "POST",
                 f"{gateway.url}/v1/chat/completions",
@@ -253,11 +253,11 @@ def test_a_client_that_does_not_read_its_stream_slows_no_one_and_loses_nothing(
             assert reply.status_code == 200  # fmt: skip
         raw = stalled.read()
     events = [e.removeprefix("data: ") for e in raw.decode().split("\n\n") if e]
-    assert len(raw) > 16 * 4096  # far more than the slow client's buffer could take
+    assert len(raw) > 8 * 4096  # far more than the slow client's buffer could take
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     assert not any("error" in c for c in chunks)
-    assert chunks[-1]["usage"]["completion_tokens"] == 300
+    assert chunks[-1]["usage"]["completion_tokens"] == 160
 
 
 # -- a child frozen by SIGSTOP, with requests on it ----------------------------------------------
