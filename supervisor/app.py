@@ -97,10 +97,10 @@ def create_app(
 
 class GatewayApp(FastAPI):
     """FastAPI with the gateway's own ASGI layers (``front``) outside all of FastAPI's
-    middleware. Every request passes telemetry, the guard and the body limit (``max_body_bytes``,
-    ``body_limit.py``) first; then the passthrough
-    routes' fast lane skips FastAPI entirely: its error, exception-telemetry and body-limit
-    middlewares, its routing and its dependency solving (``fastlane.py``)."""
+    middleware. Every request passes telemetry, CORS (when configured), the guard and the body
+    limit (``body_limit.py``) first; then the passthrough routes' fast lane skips FastAPI
+    entirely: its error, exception-telemetry and body-limit middlewares, its routing and its
+    dependency solving (``fastlane.py``)."""
 
     front: Callable[[ASGIApp], ASGIApp] | None = None
 
