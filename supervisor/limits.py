@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from .config import Settings
 from .errors import BadRequest
@@ -43,11 +43,7 @@ class RequestLimits:
         if self.max_tokens is not None:
             for field in TOKEN_FIELDS:
                 value = data.get(field)
-                if (
-                    isinstance(value, int)
-                    and not isinstance(value, bool)
-                    and value > self.max_tokens
-                ):
+                if _is_int(value) and value > self.max_tokens:
                     raise BadRequest(
                         f"'{field}' is {value}; this gateway allows at most {self.max_tokens}",
                         param=field,
@@ -71,7 +67,7 @@ class RequestLimits:
             )
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
