@@ -9,6 +9,7 @@ and tests/unit/test_launcher.py for the macOS watchdog), a child SIGKILLed mid-s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -93,14 +94,20 @@ async def start_child(llama_server_bin: Path, demo_model_dir: Path, tmp_path: Pa
             await backend.process.stop(grace=5)
 
 
+@contextlib.contextmanager
+def listening_port() -> Iterator[int]:
+    """A loopback port held by a bare listening socket (nothing answers on it)."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        yield int(squatter.getsockname()[1])
+
+
 @pytest.mark.anyio
 async def test_a_port_taken_before_the_child_binds_it_is_retried(
     llama_server_bin: Path, demo_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
+    with listening_port() as taken:
         handed = squat_first_port(monkeypatch, taken)
         port = await start_child(llama_server_bin, demo_model_dir, tmp_path)
     assert handed[0] == taken
@@ -126,10 +133,7 @@ async def test_a_port_taken_by_a_server_that_answers_health_is_not_mistaken_for_
 async def test_losing_the_port_every_time_is_a_clear_load_error(
     llama_server_bin: Path, demo_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        taken = squatter.getsockname()[1]
+    with listening_port() as taken:
         monkeypatch.setattr(child_module, "free_port", lambda: taken)
         with pytest.raises(ModelLoadError) as failed:
             await start_child(llama_server_bin, demo_model_dir, tmp_path)
