@@ -87,6 +87,9 @@ class Gateway:
     async def acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease:
         return await self.manager.acquire(entry, role)
 
+    def try_acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease | None:
+        return self.manager.try_acquire(entry, role)
+
     async def reload(self) -> dict[str, list[str]]:
         """Re-read the configuration and rescan the models directories (SIGHUP, or
         POST /api/v2/reload): changed models are hot-swapped, removed ones drained."""

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from .backends.child import Lease
 from .disconnect import DisconnectWatch
 from .errors import BackendError, SupervisorError
-from .upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, header
 
 LOG = logging.getLogger(__name__)
 
@@ -49,12 +49,27 @@ def map_upstream_errors(model: str) -> Iterator[None]:
     try:
         yield
     except UpstreamError as exc:
-        raise BackendError(f"Model '{model}' backend failed: {exc}") from exc
+        raise backend_failed(model, exc) from exc
+
+
+def backend_failed(model: str, error: UpstreamError) -> BackendError:
+    return BackendError(f"Model '{model}' backend failed: {error}")
+
+
+def stream_broke(model: str) -> BackendError:
+    """What a stream's client is told when the child fails after the stream began."""
+    return BackendError(
+        f"Model '{model}' backend failed during the stream; the request did not complete"
+    )
 
 
 class Proxy:
     def __init__(self, pool: UpstreamPool) -> None:
         self._pool = pool
+
+    @property
+    def pool(self) -> UpstreamPool:
+        return self._pool
 
     def close(self) -> None:
         self._pool.close()
@@ -78,11 +93,11 @@ class Proxy:
         if exchange is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         lease, upstream, content = exchange
-        if _is_event_stream(upstream):
-            headers = _passed_headers(upstream) | STREAM_HEADERS
+        if is_event_stream(upstream.headers):
+            headers = passed_headers(upstream.headers) | STREAM_HEADERS
             return RelayResponse(upstream, lease, stream, headers)
         _close(upstream, lease)
-        return Response(content, upstream.status_code, _passed_headers(upstream))
+        return Response(content, upstream.status_code, passed_headers(upstream.headers))
 
     async def fetch_json(
         self,
@@ -121,7 +136,7 @@ class Proxy:
                 with map_upstream_errors(lease.backend.entry.id):
                     backend = lease.backend
                     upstream = await self._pool.post(backend.base_url, path, body, backend.api_key)
-                    if not _is_event_stream(upstream):
+                    if not is_event_stream(upstream.headers):
                         content = await upstream.aread()
         except BaseException:
             _close(upstream, lease)
@@ -132,8 +147,8 @@ class Proxy:
         return lease, upstream, content
 
 
-def _is_event_stream(upstream: UpstreamResponse) -> bool:
-    return upstream.header("content-type").startswith("text/event-stream")
+def is_event_stream(headers: list[tuple[str, str]]) -> bool:
+    return header(headers, "content-type").startswith("text/event-stream")
 
 
 def _close(upstream: UpstreamResponse | None, lease: Lease | None) -> None:
@@ -143,15 +158,13 @@ def _close(upstream: UpstreamResponse | None, lease: Lease | None) -> None:
         lease.release()
 
 
-def _passed_headers(upstream: UpstreamResponse) -> dict[str, str]:
+def passed_headers(headers: list[tuple[str, str]]) -> dict[str, str]:
     """The child's headers minus hop-by-hop ones (names come lower-cased), so ours can
     replace its own, and minus its CORS headers: llama-server allows every origin
     (``Access-Control-Allow-Origin: *``), which would let any web page read the gateway's
     answers; the gateway's own CORS setting (``cors_origins``) decides instead."""
     return {
-        k: v
-        for k, v in upstream.headers
-        if k not in HOP_HEADERS and not k.startswith("access-control-")
+        k: v for k, v in headers if k not in HOP_HEADERS and not k.startswith("access-control-")
     }
 
 
@@ -192,17 +205,26 @@ class Passthrough:
         self._ensure_done = ensure_done
         self._meter = meter
         self._event_closed = True
+        self._last = b""
 
     async def chunks(self, raw: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        last = b""
         async for chunk in raw:
-            self._event_closed = chunk.endswith(b"\n\n")
-            last = chunk
-            if self._meter is not None:
-                self._meter.chunk(chunk)
-            yield chunk
-        if self._ensure_done and not last.endswith(DONE_EVENT):
-            yield DONE_EVENT
+            yield self.feed(chunk)
+        if tail := self.tail():
+            yield tail
+
+    def feed(self, chunk: bytes) -> bytes:
+        """One piece of the child's body, as the client gets it (``chunks`` one at a time)."""
+        self._event_closed = chunk.endswith(b"\n\n")
+        self._last = chunk
+        if self._meter is not None:
+            self._meter.chunk(chunk)
+        return chunk
+
+    def tail(self) -> bytes:
+        """What follows the child's last piece: ``data: [DONE]`` where it is owed."""
+        owed = self._ensure_done and not self._last.endswith(DONE_EVENT)
+        return DONE_EVENT if owed else b""
 
     def error(self, error: SupervisorError) -> bytes:
         return (b"" if self._event_closed else b"\n\n") + self._error_event(error)
@@ -267,9 +289,6 @@ class RelayResponse(Response):
         except (UpstreamError, ValueError) as exc:
             model = self._lease.backend.entry.id
             LOG.warning("[%s] stream broke: %r", model, exc)
-            error = BackendError(
-                f"Model '{model}' backend failed during the stream; the request did not complete"
-            )
-            tail = self._stream.error(error)
+            tail = self._stream.error(stream_broke(model))
             await send({"type": "http.response.body", "body": tail, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -18,16 +18,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
+from fastapi import FastAPI
 
 from .app import create_app
 from .auth import load_keys
 from .backends.binary import find_llama_server
 from .config import Settings, load_settings
+from .gateway import Gateway
 from .http_head import BoundedHeadProtocol
 from .log_setup import configure_logging
+from .relay_lane import RelayLane
+from .relay_protocol import relay_protocol
 from .sdnotify import Notifier
 from .shutdown import Drain
 
@@ -81,6 +85,15 @@ class GatewayServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def http_protocol(app: FastAPI, settings: Settings) -> type[BoundedHeadProtocol]:
+    """httptools with a bound on a request's head; and the relay lane, unless CORS or the
+    access log is on (the lane writes neither their headers nor their lines)."""
+    if settings.cors_origins or settings.access_log:
+        return BoundedHeadProtocol
+    lane = RelayLane(lambda: cast(Gateway, app.state.gateway), app.state.drain)
+    return relay_protocol(lane)
+
+
 def serve(config_file: Path | None, given: dict[str, Any]) -> int:
     """``llama-supervisor serve``: settings from flags (``given``, None meaning "not given"),
     environment and file; then the server, until a signal stops it."""
@@ -106,7 +119,7 @@ def serve(config_file: Path | None, given: dict[str, Any]) -> int:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        http=BoundedHeadProtocol,  # httptools with a bound on a request's headers
+        http=http_protocol(app, settings),
         log_level=settings.log_level,
         access_log=settings.access_log,
         # The drain already waited for requests; this only bounds the last connections' close.

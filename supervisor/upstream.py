@@ -6,6 +6,10 @@ on the relay against a zero-cost upstream). The relay needs one thing only (POST
 llama-server on loopback, read a framed answer, stream it on), which this does on an asyncio
 protocol with httptools, uvicorn's own parser, for a few hundredths of that. httpx stays where
 speed does not matter: readiness and health polls, the admin client.
+
+An answer is heard by an ``AnswerSink`` as it comes off the socket. ``UpstreamPool.post``
+gives one to await (``UpstreamResponse``); the relay lane (``relay_lane.py``) is a sink
+itself and answers its client from these callbacks, without a task.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -25,6 +29,7 @@ IDLE_EXPIRY_S = 2.0  # llama-server drops a keep-alive connection after 5 s idle
 CONNECT_TIMEOUT_S = 10.0
 HIGH_WATER = 1 << 18  # stop reading from a child this far ahead of a slow client
 LOW_WATER = 1 << 16
+Address = tuple[str, int]
 
 
 class UpstreamError(ConnectionError):
@@ -35,66 +40,76 @@ class ClosedBeforeAnswer(UpstreamError):
     """The connection closed before a single byte of the answer came back."""
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection and the answer to its current request."""
+class AnswerSink(Protocol):
+    """Hears one answer: its head, its body piece by piece, then its end or a failure (at
+    most one of the two, once)."""
 
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
+    def answer_head(self, status: int, headers: list[tuple[str, str]]) -> None: ...
+    def answer_body(self, chunk: bytes) -> None: ...
+    def answer_end(self) -> None: ...
+    def answer_failed(self, error: UpstreamError) -> None: ...
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection to a child, and the sink of its current request."""
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.idle_since = 0.0
-        self.on_lost: Callable[[_Connection], None] | None = None
+        self.on_lost: Callable[[Connection], None] | None = None
         self._closed = False
-        self._start_request()
-
-    def _start_request(self) -> None:
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
+        self._sink: AnswerSink | None = None
+        self._status = 0
+        self._headers: list[tuple[str, str]] = []
         self.complete = False
         self.keep_alive = False
-        self._head: asyncio.Future[None] = self._loop.create_future()
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._buffered = 0
-        self._paused = False
-        self._wake: asyncio.Future[None] | None = None
-        self._error: UpstreamError | None = None
         self._answered = False
         self._framed = False
+        self._head_done = False
+        self._paused = False
 
     @property
     def usable(self) -> bool:
         return not self._closed
 
-    def send(self, head: bytes, body: bytes) -> None:
+    @property
+    def reading_paused(self) -> bool:
+        return self._paused
+
+    def send(self, head: bytes, body: bytes, sink: AnswerSink) -> None:
+        """Send a request; its answer goes to ``sink``."""
         assert self._transport is not None
-        self._start_request()
+        self._sink = sink
+        self._status = 0
+        self._headers = []
+        self.complete = False
+        self.keep_alive = False
+        self._answered = False
+        self._framed = False
+        self._head_done = False
         if len(body) < 65536:  # the usual small body: one write, one segment
             self._transport.write(head + body)
         else:
             self._transport.write(head)
             self._transport.write(body)
 
-    async def head(self) -> None:
-        await self._head
+    def pause_reading(self) -> None:
+        """Hold the child back (its reader is slow); ``resume_reading`` lets it go on."""
+        if not self._paused and not self.complete and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
 
-    async def chunk(self) -> bytes | None:
-        """The next piece of the body as it came off the socket; None at its end."""
-        while not self._chunks:
-            if self.complete:
-                return None
-            if self._error is not None:
-                raise self._error
-            self._wake = self._loop.create_future()
-            await self._wake
-        chunk = self._chunks.popleft()
-        self._buffered -= len(chunk)
-        if self._paused and self._buffered <= LOW_WATER and self._transport is not None:
+    def resume_reading(self) -> None:
+        if self._paused and self._transport is not None:
             self._paused = False
             self._transport.resume_reading()
-        return chunk
 
     def abort(self) -> None:
+        """Drop the connection; its sink hears nothing more."""
         self._closed = True
+        self._sink = None
         if self._transport is not None:
             self._transport.abort()
 
@@ -104,7 +119,7 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if self.complete:  # nothing was asked: the connection is out of step
+        if self.complete or self._sink is None:  # nothing was asked: out of step
             self.abort()
             return
         self._answered = True
@@ -118,9 +133,9 @@ class _Connection(asyncio.Protocol):
         self._closed = True
         if self.on_lost is not None:
             self.on_lost(self)
-        if self.complete:
+        if self.complete or self._sink is None:
             return
-        if self._head.done() and not self._framed:
+        if self._head_done and not self._framed:
             self.on_message_complete()  # an answer that runs until the connection closes
         elif not self._answered:
             self._fail(ClosedBeforeAnswer("the connection closed before any answer"))
@@ -133,32 +148,85 @@ class _Connection(asyncio.Protocol):
         key = name.decode("latin-1").lower()
         if key in ("content-length", "transfer-encoding"):
             self._framed = True
-        self.headers.append((key, value.decode("latin-1")))
+        self._headers.append((key, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        self._head_done = True
         self.keep_alive = self._parser.should_keep_alive()
-        if not self._head.done():
-            self._head.set_result(None)
+        if self._sink is not None:
+            self._sink.answer_head(self._parser.get_status_code(), self._headers)
 
     def on_body(self, body: bytes) -> None:
-        self._chunks.append(body)
-        self._buffered += len(body)
-        if self._buffered > HIGH_WATER and not self._paused and self._transport is not None:
-            self._paused = True
-            self._transport.pause_reading()
-        self._wakeup()
+        if self._sink is not None:
+            self._sink.answer_body(body)
 
     def on_message_complete(self) -> None:
         self.complete = True
-        if self._paused and self._transport is not None:
-            # Nothing is left of this answer to hold back, and a complete answer may go back
-            # to the pool unread: paused there, it would never see its next answer.
-            self._paused = False
-            self._transport.resume_reading()
-        self._wakeup()
+        # Nothing is left of this answer to hold back, and a complete answer may go back to
+        # the pool unread: paused there, it would never see its next answer.
+        self.resume_reading()
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.answer_end()
 
     def _fail(self, error: UpstreamError) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.answer_failed(error)
+
+
+class _Buffered:
+    """The ``AnswerSink`` to await: the head, then the body as it arrives, buffered up to
+    ``HIGH_WATER`` bytes ahead of its reader (past that the child is held back)."""
+
+    def __init__(self, connection: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        self._connection = connection
+        self._head: asyncio.Future[None] = loop.create_future()
+        self._loop = loop
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self._ended = False
+        self._error: UpstreamError | None = None
+        self._wake: asyncio.Future[None] | None = None
+
+    async def head(self) -> None:
+        await self._head
+
+    async def chunk(self) -> bytes | None:
+        """The next piece of the body as it came off the socket; None at its end."""
+        while not self._chunks:
+            if self._ended:
+                return None
+            if self._error is not None:
+                raise self._error
+            self._wake = self._loop.create_future()
+            await self._wake
+        chunk = self._chunks.popleft()
+        self.buffered -= len(chunk)
+        if self.buffered <= LOW_WATER and self._connection.reading_paused:
+            self._connection.resume_reading()
+        return chunk
+
+    def answer_head(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status, self.headers = status, headers
+        if not self._head.done():
+            self._head.set_result(None)
+
+    def answer_body(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self.buffered += len(chunk)
+        if self.buffered > HIGH_WATER:
+            self._connection.pause_reading()
+        self._wakeup()
+
+    def answer_end(self) -> None:
+        self._ended = True
+        self._wakeup()
+
+    def answer_failed(self, error: UpstreamError) -> None:
         self._error = error
         if not self._head.done():
             self._head.set_exception(error)
@@ -175,18 +243,21 @@ class UpstreamResponse:
     a fully read connection back to the pool and drops any other, which makes llama-server
     stop generating."""
 
-    def __init__(self, connection: _Connection, release: Callable[[_Connection], None]) -> None:
+    def __init__(
+        self, connection: Connection, reader: _Buffered, release: Callable[[Connection], None]
+    ) -> None:
         self._connection = connection
-        self._release: Callable[[_Connection], None] | None = release
-        self.status_code = connection.status
-        self.headers = connection.headers
+        self._reader = reader
+        self._release: Callable[[Connection], None] | None = release
+        self.status_code = reader.status
+        self.headers = reader.headers
 
     def header(self, name: str) -> str:
         """A header's value ('' if absent); ``name`` lower-case."""
-        return next((value for key, value in self.headers if key == name), "")
+        return header(self.headers, name)
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
-        while (chunk := await self._connection.chunk()) is not None:
+        while (chunk := await self._reader.chunk()) is not None:
             yield chunk
 
     async def aread(self) -> bytes:
@@ -194,13 +265,8 @@ class UpstreamResponse:
 
     def close(self) -> None:
         release, self._release = self._release, None
-        if release is None:
-            return
-        connection = self._connection
-        if connection.complete and connection.keep_alive and connection.usable:
-            release(connection)
-        else:
-            connection.abort()
+        if release is not None:
+            release(self._connection)
 
 
 class UpstreamPool:
@@ -212,7 +278,7 @@ class UpstreamPool:
     ) -> None:
         self._idle_expiry = idle_expiry
         self._connect_timeout = connect_timeout
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._idle: dict[Address, list[Connection]] = {}
 
     async def post(
         self, base_url: str, path: str, body: bytes, api_key: str | None = None
@@ -224,15 +290,15 @@ class UpstreamPool:
         after 5 s idle). If one closes before any answer, the request never reached the child
         and goes once more on a fresh connection; if the child itself is gone, that fails to
         connect."""
-        address = _address(base_url)
-        head = _request_head(address, path, len(body), api_key)
-        connection = self._take(address)
+        address = address_of(base_url)
+        head = request_head(address, path, len(body), api_key)
+        connection = self.take(address)
         if connection is not None:
             try:
-                return await self._exchange(connection, address, head, body)
+                return await self._exchange(connection, head, body)
             except ClosedBeforeAnswer:
                 LOG.info("pooled connection to %s:%d was closed; sending again", *address)
-        return await self._exchange(await self._connect(address), address, head, body)
+        return await self._exchange(await self.connect(address), head, body)
 
     def close(self) -> None:
         for connections in list(self._idle.values()):
@@ -240,27 +306,28 @@ class UpstreamPool:
                 connection.abort()
         self._idle.clear()
 
-    async def _exchange(
-        self, connection: _Connection, address: tuple[str, int], head: bytes, body: bytes
-    ) -> UpstreamResponse:
-        connection.send(head, body)
+    async def _exchange(self, connection: Connection, head: bytes, body: bytes) -> UpstreamResponse:
+        reader = _Buffered(connection)
+        connection.send(head, body, reader)
         try:
-            await connection.head()
+            await reader.head()
         except BaseException:
             connection.abort()
             raise
-        return UpstreamResponse(connection, lambda done: self._put(address, done))
+        return UpstreamResponse(connection, reader, self.release)
 
-    async def _connect(self, address: tuple[str, int]) -> _Connection:
+    async def connect(self, address: Address) -> Connection:
+        """A fresh connection to ``address``."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, connection = await loop.create_connection(_Connection, *address)
+                _, connection = await loop.create_connection(lambda: Connection(address), *address)
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"cannot connect to {address[0]}:{address[1]}: {exc}") from exc
         return connection
 
-    def _take(self, address: tuple[str, int]) -> _Connection | None:
+    def take(self, address: Address) -> Connection | None:
+        """An idle connection to ``address``, if the pool has a live one."""
         idle = self._idle.get(address)
         now = time.monotonic()
         while idle:
@@ -271,12 +338,18 @@ class UpstreamPool:
             connection.abort()
         return None
 
-    def _put(self, address: tuple[str, int], connection: _Connection) -> None:
+    def release(self, connection: Connection) -> None:
+        """Done with ``connection``: back to the pool if its answer was whole and it may be
+        kept alive, else closed (a child stops generating when its connection drops)."""
+        if not (connection.complete and connection.keep_alive and connection.usable):
+            connection.abort()
+            return
+        address = connection.address
         connection.idle_since = time.monotonic()
         idle = self._idle.setdefault(address, [])
         idle.append(connection)
 
-        def forget(lost: _Connection) -> None:
+        def forget(lost: Connection) -> None:
             if lost in idle:
                 idle.remove(lost)
             if not idle and self._idle.get(address) is idle:
@@ -285,16 +358,19 @@ class UpstreamPool:
         connection.on_lost = forget
 
 
-def _address(base_url: str) -> tuple[str, int]:
+def header(headers: list[tuple[str, str]], name: str) -> str:
+    """A header's value ('' if absent); ``name`` lower-case."""
+    return next((value for key, value in headers if key == name), "")
+
+
+def address_of(base_url: str) -> Address:
     parts = urlsplit(base_url)
     if parts.scheme != "http" or not parts.hostname:
         raise UpstreamError(f"not a plain http:// address: {base_url}")
     return parts.hostname, parts.port or 80
 
 
-def _request_head(
-    address: tuple[str, int], path: str, length: int, api_key: str | None = None
-) -> bytes:
+def request_head(address: Address, path: str, length: int, api_key: str | None = None) -> bytes:
     authorization = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     return (
         f"POST {path} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n{authorization}"

@@ -71,6 +71,11 @@ class ModelManager:
     async def acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease:
         return await self.model(entry, role).acquire(autoload=self._settings.autoload)
 
+    def try_acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease | None:
+        """A slot at once, or None where ``acquire`` would have to wait, load or refuse."""
+        model = self._models.get((entry.id, role))
+        return model.try_acquire() if model is not None else None
+
     async def unload(self, entry: ModelEntry) -> bool:
         results = [await m.unload() for m in self._roles_of(entry)]
         return any(results)

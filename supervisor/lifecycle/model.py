@@ -97,9 +97,9 @@ class ManagedModel:
                 raise ModelNotFound(self.entry.id)
             backend = self.serving()
             if backend is not None:
-                if not self._waiters and backend.has_free_slot:
-                    return Lease(backend, self._released)
-                lease = await self._enqueue()
+                lease = self.try_acquire()
+                if lease is None:
+                    lease = await self._enqueue()
                 if lease is not None:
                     return lease
             elif self.state in (ModelState.UNLOADED, ModelState.FAILED):
@@ -108,6 +108,14 @@ class ManagedModel:
                 await self.load()
             else:
                 await self._changed.wait()
+
+    def try_acquire(self) -> Lease | None:
+        """A slot on the current child at once, if one is free and nobody queues for it;
+        else None (``acquire`` waits, loads or refuses)."""
+        backend = self.serving()
+        if backend is None or self.removed or self._waiters or not backend.has_free_slot:
+            return None
+        return Lease(backend, self._released)
 
     async def _enqueue(self) -> Lease | None:
         settings = self._host.settings

@@ -17,6 +17,7 @@ from ..limits import RequestLimits
 from ..proxy import Passthrough, RelayResponse
 from ..registry import ModelEntry
 from ..telemetry import note_model
+from ..tokens import TokenMeter
 
 
 def gateway(request: Request) -> Gateway:
@@ -59,20 +60,39 @@ RELAYS: Final[Mapping[str, Relay]] = MappingProxyType(
 )
 
 
-async def relay(request: Request, route: Relay) -> Response:
-    """The passthrough shared by /v1 and the native routes (``RELAYS``): the body goes to the
-    child untouched; ``model`` and ``stream`` are only read (and checked) on the way."""
-    body = await request.body()
+@dataclass(frozen=True)
+class RelayPlan:
+    """What a relayed request needs once its body is read: the model, its token meter, and
+    the stream translator that passes the child's bytes on."""
+
+    entry: ModelEntry
+    meter: TokenMeter
+    stream: Passthrough
+
+
+def plan_relay(gw: Gateway, route: Relay, body: bytes) -> RelayPlan:
+    """The body is only read (and checked) on the way: ``model`` and ``stream``, and the
+    request limits; it goes to the child untouched. Shared by both ways a relayed POST is
+    served (``relay`` here, and the relay lane's exchange)."""
     data = openai_dialect.parse_body(body)
     openai_dialect.wants_stream(data)  # a bad value is our clear 400, not the child's
-    gw = gateway(request)
     RequestLimits.of(gw.settings, openai_stop=route.path.startswith("/v1/")).check(data)
-    entry = pick_model(request, openai_dialect.requested_model(data))
+    entry = gw.pick_model(openai_dialect.requested_model(data))
     meter = gw.telemetry.meter(entry.id)
     stream = Passthrough(openai_dialect.error_event, ensure_done=route.ensure_done, meter=meter)
+    return RelayPlan(entry, meter, stream)
+
+
+async def relay(request: Request, route: Relay) -> Response:
+    """The passthrough shared by /v1 and the native routes (``RELAYS``), over ASGI."""
+    body = await request.body()
+    gw = gateway(request)
+    plan = plan_relay(gw, route, body)
+    note_model(request.scope, plan.entry.id)
     response = await gw.proxy.forward(
-        lambda: gw.acquire(entry, route.role), route.upstream, body, stream, request.receive
-    )
+        lambda: gw.acquire(plan.entry, route.role), route.upstream, body, plan.stream,
+        request.receive,
+    )  # fmt: skip
     if not isinstance(response, RelayResponse):
-        meter.body(bytes(response.body))
+        plan.meter.body(bytes(response.body))
     return response

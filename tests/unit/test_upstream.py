@@ -689,12 +689,12 @@ async def test_slow_reader_pauses_the_connection_and_gets_everything(
 
     server = await serve(flood)
     response = await soon(pool.post(server.url, "/completion", b"{}"))
-    connection = response._connection
+    reader = response._reader
     await until(lambda: not transport_of(response).is_reading())
-    assert connection._buffered <= HIGH_WATER + (1 << 20)  # one socket read past the mark
+    assert reader.buffered <= HIGH_WATER + (1 << 20)  # one socket read past the mark
     await asyncio.sleep(0.05)
     assert not sent_all.is_set()  # the server is held back, not buffered for
-    assert connection._buffered <= HIGH_WATER + (1 << 20)
+    assert reader.buffered <= HIGH_WATER + (1 << 20)
 
     received = bytearray()
     async with asyncio.timeout(PATIENCE_S * 2):
@@ -725,7 +725,7 @@ async def test_connection_paused_when_its_answer_completed_works_again(
     server = await serve(serve_replies)
     response = await soon(pool.post(server.url, "/completion", b"{}"))
     await until(lambda: response._connection.complete)
-    assert response._connection._buffered > HIGH_WATER  # enough to pause reading...
+    assert response._reader.buffered > HIGH_WATER  # enough to pause reading...
     assert transport_of(response).is_reading()  # ...but it is whole: nothing to hold back
     response.close()  # complete, so it goes back to the pool without being read
     assert idle_connections(pool) == 1
