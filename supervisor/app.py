@@ -25,6 +25,7 @@ from .gateway import Gateway, SettingsLoader, build_gateway
 from .guard import GatewayGuard
 from .http_errors import install_error_handlers
 from .memory import MemoryProbe
+from .relay_lane import RelayLane
 from .routes import api_v2, logs, myllm, myllm_chat, native, openai, root
 from .schemas import build_openapi
 from .sdnotify import Notifier
@@ -45,11 +46,13 @@ def create_app(
     notify = notifier or Notifier(None)
     drain = Drain(settings.shutdown_grace_s)
     telemetry = Telemetry()
+    lane = RelayLane(drain)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = build_gateway(settings, factory, load_settings, probe, telemetry)
         app.state.gateway = gateway
+        lane.attach(gateway)
         gateway.manager.start(gateway.registry.entries())
 
         def reload_on_signal() -> None:
@@ -61,6 +64,7 @@ def create_app(
             yield
         finally:
             hup()
+            lane.attach(None)
             await gateway.close()
 
     app = GatewayApp(
@@ -74,6 +78,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.drain = drain
+    app.state.relay_lane = lane  # served by server.http_protocol's protocol, not over ASGI
     app.state.notifier = notify
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
 

@@ -20,15 +20,15 @@ from starlette.types import Receive, Scope, Send
 from .backends.child import Lease
 from .disconnect import DisconnectWatch
 from .errors import BackendError, SupervisorError
-from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, header
+from .upstream import RawHeaders, UpstreamError, UpstreamPool, UpstreamResponse
 
 LOG = logging.getLogger(__name__)
 
 ErrorEvent = Callable[[SupervisorError], bytes]
-STREAM_HEADERS = {"x-accel-buffering": "no", "cache-control": "no-cache"}
+STREAM_HEADERS = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
 CLIENT_CLOSED_REQUEST = 499  # nginx's code; the client never sees it
 HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"server", b"date"}
 )
 
 
@@ -93,11 +93,12 @@ class Proxy:
         if exchange is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         lease, upstream, content = exchange
-        if is_event_stream(upstream.headers):
-            headers = passed_headers(upstream.headers) | STREAM_HEADERS
-            return RelayResponse(upstream, lease, stream, headers)
+        if is_event_stream(upstream.raw_headers):
+            return RelayResponse(upstream, lease, stream, stream_headers(upstream.raw_headers))
         _close(upstream, lease)
-        return Response(content, upstream.status_code, passed_headers(upstream.headers))
+        response = Response(content, upstream.status_code)
+        response.raw_headers = [*passed_headers(upstream.raw_headers), *response.raw_headers]
+        return response
 
     async def fetch_json(
         self,
@@ -136,7 +137,7 @@ class Proxy:
                 with map_upstream_errors(lease.backend.entry.id):
                     backend = lease.backend
                     upstream = await self._pool.post(backend.base_url, path, body, backend.api_key)
-                    if not is_event_stream(upstream.headers):
+                    if not is_event_stream(upstream.raw_headers):
                         content = await upstream.aread()
         except BaseException:
             _close(upstream, lease)
@@ -147,8 +148,8 @@ class Proxy:
         return lease, upstream, content
 
 
-def is_event_stream(headers: list[tuple[str, str]]) -> bool:
-    return header(headers, "content-type").startswith("text/event-stream")
+def is_event_stream(headers: RawHeaders) -> bool:
+    return any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers)
 
 
 def _close(upstream: UpstreamResponse | None, lease: Lease | None) -> None:
@@ -158,14 +159,21 @@ def _close(upstream: UpstreamResponse | None, lease: Lease | None) -> None:
         lease.release()
 
 
-def passed_headers(headers: list[tuple[str, str]]) -> dict[str, str]:
+def passed_headers(headers: RawHeaders) -> RawHeaders:
     """The child's headers minus hop-by-hop ones (names come lower-cased), so ours can
     replace its own, and minus its CORS headers: llama-server allows every origin
     (``Access-Control-Allow-Origin: *``), which would let any web page read the gateway's
     answers; the gateway's own CORS setting (``cors_origins``) decides instead."""
-    return {
-        k: v for k, v in headers if k not in HOP_HEADERS and not k.startswith("access-control-")
-    }
+    return [
+        (k, v) for k, v in headers if k not in HOP_HEADERS and not k.startswith(b"access-control-")
+    ]
+
+
+def stream_headers(headers: RawHeaders) -> RawHeaders:
+    """A relayed stream's headers: the child's passed ones, with ours for streams in place
+    of any it sent itself."""
+    ours = {name for name, _ in STREAM_HEADERS}
+    return [*((k, v) for k, v in passed_headers(headers) if k not in ours), *STREAM_HEADERS]
 
 
 class StreamTranslator(Protocol):
@@ -261,11 +269,11 @@ class RelayResponse(Response):
         upstream: UpstreamResponse,
         lease: Lease,
         stream: StreamTranslator,
-        headers: dict[str, str],
+        headers: RawHeaders,
     ) -> None:
         self.status_code = upstream.status_code
         self.background = None
-        self.init_headers(headers)
+        self.raw_headers = headers
         self._upstream = upstream
         self._lease = lease
         self._stream = stream

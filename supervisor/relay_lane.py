@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
 from starlette.datastructures import Headers
@@ -31,13 +31,20 @@ from .backends.child import Lease
 from .errors import SupervisorError
 from .gateway import Gateway
 from .http_errors import failed_request_response, internal_error_response
-from .proxy import STREAM_HEADERS, backend_failed, is_event_stream, passed_headers, stream_broke
+from .proxy import (
+    backend_failed,
+    is_event_stream,
+    passed_headers,
+    stream_broke,
+    stream_headers,
+)
 from .routes import RELAYS, Relay, RelayPlan, plan_relay
 from .shutdown import Drain
 from .upstream import (
     Address,
     ClosedBeforeAnswer,
     Connection,
+    RawHeaders,
     UpstreamError,
     UpstreamPool,
     address_of,
@@ -47,7 +54,7 @@ from .upstream import (
 LOG = logging.getLogger(__name__)
 CLIENT_CLOSED_REQUEST = 499  # nginx's code, for the metrics: the client never sees it
 END_OF_CHUNKS = b"0\r\n\r\n"
-RawHeaders = Iterable[tuple[bytes, bytes]]
+CHUNKED = (b"transfer-encoding", b"chunked")
 
 
 class Client(Protocol):
@@ -63,13 +70,18 @@ class Client(Protocol):
 
 
 class RelayLane:
-    """Decides which requests take the lane, and starts their exchanges."""
+    """Decides which requests take the lane, and starts their exchanges. The app's lifespan
+    binds it to the running gateway (``attach``); unbound, it admits nothing."""
 
-    def __init__(self, gateway: Callable[[], Gateway], drain: Drain) -> None:
-        self._gateway = gateway
+    def __init__(self, drain: Drain) -> None:
         self.drain = drain
+        self.gateway: Gateway | None = None
         self._routes = {relay.path.encode(): relay for relay in RELAYS.values()}
         self._addresses: dict[str, Address] = {}
+
+    def attach(self, gateway: Gateway | None) -> None:
+        self.gateway = gateway
+        self._addresses.clear()
 
     def admit(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> Relay | None:
         """The relay route of a request the lane can serve whole, judged on its head; None
@@ -83,8 +95,8 @@ class RelayLane:
                 length = value
             elif name == b"transfer-encoding":
                 return None
-        gw = self._gateway()
-        if not length.isdigit() or int(length) > gw.settings.max_body_bytes:
+        gw = self.gateway
+        if gw is None or not length.isdigit() or int(length) > gw.settings.max_body_bytes:
             return None
         keys = gw.keys
         if not keys.open:
@@ -95,11 +107,8 @@ class RelayLane:
         return route
 
     def exchange(self, client: Client, route: Relay, body: bytes, keep_alive: bool) -> Exchange:
-        return Exchange(self, client, route, body, keep_alive)
-
-    @property
-    def gateway(self) -> Gateway:
-        return self._gateway()
+        assert self.gateway is not None  # admitted
+        return Exchange(self, self.gateway, client, route, body, keep_alive)
 
     def address(self, base_url: str) -> Address:
         address = self._addresses.get(base_url)
@@ -115,7 +124,13 @@ class Exchange:
     However it ends (answered, refused, failed, the client gone), ``_finish`` runs once."""
 
     def __init__(
-        self, lane: RelayLane, client: Client, route: Relay, body: bytes, keep_alive: bool
+        self,
+        lane: RelayLane,
+        gateway: Gateway,
+        client: Client,
+        route: Relay,
+        body: bytes,
+        keep_alive: bool,
     ) -> None:
         self._lane = lane
         self._client = client
@@ -123,7 +138,7 @@ class Exchange:
         self._body = body
         self._keep_alive = keep_alive
         self._started = time.perf_counter()
-        self._gw = lane.gateway
+        self._gw = gateway
         self._pool: UpstreamPool = self._gw.proxy.pool
         self._plan: RelayPlan | None = None
         self._lease: Lease | None = None
@@ -133,7 +148,7 @@ class Exchange:
         self._reused = False
         self._task: asyncio.Task[None] | None = None
         self._status = 0
-        self._headers: list[tuple[str, str]] = []
+        self._headers: RawHeaders = []
         self._streaming = False
         self._parts: list[bytes] = []
         self._first_token: float | None = None
@@ -201,13 +216,13 @@ class Exchange:
         self._task = self._client.spawn(waited())
 
     # -- the answer (upstream.AnswerSink) ------------------------------------------------------
-    def answer_head(self, status: int, headers: list[tuple[str, str]]) -> None:
+    def answer_head(self, status: int, headers: RawHeaders) -> None:
         self._status = status
         self._headers = headers
         if is_event_stream(headers):
             self._streaming = True
-            passed = _encoded(passed_headers(headers) | STREAM_HEADERS)
-            self._client.write(self._head(status, [*passed, (b"transfer-encoding", b"chunked")]))
+            passed = [*stream_headers(headers), CHUNKED]
+            self._client.write(self._head(status, passed))
 
     def answer_body(self, chunk: bytes) -> None:
         if not self._streaming:
@@ -228,10 +243,10 @@ class Exchange:
             self._client.write(_chunk(tail) + END_OF_CHUNKS)
         else:
             content = b"".join(self._parts)
-            self._plan.meter.body(content)
-            passed = _encoded(passed_headers(self._headers))
-            length = (b"content-length", str(len(content)).encode())
-            self._client.write(self._head(self._status, [*passed, length]) + content)
+            length = (b"content-length", b"%d" % len(content))
+            passed = [*passed_headers(self._headers), length]
+            self._client.write(self._head(self._status, passed) + content)
+            self._plan.meter.body(content)  # once the client has its answer
         self._finish(self._status)
 
     def answer_failed(self, error: UpstreamError) -> None:
@@ -278,7 +293,7 @@ class Exchange:
         self._client.write(head + bytes(response.body))
         self._finish(status)
 
-    def _head(self, status: int, headers: RawHeaders) -> bytes:
+    def _head(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         lines = [STATUS_LINE[status]]
         for name, value in (*self._client.default_headers, *headers):
             lines += (name, b": ", value, b"\r\n")
@@ -316,7 +331,3 @@ class Exchange:
 
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
-
-
-def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]

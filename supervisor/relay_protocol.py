@@ -18,8 +18,9 @@ from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from .http_head import BoundedHeadProtocol
-from .relay_lane import Exchange, RawHeaders, RelayLane
+from .relay_lane import Exchange, RelayLane
 from .routes import Relay
+from .upstream import RawHeaders
 
 
 def relay_protocol(lane: RelayLane) -> type[RelayProtocol]:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -27,7 +27,6 @@ from .app import create_app
 from .auth import load_keys
 from .backends.binary import find_llama_server
 from .config import Settings, load_settings
-from .gateway import Gateway
 from .http_head import BoundedHeadProtocol
 from .log_setup import configure_logging
 from .relay_lane import RelayLane
@@ -90,7 +89,7 @@ def http_protocol(app: FastAPI, settings: Settings) -> type[BoundedHeadProtocol]
     access log is on (the lane writes neither their headers nor their lines)."""
     if settings.cors_origins or settings.access_log:
         return BoundedHeadProtocol
-    lane = RelayLane(lambda: cast(Gateway, app.state.gateway), app.state.drain)
+    lane: RelayLane = app.state.relay_lane
     return relay_protocol(lane)
 
 

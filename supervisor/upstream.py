@@ -30,6 +30,7 @@ CONNECT_TIMEOUT_S = 10.0
 HIGH_WATER = 1 << 18  # stop reading from a child this far ahead of a slow client
 LOW_WATER = 1 << 16
 Address = tuple[str, int]
+RawHeaders = list[tuple[bytes, bytes]]  # names lower-case
 
 
 class UpstreamError(ConnectionError):
@@ -44,7 +45,7 @@ class AnswerSink(Protocol):
     """Hears one answer: its head, its body piece by piece, then its end or a failure (at
     most one of the two, once)."""
 
-    def answer_head(self, status: int, headers: list[tuple[str, str]]) -> None: ...
+    def answer_head(self, status: int, headers: RawHeaders) -> None: ...
     def answer_body(self, chunk: bytes) -> None: ...
     def answer_end(self) -> None: ...
     def answer_failed(self, error: UpstreamError) -> None: ...
@@ -61,8 +62,7 @@ class Connection(asyncio.Protocol):
         self.on_lost: Callable[[Connection], None] | None = None
         self._closed = False
         self._sink: AnswerSink | None = None
-        self._status = 0
-        self._headers: list[tuple[str, str]] = []
+        self._headers: RawHeaders = []
         self.complete = False
         self.keep_alive = False
         self._answered = False
@@ -82,7 +82,6 @@ class Connection(asyncio.Protocol):
         """Send a request; its answer goes to ``sink``."""
         assert self._transport is not None
         self._sink = sink
-        self._status = 0
         self._headers = []
         self.complete = False
         self.keep_alive = False
@@ -145,10 +144,10 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        if key in ("content-length", "transfer-encoding"):
+        key = name.lower()
+        if key == b"content-length" or key == b"transfer-encoding":
             self._framed = True
-        self._headers.append((key, value.decode("latin-1")))
+        self._headers.append((key, value))
 
     def on_headers_complete(self) -> None:
         self._head_done = True
@@ -185,7 +184,7 @@ class _Buffered:
         self._head: asyncio.Future[None] = loop.create_future()
         self._loop = loop
         self.status = 0
-        self.headers: list[tuple[str, str]] = []
+        self.headers: RawHeaders = []
         self._chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self._ended = False
@@ -210,7 +209,7 @@ class _Buffered:
             self._connection.resume_reading()
         return chunk
 
-    def answer_head(self, status: int, headers: list[tuple[str, str]]) -> None:
+    def answer_head(self, status: int, headers: RawHeaders) -> None:
         self.status, self.headers = status, headers
         if not self._head.done():
             self._head.set_result(None)
@@ -250,11 +249,12 @@ class UpstreamResponse:
         self._reader = reader
         self._release: Callable[[Connection], None] | None = release
         self.status_code = reader.status
-        self.headers = reader.headers
+        self.raw_headers = reader.headers
+        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in reader.headers]
 
     def header(self, name: str) -> str:
         """A header's value ('' if absent); ``name`` lower-case."""
-        return header(self.headers, name)
+        return next((value for key, value in self.headers if key == name), "")
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         while (chunk := await self._reader.chunk()) is not None:
@@ -356,11 +356,6 @@ class UpstreamPool:
                 del self._idle[address]
 
         connection.on_lost = forget
-
-
-def header(headers: list[tuple[str, str]], name: str) -> str:
-    """A header's value ('' if absent); ``name`` lower-case."""
-    return next((value for key, value in headers if key == name), "")
 
 
 def address_of(base_url: str) -> Address:

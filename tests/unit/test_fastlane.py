@@ -7,10 +7,11 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fake_child import FakeChild, Reply
 from fakes import FakeFactory
-from fastapi.testclient import TestClient
+from served import client_of
 
 from supervisor.app import create_app
 from supervisor.config import Settings
@@ -19,8 +20,12 @@ from supervisor.routes import RELAYS
 MakeGGUF = Callable[..., Path]
 
 
-@pytest.fixture
-def client(tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild) -> Iterator[TestClient]:
+@pytest.fixture(params=["asgi", "lane"])
+def client(
+    request: pytest.FixtureRequest, tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
+) -> Iterator[httpx.Client]:
+    """Both ways a relayed POST is served: the fast lane over ASGI, and the relay lane over a
+    socket."""
     make_gguf("models/tiny.Q4_1.gguf")
     settings = Settings(
         models_dirs=[tmp_path / "models"],
@@ -28,18 +33,18 @@ def client(tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild) -> Iterat
         data_dir=tmp_path / "data",
     )
     app = create_app(settings, factory=FakeFactory(base_url=fake_child.url))
-    with TestClient(app) as test_client:
-        yield test_client
+    with client_of(app, settings, request.param) as http_client:
+        yield http_client
 
 
-def test_every_relay_is_also_a_declared_post_route(client: TestClient) -> None:
+def test_every_relay_is_also_a_declared_post_route(client: httpx.Client) -> None:
     documented = client.get("/openapi.json").json()["paths"]
     assert all("post" in documented[path] for path in RELAYS)
 
 
 @pytest.mark.parametrize("path", sorted(RELAYS))
 def test_bad_bodies_and_unknown_models_get_the_surface_errors(
-    client: TestClient, path: str
+    client: httpx.Client, path: str
 ) -> None:
     bad = client.post(path, content=b"{not json")
     assert bad.status_code == 400
@@ -49,14 +54,14 @@ def test_bad_bodies_and_unknown_models_get_the_surface_errors(
     assert unknown.json()["error"]["code"] == "model_not_found"
 
 
-def test_other_methods_fall_through_to_fastapi(client: TestClient) -> None:
+def test_other_methods_fall_through_to_fastapi(client: httpx.Client) -> None:
     response = client.get("/v1/chat/completions")
     assert response.status_code == 405
     assert response.json()["error"]["message"].startswith("Method GET not allowed")
 
 
 def test_relayed_requests_are_labelled_with_their_route(
-    client: TestClient, fake_child: FakeChild
+    client: httpx.Client, fake_child: FakeChild
 ) -> None:
     fake_child.answer("POST", "/tokenize", Reply(json={"tokens": [1, 2]}))
     assert client.post("/tokenize", json={"model": "tiny.Q4_1", "content": "hi"}).json() == {

@@ -10,11 +10,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fake_child import DROP, Answer, FakeChild, Reply, Request, Stream
 from fakes import FakeFactory
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
+from served import client_of
 from starlette.types import Message
 
 from supervisor.app import create_app
@@ -31,24 +32,32 @@ def chunk(text: str) -> bytes:
 
 
 @pytest.fixture
-def app(tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild) -> FastAPI:
+def settings(tmp_path: Path, make_gguf: MakeGGUF) -> Settings:
     make_gguf(f"models/{MODEL}.gguf")
-    settings = Settings(
+    return Settings(
         models_dirs=[tmp_path / "models"],
         llama_server=Path(sys.executable),
         data_dir=tmp_path / "data",
     )
-    return create_app(settings, factory=FakeFactory(base_url=fake_child.url))
 
 
 @pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as test_client:
-        yield test_client
+def app(settings: Settings, fake_child: FakeChild) -> FastAPI:
+    return create_app(settings, factory=FakeFactory(base_url=fake_child.url))
+
+
+@pytest.fixture(params=["asgi", "lane"])
+def client(
+    request: pytest.FixtureRequest, app: FastAPI, settings: Settings
+) -> Iterator[httpx.Client]:
+    """Both ways a relayed POST is served: the fast lane over ASGI, and the relay lane over a
+    socket."""
+    with client_of(app, settings, request.param) as http_client:
+        yield http_client
 
 
 def test_sequential_requests_share_one_child_connection(
-    client: TestClient, fake_child: FakeChild
+    client: httpx.Client, fake_child: FakeChild
 ) -> None:
     answers: Iterator[Answer] = iter(
         [Reply(json={"choices": []}), Stream([chunk("hi")]), Reply(json={})]
@@ -61,7 +70,7 @@ def test_sequential_requests_share_one_child_connection(
 
 
 def test_a_kept_alive_connection_the_child_dropped_costs_no_request(
-    client: TestClient, fake_child: FakeChild
+    client: httpx.Client, fake_child: FakeChild
 ) -> None:
     """llama-server closes kept-alive connections without a Connection: close; a request sent
     on one just then is never answered there, and goes again on a fresh connection."""
@@ -133,3 +142,24 @@ async def hang_up_after_first_piece(
 
     await asyncio.wait_for(app(scope, receive, send), PATIENCE_S)
     return sent
+
+
+def test_a_stream_carries_each_header_once_and_none_of_the_childs_cors(
+    client: httpx.Client, fake_child: FakeChild
+) -> None:
+    """llama-server sends its own X-Accel-Buffering and CORS headers with a stream."""
+    headers = {
+        "Content-Type": "text/event-stream",
+        "X-Accel-Buffering": "no",
+        "Cache-Control": "no-cache",
+        "Access-Control-Allow-Origin": "*",
+        "X-Child": "1",
+    }
+    fake_child.answer("POST", CHAT, Stream([chunk("hi")], headers=headers))
+    answer = client.post(CHAT, json={"model": MODEL, "stream": True})
+    names = [name for name, _ in answer.headers.multi_items()]
+    assert names.count("x-accel-buffering") == 1
+    assert names.count("cache-control") == 1
+    assert "access-control-allow-origin" not in names
+    assert answer.headers["x-child"] == "1"
+    assert answer.text == chunk("hi").decode()

@@ -1,0 +1,54 @@
+"""The app served by a real uvicorn on a socket, as ``llama-supervisor serve`` serves it: with
+the gateway's HTTP protocol (``server.http_protocol``), so relayed POSTs take the relay lane
+(supervisor/relay_lane.py), which no ASGI test client reaches."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from supervisor.config import Settings
+from supervisor.server import http_protocol
+
+START_TIMEOUT_S = 10.0
+
+
+@contextmanager
+def served(app: FastAPI, settings: Settings) -> Iterator[str]:
+    """Serve ``app`` (its lifespan included) on 127.0.0.1 from a thread; its base URL."""
+    config = uvicorn.Config(
+        app, port=0, log_config=None, http=http_protocol(app, settings), lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def client_of(app: FastAPI, settings: Settings, way: str) -> Iterator[httpx.Client]:
+    """An HTTP client of ``app``: in-process over ASGI (``way="asgi"``), or over a socket
+    through the relay lane (``way="lane"``)."""
+    if way == "asgi":
+        with TestClient(app) as test_client:
+            yield test_client
+        return
+    with served(app, settings) as url, httpx.Client(base_url=url, timeout=10) as client:
+        yield client
