@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,12 +148,17 @@ async def run_workload(
         await asyncio.gather(*(c.aclose() for c in clients))
 
 
-async def run_interleaved(base_urls: list[str], workloads: list[Workload]) -> list[WorkloadResult]:
+async def run_interleaved(
+    base_urls: list[str],
+    workloads: list[Workload],
+    probes: Sequence[Callable[[], float] | None] = (),
+) -> list[WorkloadResult]:
     """One user per target (``workloads[i]`` against ``base_urls[i]``, concurrency 1), taking
     turns: the n-th request goes to every target before the next goes to any, the order
     rotating, so that a slow spell of the machine falls on every target alike and the added
     latency is measured between neighbouring requests. A result's ``wall_s`` is the sum of its
-    own requests' times."""
+    own requests' times, and its ``probed`` the sum of ``probes[i]``'s growth over them."""
+    meters = [*probes, *[None] * (len(workloads) - len(probes))]
     clients = [make_client(url) for url in base_urls]
     try:
         for client, workload in zip(clients, workloads, strict=True):
@@ -167,7 +172,11 @@ async def run_interleaved(base_urls: list[str], workloads: list[Workload]) -> li
                 if n >= workloads[i].requests:
                     continue
                 content, stream = bodies[i][n % len(bodies[i])]
+                probe = meters[i]
+                before = probe() if probe else 0.0
                 outcome = await send(clients[i], workloads[i].path, content, stream)
+                if probe:
+                    results[i].probed += probe() - before
                 results[i].add(outcome)
                 results[i].wall_s += outcome.latency
         return results

@@ -58,15 +58,15 @@ METHOD = """\
   rotating from round to round; a figure is the median over rounds, and added latency and
   ratios are taken within a round (gateway against direct of the same round), then the
   median. These machines are noisy: compare figures of one run, not across runs.
-- **Concurrency 1 takes turns**: at concurrency 1 (with the model, and against the zero-cost
-  upstream) the targets take turns request by request, the order rotating every turn, so a
-  slow spell of the machine falls on every target alike and an added latency compares
-  neighbouring requests. Run one target after another, the same figure moved by up to 1.8 ms
-  from round to round here.
+- **Concurrency 1 takes turns**: at concurrency 1 (with the model, streams included, and
+  against the zero-cost upstream) the targets take turns request by request, the order
+  rotating every turn, so a slow spell of the machine falls on every target alike and an
+  added latency compares neighbouring requests. Run one target after another, the same
+  figure moved by up to 1.8 ms from round to round here, and a stream ratio by ±10%.
 - **Latency**: request sent → whole answer read. **Time to first token**: request sent → first
   SSE event carrying text. **Inter-token gap**: between consecutive text events as they
   arrive. **Tokens/s**: the streams' `usage`/`timings` token counts over the workload's wall
-  time.
+  time (at concurrency 1, the sum of the target's own streams' times).
 - **Errors** are non-2xx answers, error events, timeouts; **disconnects** are connections
   closed mid-answer or streams ending without `data: [DONE]`. A connection found closed
   *before any answer* is retried once on a new connection and counted as a retry (llama-server
@@ -151,7 +151,8 @@ Every llama-server: model `{settings["model"]}`, `--ctx-size {settings["ctx_size
 core of their own and do not preempt llama-server's threads).
 {nginx_line}
 Per round ({plan["rounds"]} rounds): non-streamed requests {small}; streams of
-{plan["stream_tokens"]} tokens {stream}, each target's in {slices} turns taken in rotation.
+{plan["stream_tokens"]} tokens {stream}; at concurrency 1 the targets take turns stream by
+stream, above it each target's streams run in {slices} turns taken in rotation.
 Error check: {plan["error_requests"]:,} requests through the gateway at concurrency 16.
 Time taken: {_phases(phases)}.
 """

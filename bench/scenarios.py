@@ -5,6 +5,7 @@ into medians, ratios and verdicts."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ class Plan:
 FULL = Plan(
     rounds=3,
     small=((1, 300), (16, 480)),
-    stream=((1, 6), (4, 24), (16, 48)),
+    stream=((1, 12), (4, 24), (16, 48)),
     stream_tokens=64,
     stream_slices=3,
     error_requests=10_000,
@@ -146,23 +147,35 @@ class Session:
         meter = self.meters.get(target.name)
         probe = meter.cpu_seconds if meter and cpu_key else None
         result = await run_workload(target.base_url, workload, probe)
+        self._account(target, result, cpu_key if probe else None)
+        return result
+
+    async def interleaved(
+        self,
+        order: list[Target],
+        workloads: list[Workload],
+        row: Callable[[WorkloadResult], Row] = latency_row,
+        cpu_key: str | None = None,
+    ) -> dict[str, Row]:
+        """Concurrency-1 rows, the targets taking turns (``run_interleaved``). A metered
+        target's CPU is its process's over its own requests."""
+        meters = [self.meters.get(t.name) if cpu_key else None for t in order]
+        probes = [meter.cpu_seconds if meter else None for meter in meters]
+        results = await run_interleaved([t.base_url for t in order], workloads, probes)
+        rows: dict[str, Row] = {}
+        for target, result, meter in zip(order, results, meters, strict=True):
+            self._account(target, result, cpu_key if meter else None)
+            rows[target.name] = row(result)
+        return rows
+
+    def _account(self, target: Target, result: WorkloadResult, cpu_key: str | None) -> None:
         self.tallies.setdefault(target.name, Tally()).absorb(result)
-        if probe and cpu_key:
+        if cpu_key:
             spent = self.cpu.setdefault(cpu_key, dict.fromkeys(CPU_FIELDS, 0.0))
             spent["cpu_s"] += result.probed
             spent["requests"] += result.requests
             spent["tokens"] += result.tokens
             spent["events"] += result.events
-        return result
-
-    async def interleaved(self, order: list[Target], workloads: list[Workload]) -> dict[str, Row]:
-        """Concurrency-1 latency rows, the targets taking turns (``run_interleaved``)."""
-        results = await run_interleaved([t.base_url for t in order], workloads)
-        rows: dict[str, Row] = {}
-        for target, result in zip(order, results, strict=True):
-            self.tallies.setdefault(target.name, Tally()).absorb(result)
-            rows[target.name] = latency_row(result)
-        return rows
 
     async def latency_round(self, round_index: int, plan: Plan, into: dict[str, Rounds]) -> None:
         """Concurrency 1: the targets take turns request by request (``run_interleaved``);
@@ -182,9 +195,26 @@ class Session:
             into.setdefault(str(concurrency), []).append(rows)
 
     async def streaming_round(self, round_index: int, plan: Plan, into: dict[str, Rounds]) -> None:
-        """Each target's streams in ``plan.stream_slices`` turns, the targets taking turns
-        (the order rotating), so that a slow spell of the machine falls on all of them."""
+        """Concurrency 1: the targets take turns stream by stream, as for latency. Higher
+        concurrency: each target's streams in ``plan.stream_slices`` turns, the targets taking
+        turns (the order rotating), so that a slow spell of the machine falls on all of them."""
         for concurrency, requests in plan.stream:
+            if concurrency == 1:
+                order = self.order(round_index)
+                singles = [
+                    Workload(
+                        CHAT,
+                        (chat_body(t.model, plan.stream_tokens, stream=True),),
+                        1,
+                        requests,
+                        1,
+                        (chat_body(t.model, 2, stream=True),),
+                    )
+                    for t in order
+                ]
+                rows = await self.interleaved(order, singles, stream_row, "stream_c1")
+                into.setdefault(str(concurrency), []).append(rows)
+                continue
             parts: dict[str, list[WorkloadResult]] = {t.name: [] for t in self.targets}
             for turn in range(plan.stream_slices):
                 for target in self.order(round_index + turn):

@@ -1,4 +1,9 @@
-"""The passthrough routes' short way in.
+"""The passthrough routes' short way in over ASGI.
+
+Served by ``llama-supervisor serve``, most relayed POSTs never reach ASGI: the relay lane
+(``relay_lane.py``) answers them straight off the sockets. The requests it does not admit
+(``RelayLane.admit``), and every request of an ASGI client (the tests' in-process client, an
+app that mounts the gateway), come this way.
 
 FastAPI's middleware (error, exception telemetry, body limit), routing (a scan of every
 route) and dependency solving cost about 0.3 ms of CPU per request here: GET /health took

@@ -166,6 +166,8 @@ class Exchange:
                 self._send(lease)
         except SupervisorError as exc:
             self._refuse(exc)
+        except UpstreamError as exc:
+            self._refuse(backend_failed(self._model, exc))
         except Exception:
             LOG.exception("relay lane: POST %s failed", self._route.path)
             self._answer_error(internal_error_response(self._route.path))
@@ -211,7 +213,8 @@ class Exchange:
                 LOG.exception("relay lane: POST %s failed", self._route.path)
                 self._answer_error(internal_error_response(self._route.path))
             finally:
-                self._task = None
+                if self._task is asyncio.current_task():  # not if it handed on to another
+                    self._task = None
 
         self._task = self._client.spawn(waited())
 

@@ -51,7 +51,7 @@ class RelayProtocol(BoundedHeadProtocol):
         self._keep_alive = self.parser.should_keep_alive()
 
     def _admitted(self) -> Relay | None:
-        idle = self._exchange is None and not self.pipeline
+        idle = self._exchange is None and not self.pipeline and not self.transport.is_closing()
         if not idle or (self.cycle is not None and not self.cycle.response_complete):
             return None
         parser = self.parser
