@@ -1,14 +1,16 @@
 """The relay lane: relayed POSTs served straight off the sockets, without ASGI.
 
-Behind a real model at concurrency 1, a relayed request cost the gateway about 1.4 ms of CPU,
-most of it uvicorn's request cycle, the ASGI layers, Starlette's request and response objects
-and the tasks in between, all run cold after each 30 ms of llama-server's work; a bare
-callback relay on the same sockets added a quarter of that. So a POST to a relay route
-(``routes.RELAYS``) whose head needs nothing else of the gateway (``RelayLane.admit``) is an
-``Exchange``: the body is checked and routed as on the ASGI way (``routes.plan_relay``), sent
-on a pooled connection, and the child's answer written to the client from the connection's
-callbacks (``upstream.AnswerSink``). A task runs only where the exchange must wait: for a
-slot, a load or a fresh connection.
+Behind a real model at concurrency 1 (requests taking turns with direct ones to the same
+child), the ASGI way added 1.1 to 1.6 ms to a relayed request, where a bare callback relay on
+the same sockets added 0.3 to 0.4 ms: uvicorn's request cycle, the ASGI layers, Starlette's
+request and response objects and the tasks in between made most of the difference, their code
+run cold after each 30 ms of llama-server's work. This lane added 0.6 ms.
+
+So a POST to a relay route (``routes.RELAYS``) whose head needs nothing else of the gateway
+(``RelayLane.admit``) is an ``Exchange``: the body is checked and routed as on the ASGI way
+(``routes.plan_relay``), sent on a pooled connection, and the child's answer written to the
+client from the connection's callbacks (``upstream.AnswerSink``). A task runs only where the
+exchange must wait: for a slot, a load or a fresh connection.
 
 Everything else takes the ASGI way (``fastlane.FastLane`` for the relay routes), which also
 refuses what the lane does not admit: a missing or weak key, a drain, a body over the limit
