@@ -34,6 +34,7 @@ from .errors import SupervisorError
 from .gateway import Gateway
 from .http_errors import failed_request_response, internal_error_response
 from .proxy import (
+    CLIENT_CLOSED_REQUEST,
     backend_failed,
     is_event_stream,
     passed_headers,
@@ -54,7 +55,6 @@ from .upstream import (
 )
 
 LOG = logging.getLogger(__name__)
-CLIENT_CLOSED_REQUEST = 499  # nginx's code, for the metrics: the client never sees it
 END_OF_CHUNKS = b"0\r\n\r\n"
 CHUNKED = (b"transfer-encoding", b"chunked")
 

@@ -8,17 +8,16 @@ from __future__ import annotations
 import json
 import socket
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import uvicorn
 from error_format import assert_error_format
 from fake_child import FakeChild, Reply
 from fakes import FakeFactory
 from fastapi.testclient import TestClient
+from served import served
 
 from supervisor.app import create_app
 from supervisor.config import Settings
@@ -249,17 +248,9 @@ def test_a_huge_announced_body_is_refused_over_a_real_socket_without_reading_it(
 ) -> None:
     """Through uvicorn: a client announcing 100 GB gets its 413 at once and the connection
     closes, while the gateway has read none of it."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, factory=factory), port=0, log_config=None)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            threading.Event().wait(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    app = create_app(settings, factory=factory)
+    with served(app, settings) as url:
+        port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(
                 b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
@@ -271,9 +262,6 @@ def test_a_huge_announced_body_is_refused_over_a_real_socket_without_reading_it(
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 413 "), head
         assert json.loads(body)["error"]["code"] == "request_too_large"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 MALFORMED = [

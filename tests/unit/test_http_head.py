@@ -8,36 +8,28 @@ import json
 import re
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
+from served import served
 
 from supervisor.app import create_app
 from supervisor.config import Settings
 from supervisor.http_head import MAX_HEAD_BYTES, BoundedHeadProtocol
+from supervisor.server import http_protocol
 
 
 @pytest.fixture
 def port(tmp_path: Path) -> Iterator[int]:
+    """The gateway served as ``serve`` serves it: its protocol is a BoundedHeadProtocol."""
     settings = Settings(
         models_dirs=[tmp_path], llama_server=Path(sys.executable), data_dir=tmp_path / "data"
     )
-    config = uvicorn.Config(create_app(settings), port=0, log_config=None, http=BoundedHeadProtocol)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(1000):
-            if server.started:
-                break
-            threading.Event().wait(0.01)
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    app = create_app(settings)
+    assert issubclass(http_protocol(app, settings), BoundedHeadProtocol)
+    with served(app, settings) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 def read_all(sock: socket.socket) -> bytes:
