@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,20 +132,45 @@ async def run_workload(
     """Warm every user's connection up (not measured), then run ``workload.requests``
     requests spread over ``workload.concurrency`` users. ``probe`` is read just before and
     just after the measured part."""
-    bodies, warmup = workload.encoded(), workload.encoded_warmup()
-    clients = [make_client(base_url) for _ in range(workload.concurrency)]
+    probes = {"probe": probe} if probe else {}
+    [result], probed = await run_together([base_url], [workload], probes)
+    result.probed = probed.get("probe", 0.0)
+    return result
+
+
+async def run_together(
+    base_urls: Sequence[str],
+    workloads: Sequence[Workload],
+    probes: Mapping[str, Callable[[], float]],
+) -> tuple[list[WorkloadResult], dict[str, float]]:
+    """``workloads[i]`` against ``base_urls[i]``, all at once: every user of every workload
+    warms up first, then all start together. A result's ``wall_s`` runs from that common start
+    to the end of its own last request; each probe is read just before the start and after
+    the last request of all, and returned by name with how much it grew."""
+    pairs = list(zip(base_urls, workloads, strict=True))
+    clients = [[make_client(url) for _ in range(w.concurrency)] for url, w in pairs]
     try:
-        await asyncio.gather(*(_warm_up(c, workload, warmup) for c in clients))
-        result = WorkloadResult()
-        sent = [0]
-        before = probe() if probe else 0.0
+        await asyncio.gather(*(
+            _warm_up(client, workload, workload.encoded_warmup())
+            for users, workload in zip(clients, workloads, strict=True)
+            for client in users
+        ))  # fmt: skip
+        before = {name: probe() for name, probe in probes.items()}
         started = time.perf_counter()
-        await asyncio.gather(*(_user(c, workload, bodies, sent, result) for c in clients))
-        result.wall_s = time.perf_counter() - started
-        result.probed = probe() - before if probe else 0.0
-        return result
+
+        async def run(users: list[httpx.AsyncClient], workload: Workload) -> WorkloadResult:
+            result, sent, bodies = WorkloadResult(), [0], workload.encoded()
+            await asyncio.gather(*(_user(c, workload, bodies, sent, result) for c in users))
+            result.wall_s = time.perf_counter() - started
+            return result
+
+        results = await asyncio.gather(
+            *(run(users, workload) for users, workload in zip(clients, workloads, strict=True))
+        )
+        grown = {name: probe() - before[name] for name, probe in probes.items()}
+        return list(results), grown
     finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
+        await asyncio.gather(*(c.aclose() for users in clients for c in users))
 
 
 async def run_interleaved(

@@ -20,10 +20,11 @@ MACHINE_LABELS = {
 METHOD = """\
 ## Reading the figures
 
-- At concurrency 16 the model keeps every core busy, so whatever CPU a relay spends is taken
-  from llama-server's threads: it shows as fewer requests per second and longer waits for
-  every request, not as relay latency proper. Concurrency 1 shows what a relay adds to one
-  request; the zero-cost upstream shows the relay's own cost with no model in the way.
+- At concurrency 16 a request's wait is mostly for a place in llama-server's next batch, so
+  the added latency there moves by tens of ms from round to round, for the router and nginx
+  as much as for the gateway (the rounds' ranges): it is reported, not judged. Concurrency 1
+  shows what a relay adds to one request; the zero-cost upstream shows the relay's own cost
+  with no model in the way.
 - The load generator (Python, httpx) shares the cores. `canned` alone is its ceiling on this
   machine: where `gateway-canned` comes close to it, the gateway's own ceiling is higher than
   measured.
@@ -33,8 +34,11 @@ METHOD = """\
 - nginx is a C proxy that spends next to no CPU per request, so its added latency is roughly
   what any extra loopback hop costs here (process wake-ups on a 2-vCPU VM): the floor under
   any relay's, the gateway's included.
-- Streaming ratios move by several percent from round to round on this machine (the ranges
-  show it); the router's ratio in the same round is the comparison to read them against.
+- Streaming ratios between separate llama-servers move by several percent from round to round
+  on this machine, for the router and nginx as much as for the gateway (the ranges show it):
+  taking turns cannot tell 2% apart here. Streams sharing one llama-server can, which is why
+  the target is judged on them, with the gateway's whole CPU time charged to the model on
+  top.
 - llama-server closes keep-alive connections without notice (the router most often): the
   load generator retries those once on a new connection and counts them as retries.
 
@@ -72,7 +76,8 @@ METHOD = """\
   *before any answer* is retried once on a new connection and counted as a retry (llama-server
   closes idle keep-alive connections without notice; real clients retry those too).
 - **Gateway CPU** is the gateway process's own user + system time (`psutil`, not its
-  children) over the measured part of the streaming workloads, per 1,000 tokens relayed.
+  children) over the measured part of the streaming workloads, per 1,000 tokens relayed;
+  direct llama-server's is taken the same way, per 1,000 tokens generated.
   **RSS** is the gateway process's, 2 s after warm-up, sampled every 100 ms under load, and 2 s
   after the load.
 - **Cold load**: the model unloaded (gateway `POST /api/v2/models/{id}/unload`, router
@@ -107,8 +112,9 @@ def render(results: Mapping[str, Any]) -> str:
         _verdicts(summary["verdicts"]),
         _latency(summary["latency"]),
         _streaming(summary["streaming"], meta["plan"]["stream_tokens"]),
+        _shared(summary.get("shared", {})),
         _errors(raw["tallies"], raw["error_check"]),
-        _gateway_process(summary["gateway"]),
+        _gateway_process(summary["gateway"], summary.get("model_cpu_s_per_1k_tokens", {})),
         _cold(summary["cold_load_s"], summary["swap"]),
         _relay(summary["relay"], meta["plan"]),
         METHOD,
@@ -130,6 +136,10 @@ def _header(meta: Mapping[str, Any], phases: Mapping[str, float]) -> str:
     small = ", ".join(f"{n} at concurrency {c}" for c, n in plan["small"])
     stream = ", ".join(f"{n} at concurrency {c}" for c, n in plan["stream"])
     slices = plan.get("stream_slices", 1)
+    shared = ", ".join(f"{n} at concurrency {c}" for c, n in plan.get("shared", ()))
+    shared_line = (
+        f"\nStreams sharing one llama-server, per side and round: {shared}." if shared else ""
+    )
     return f"""\
 # Benchmarks
 
@@ -152,7 +162,7 @@ core of their own and do not preempt llama-server's threads).
 {nginx_line}
 Per round ({plan["rounds"]} rounds): non-streamed requests {small}; streams of
 {plan["stream_tokens"]} tokens {stream}; at concurrency 1 the targets take turns stream by
-stream, above it each target's streams run in {slices} turns taken in rotation.
+stream, above it each target's streams run in {slices} turns taken in rotation.{shared_line}
 Error check: {plan["error_requests"]:,} requests through the gateway at concurrency 16.
 Time taken: {_phases(phases)}.
 """
@@ -202,6 +212,35 @@ def _streaming(streaming: Mapping[str, Any], tokens: int) -> str:
     return f"## Streaming ({tokens} tokens per stream)\n\n" + _table(head, rows)
 
 
+def _shared(shared: Mapping[str, Any]) -> str:
+    if not shared:
+        return ""
+    rows = []
+    for c, f in shared.items():
+        direct, gateway = f["median"].get("direct", {}), f["median"].get("gateway", {})
+        share = f.get("cpu_share")
+        rows.append((c, _f(direct.get("tokens_per_s"), 1), _f(gateway.get("tokens_per_s"), 1),
+                     _f(f["ratio"], 4) + _spread(f["ratio_rounds"], "{:.4f}"),
+                     "n/a" if share is None else f"{share:.2%}",
+                     _f(f["charged"], 3) + _spread(f["charged_rounds"], "{:.3f}")))  # fmt: skip
+    head = ("concurrency (each side)", "direct tokens/s", "gateway tokens/s",
+            "ratio (rounds' range)", "gateway CPU per token / llama-server's",
+            "ratio with the gateway's CPU charged to the model")  # fmt: skip
+    return (
+        "## Streams sharing one llama-server\n\n"
+        "The gateway's own child, started with twice the slots: at each concurrency that many "
+        "users stream straight to the child and as many through the gateway, at the same time. "
+        "The two sides share the model's batches and the machine's slow spells, so the ratio "
+        "shows what the relay does to a stream. What the relay's CPU could take from the "
+        "model is charged on top: the gateway's CPU seconds per relayed token over direct "
+        "llama-server's per generated token, both from the streaming workloads above at the "
+        "same concurrency, as if every CPU second the gateway spent were taken from the "
+        "model's thread (the most it could take: with `--threads` one less than the cores, "
+        "the gateway and the load generator mostly run on a core llama-server does not "
+        "use).\n\n" + _table(head, rows)
+    )
+
+
 def _errors(tallies: Mapping[str, Any], error_check: Mapping[str, Any]) -> str:
     rows = [
         (name, f"{t['requests']:,}", _counts(t["errors"]), _counts(t["disconnects"]), t["retries"])
@@ -219,13 +258,14 @@ def _errors(tallies: Mapping[str, Any], error_check: Mapping[str, Any]) -> str:
     return text
 
 
-def _gateway_process(gateway: Mapping[str, Any]) -> str:
+def _gateway_process(gateway: Mapping[str, Any], model_cpu: Mapping[str, float | None]) -> str:
     cpu, rss = gateway["cpu_s_per_1k_tokens"], gateway["rss_mb"]
     per_c = ", ".join(f"concurrency {c}: {_f(v, 3)}" for c, v in cpu.items() if c != "all")
+    model = ", ".join(f"concurrency {c}: {_f(v, 1)}" for c, v in model_cpu.items() if c != "all")
     return (
         "## The gateway process\n\n"
         f"- CPU seconds per 1,000 relayed tokens (streaming workloads): {_f(cpu.get('all'), 3)} "
-        f"({per_c}).\n"
+        f"({per_c}). Direct llama-server spent per 1,000 tokens it generated: {model}.\n"
         f"- RSS: {_f(rss.get('idle_start'), 1)} MB idle after warm-up, "
         f"{_f(rss.get('peak_load'), 1)} MB peak under load, {_f(rss.get('idle_end'), 1)} MB "
         "idle after the run.\n"

@@ -27,7 +27,7 @@ from . import lifecycle, machine, targets
 from .meter import ProcessMeter
 from .nginx import find_nginx, start_nginx, version
 from .report import render
-from .scenarios import FULL, QUICK, Plan, Session
+from .scenarios import FULL, QUICK, Plan, Session, SharedChild
 from .summary import summarize
 
 IDLE_SETTLE_S = 2.0
@@ -135,11 +135,15 @@ async def _measure(
             for target in under_test:
                 await lifecycle.first_token_s(target)
         meter = ProcessMeter(gateway.pid)
-        session = Session(under_test, {"gateway": meter})
+        # the gateway's CPU, and direct llama-server's to weigh it against
+        session = Session(under_test, {"gateway": meter, "direct": ProcessMeter(direct.pid)})
         await _load(session, meter, plan, phases, raw)
         with phases.phase("cold load and swap"):
             await _cold_and_swap(settings, plan, workdir, gateway, router, raw)
         tallies = {name: tally.as_dict() for name, tally in session.tallies.items()}
+    with phases.phase("streams straight to one child and through the gateway, at once"):
+        raw["shared"], shared_tallies = await _shared(settings, plan, workdir)
+    tallies |= shared_tallies
     if relay:
         with phases.phase("relay capacity against the zero-cost upstream"):
             raw["relay"], relay_cpu, relay_tallies = await _relay(settings, plan, workdir)
@@ -187,6 +191,21 @@ async def _cold_and_swap(
         version = VERSION_PATH if attempt % 2 == 0 else settings.model.name
         raw["swap"].append(await lifecycle.gateway_swap(gateway, version))
     raw["cold"] = cold
+
+
+async def _shared(
+    settings: targets.LlamaSettings, plan: Plan, workdir: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    rounds: dict[str, Any] = {}
+    widest = max(concurrency for concurrency, _ in plan.shared)
+    with targets.start_shared(settings, workdir, widest) as gateway:
+        await lifecycle.first_token_s(gateway)
+        shared = SharedChild(gateway, targets.child_of(gateway))
+        session = Session([], {})
+        for _ in range(plan.rounds):
+            await session.shared_round(shared, plan, rounds)
+        tallies = {name: tally.as_dict() for name, tally in session.tallies.items()}
+    return rounds, tallies
 
 
 async def _relay(

@@ -9,7 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .loadgen import Workload, WorkloadResult, merged, run_interleaved, run_workload
+from .loadgen import (
+    Workload,
+    WorkloadResult,
+    merged,
+    run_interleaved,
+    run_together,
+    run_workload,
+)
 from .meter import ProcessMeter
 from .stats import latency_summary, percentile
 from .targets import Target
@@ -30,6 +37,7 @@ class Plan:
     stream: tuple[tuple[int, int], ...]
     stream_tokens: int
     stream_slices: int  # each target's streams per round, in this many turns
+    shared: tuple[tuple[int, int], ...]  # streams per side at once against one child
     error_requests: int
     cold_repeats: int
     relay_latency_requests: int
@@ -40,10 +48,11 @@ class Plan:
 
 FULL = Plan(
     rounds=3,
-    small=((1, 300), (16, 480)),
+    small=((1, 500), (16, 480)),
     stream=((1, 12), (4, 24), (16, 48)),
     stream_tokens=64,
     stream_slices=3,
+    shared=((1, 8), (4, 8), (16, 16)),
     error_requests=10_000,
     cold_repeats=3,
     relay_latency_requests=600,
@@ -57,6 +66,7 @@ QUICK = Plan(
     stream=((1, 2), (4, 8), (16, 16)),
     stream_tokens=32,
     stream_slices=1,
+    shared=((1, 2), (4, 4), (16, 16)),
     error_requests=500,
     cold_repeats=1,
     relay_latency_requests=200,
@@ -125,6 +135,14 @@ def _rate(count: int, seconds: float) -> float | None:
     return count / seconds if seconds > 0 else None
 
 
+@dataclass(frozen=True)
+class SharedChild:
+    """A gateway and its llama-server child, both within the load generator's reach."""
+
+    gateway: Target
+    child_url: str
+
+
 class Session:
     """Runs workloads against ``targets``, counting every request's outcome per target and
     the metered process's CPU time (the gateway's) where asked."""
@@ -133,9 +151,9 @@ class Session:
         self.targets = targets
         self.meters = meters
         self.tallies: dict[str, Tally] = {t.name: Tally() for t in targets}
-        # workload key -> the metered process's CPU seconds, and the requests, tokens and
-        # events it relayed meanwhile, summed over rounds
-        self.cpu: dict[str, dict[str, float]] = {}
+        # target -> workload key -> the metered process's CPU seconds, and the requests,
+        # tokens and events it answered meanwhile, summed over rounds
+        self.cpu: dict[str, dict[str, dict[str, float]]] = {}
 
     def order(self, round_index: int) -> list[Target]:
         shift = round_index % len(self.targets)
@@ -171,7 +189,8 @@ class Session:
     def _account(self, target: Target, result: WorkloadResult, cpu_key: str | None) -> None:
         self.tallies.setdefault(target.name, Tally()).absorb(result)
         if cpu_key:
-            spent = self.cpu.setdefault(cpu_key, dict.fromkeys(CPU_FIELDS, 0.0))
+            workloads = self.cpu.setdefault(target.name, {})
+            spent = workloads.setdefault(cpu_key, dict.fromkeys(CPU_FIELDS, 0.0))
             spent["cpu_s"] += result.probed
             spent["requests"] += result.requests
             spent["tokens"] += result.tokens
@@ -225,6 +244,21 @@ class Session:
                     result = await self.run(target, workload, cpu_key=f"stream_c{concurrency}")
                     parts[target.name].append(result)
             rows = {name: stream_row(merged(results)) for name, results in parts.items()}
+            into.setdefault(str(concurrency), []).append(rows)
+
+    async def shared_round(self, shared: SharedChild, plan: Plan, into: dict[str, Rounds]) -> None:
+        """Streams straight to the gateway's child and through the gateway at the same time,
+        ``concurrency`` users on each side: they share the model's batches and the machine's
+        slow spells, so what differs between the sides is what the relay does to a stream."""
+        for concurrency, requests in plan.shared:
+            body = chat_body(shared.gateway.model, plan.stream_tokens, stream=True)
+            short = chat_body(shared.gateway.model, 2, stream=True)
+            workload = Workload(CHAT, (body,), concurrency, requests, 1, (short,))
+            urls = [shared.child_url, shared.gateway.base_url]
+            (direct, relayed), _ = await run_together(urls, [workload, workload], {})
+            self.tallies.setdefault("direct (shared child)", Tally()).absorb(direct)
+            self.tallies.setdefault("gateway (shared child)", Tally()).absorb(relayed)
+            rows = {"direct": stream_row(direct), "gateway": stream_row(relayed)}
             into.setdefault(str(concurrency), []).append(rows)
 
     async def error_check(self, target: Target, requests: int) -> dict[str, Any]:

@@ -6,6 +6,8 @@
 - ``nginx`` (a reference, where nginx is installed): nginx as a reverse proxy in front of a
   direct llama-server of its own (``bench/nginx.py``);
 - ``gateway``: ``llama-supervisor serve``, whose child gets the same settings from a TOML file;
+- ``shared``: a gateway whose child has twice the slots and no key (``child_keys = false``),
+  for streams straight to that child and through the gateway at once;
 - ``canned`` and ``gateway-canned``: the zero-cost upstream alone, and the gateway in front of
   it (its ``--llama-server`` is a script that execs ``python -m bench.canned``).
 
@@ -22,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -173,26 +175,30 @@ def start_router(settings: LlamaSettings, workdir: Path) -> Target:
     return ready(target)
 
 
-def gateway_config(settings: LlamaSettings, queue_max: int) -> str:
-    return "\n".join(
-        [
-            f"parallel = {settings.parallel}",
-            f"ctx_size = {settings.ctx_size}",
-            f"threads = {settings.threads}",
-            f"queue_max = {queue_max}",
-            "queue_timeout_s = 300",
-            "",
-        ]
-    )
+def gateway_config(settings: LlamaSettings, queue_max: int, child_keys: bool = True) -> str:
+    lines = [
+        f"parallel = {settings.parallel}",
+        f"ctx_size = {settings.ctx_size}",
+        f"threads = {settings.threads}",
+        f"queue_max = {queue_max}",
+        "queue_timeout_s = 300",
+    ]
+    if not child_keys:
+        lines.append("child_keys = false")
+    return "\n".join([*lines, ""])
 
 
 def start_gateway(
-    settings: LlamaSettings, workdir: Path, name: str = "gateway", queue_max: int = 1024
+    settings: LlamaSettings,
+    workdir: Path,
+    name: str = "gateway",
+    queue_max: int = 1024,
+    child_keys: bool = True,
 ) -> Target:
     port = free_port()
     models = own_models_dir(workdir, name, settings.model)
     config = workdir / name / "gateway.toml"
-    config.write_text(gateway_config(settings, queue_max))
+    config.write_text(gateway_config(settings, queue_max, child_keys))
     log = workdir / name / "gateway.log"
     argv = [
         sys.executable, "-m", "supervisor.cli", "serve", "--port", str(port),
@@ -202,6 +208,27 @@ def start_gateway(
     url = f"http://127.0.0.1:{port}"
     target = Target(name, url, settings.model_id, spawn(argv, log), log, models)
     return ready(target)
+
+
+def start_shared(settings: LlamaSettings, workdir: Path, concurrency: int) -> Target:
+    """A gateway whose child has a slot for ``concurrency`` streams through the gateway and as
+    many straight to the child at once (each slot with the context the others' have), and
+    answers without a key (``child_keys = false``), so that the load generator can reach it."""
+    wide = replace(
+        settings,
+        parallel=2 * concurrency,
+        ctx_size=settings.ctx_size * 2 * concurrency // settings.parallel,
+    )
+    return start_gateway(wide, workdir, name="shared", child_keys=False)
+
+
+def child_of(gateway: Target) -> str:
+    """The base URL of the gateway's llama-server child (one model, loaded)."""
+    for child in gateway.process().children(recursive=True):
+        argv = child.cmdline()
+        if "--port" in argv:
+            return f"http://127.0.0.1:{argv[argv.index('--port') + 1]}"
+    raise RuntimeError(f"{gateway.name} has no llama-server child running")
 
 
 def canned_script(workdir: Path, events: int) -> Path:

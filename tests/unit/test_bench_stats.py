@@ -107,13 +107,27 @@ def raw_run(requests: int, errors: dict[str, int]) -> dict[str, Any]:
     return {
         "latency": {"1": ROUNDS},
         "streaming": {"1": stream_rounds(0.99), "16": stream_rounds(0.97)},
-        "cpu": {"stream_c1": {"cpu_s": 1.0, "requests": 4, "tokens": 2000, "events": 2010}},
+        "cpu": {
+            "gateway": {"stream_c1": {"cpu_s": 1.0, "requests": 4, "tokens": 2000, "events": 2010}},
+            "direct": {"stream_c1": {"cpu_s": 50.0, "requests": 4, "tokens": 2000, "events": 2010}},
+        },
         "rss_mb": {"idle_start": 60.0, "peak_load": 90.0, "idle_end": 79.0},
         "cold": {"gateway": [1.0, 2.0, 3.0]},
         "swap": [{"swap_seconds": 0.5, "client_s": 0.6, "mode": "blue-green"}],
         "error_check": {"gateway": {**tally, "wall_s": 10.0, "rps": requests / 10.0}},
         "tallies": {"gateway": tally},
     }
+
+
+META = {
+    "date": "today",
+    "duration_s": 60.0,
+    "command": ".venv/bin/python -m bench",
+    "machine": {"cpu": "a CPU"},
+    "settings": {"model": "m.gguf", "ctx_size": 8192, "parallel": 16, "threads": 2},
+    "plan": {"rounds": 3, "small": [[1, 10]], "stream": [[1, 2]], "stream_tokens": 8,
+             "error_requests": 10_000, "relay_events": 64},
+}  # fmt: skip
 
 
 def test_verdicts_judge_each_target_and_report_renders() -> None:
@@ -128,19 +142,33 @@ def test_verdicts_judge_each_target_and_report_renders() -> None:
     }
     assert summary["gateway"]["cpu_s_per_1k_tokens"] == {"1": 0.5, "all": 0.5}
     assert summary["cold_load_s"]["gateway"] == 2.0
-    meta = {
-        "date": "today",
-        "duration_s": 60.0,
-        "command": ".venv/bin/python -m bench",
-        "machine": {"cpu": "a CPU"},
-        "settings": {"model": "m.gguf", "ctx_size": 8192, "parallel": 16, "threads": 2},
-        "plan": {"rounds": 3, "small": [[1, 10]], "stream": [[1, 2]], "stream_tokens": 8,
-                 "error_requests": 10_000, "relay_events": 64},
-    }  # fmt: skip
-    text = render({"meta": meta, "summary": summary, "raw": raw_run(10_000, {})})
+    text = render({"meta": META, "summary": summary, "raw": raw_run(10_000, {})})
     assert "| zero errors and disconnects over 10,000 requests |" in text
     assert "**FAIL**" in text and "**pass**" in text
     assert "nginx: not found" in text  # no nginx in the meta: the reference target was skipped
+
+
+def test_streams_sharing_a_child_are_judged_with_the_gateways_cpu_charged() -> None:
+    raw = raw_run(10_000, {})  # turns: 0.99 at c1, 0.97 at c16; gateway 2% of the model's CPU
+    raw["shared"] = {"1": stream_rounds(1.0) + stream_rounds(0.99) + stream_rounds(0.995)}
+    summary = summarize(raw)
+    shared = summary["shared"]["1"]
+    assert shared["ratio"] == pytest.approx(0.995)
+    assert shared["cpu_share"] == pytest.approx(0.02)
+    assert shared["charged"] == pytest.approx(0.995 * 0.98)
+    verdict = next(v for v in summary["verdicts"] if v["target"].startswith("streaming"))
+    assert verdict["pass"] is False  # 0.975: the gateway's CPU could cost the model 2%
+    assert "separate llama-servers taking turns: c1: 0.990" in verdict["measured"]
+    raw["cpu"]["direct"]["stream_c1"]["cpu_s"] = 200.0  # 0.5% of the model's CPU
+    verdict = next(v for v in summarize(raw)["verdicts"] if v["target"].startswith("streaming"))
+    assert verdict["pass"] is True  # judged on the shared child, not on the turns' 0.97
+    text = render({"meta": META, "summary": summarize(raw), "raw": raw})
+    assert (
+        "| 1 | 100.0 | 99.5 | 0.9950 (0.9900 to 1.0000) | 0.50% | 0.990 (0.985 to 0.995) |" in text
+    )
+    del raw["cpu"]["direct"]
+    verdict = next(v for v in summarize(raw)["verdicts"] if v["target"].startswith("streaming"))
+    assert verdict["pass"] is None  # no figure for the model's CPU: nothing to charge
 
 
 def test_nginx_is_a_reference_mentioned_beside_the_gateway_never_judged() -> None:
@@ -150,6 +178,20 @@ def test_nginx_is_a_reference_mentioned_beside_the_gateway_never_judged() -> Non
     added = next(v for v in verdicts if v["target"].startswith("added p50 latency ≤ 1 ms"))
     assert added["measured"] == "+1.00 ms over direct (nginx +0.50 ms)"
     assert len(verdicts) == 5
+
+
+def test_added_latency_above_concurrency_1_is_reported_not_judged() -> None:
+    raw = raw_run(10_000, {})
+    raw["latency"]["16"] = [
+        {"direct": {"p50_ms": 300.0}, "gateway": {"p50_ms": 290.0}, "router": {"p50_ms": 340.0}},
+        {"direct": {"p50_ms": 310.0}, "gateway": {"p50_ms": 330.0}, "router": {"p50_ms": 300.0}},
+    ]
+    found = summarize(raw)["verdicts"]
+    row = next(v for v in found if v["target"].endswith("concurrency 16)"))
+    assert row["pass"] is None
+    assert "gateway -10.00 ms to +20.00 ms; router -10.00 ms to +40.00 ms" in row["measured"]
+    judged = [v["target"] for v in found if v["pass"] is not None]
+    assert not any("concurrency 16" in target for target in judged)
 
 
 def test_errors_fail_the_target_and_a_short_check_is_not_judged() -> None:
