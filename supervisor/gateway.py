@@ -19,6 +19,7 @@ from .child_logs import ChildLogs
 from .config import Settings
 from .errors import ModelUnavailable, SupervisorError
 from .lifecycle.manager import ModelManager
+from .limits import RequestLimits
 from .memory import MemoryProbe
 from .proxy import Proxy, make_client
 from .redact import redact_paths
@@ -51,6 +52,17 @@ class Gateway:
     _session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary
     )
+    # The settings' request limits, made once per settings rather than per request; the /v1
+    # routes add seed 003's stop-list limit.
+    limits: RequestLimits = field(init=False)
+    openai_limits: RequestLimits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._set_limits(self.settings)
+
+    def _set_limits(self, settings: Settings) -> None:
+        self.limits = RequestLimits.of(settings)
+        self.openai_limits = RequestLimits.of(settings, openai_stop=True)
 
     def session_lock(self, session_id: str) -> asyncio.Lock:
         """One lock per session, so concurrent requests on a session take turns."""
@@ -102,6 +114,7 @@ class Gateway:
             known = {entry.id for entry in self.registry.entries()}
             report["added"] = sorted({entry.id for entry in entries} - known)
             self.settings, self.registry, self.keys = settings, registry, keys
+            self._set_limits(settings)
             LOG.info("configuration reloaded: %s", report)
             return report
 

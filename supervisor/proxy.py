@@ -149,7 +149,10 @@ class Proxy:
 
 
 def is_event_stream(headers: RawHeaders) -> bool:
-    return any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers)
+    for name, value in headers:
+        if name == b"content-type":
+            return value.startswith(b"text/event-stream")
+    return False
 
 
 def _close(upstream: UpstreamResponse | None, lease: Lease | None) -> None:

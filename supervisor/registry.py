@@ -66,9 +66,7 @@ def is_model_file_name(name: str) -> bool:
 
 def is_safe_name(name: str) -> bool:
     """Whether ``name`` may be looked up at all: never empty, and never anything path-like."""
-    if name in ("", ".", ".."):
-        return False
-    return not any(bad in name for bad in ("/", "\\", "\x00"))
+    return name not in ("", ".", "..") and not ("/" in name or "\\" in name or "\x00" in name)
 
 
 class Registry:

@@ -23,13 +23,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Iterable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from .backends.child import Lease
+from .backends.child import Backend, Lease
 from .errors import SupervisorError
 from .gateway import Gateway
 from .http_errors import failed_request_response, internal_error_response
@@ -56,6 +56,7 @@ from .upstream import (
 
 LOG = logging.getLogger(__name__)
 END_OF_CHUNKS = b"0\r\n\r\n"
+MAX_UPSTREAMS = 64  # children's addresses and heads kept (a restarted child has a new port)
 CHUNKED = (b"transfer-encoding", b"chunked")
 
 
@@ -71,6 +72,14 @@ class Client(Protocol):
     def exchange_over(self, keep_alive: bool) -> None: ...
 
 
+class Upstream(NamedTuple):
+    """Where a relayed request goes: a child's address, and the head for one of its paths
+    (``upstream.request_head``: all but the body's length)."""
+
+    address: Address
+    head: bytes
+
+
 class RelayLane:
     """Decides which requests take the lane, and starts their exchanges. The app's lifespan
     binds it to the running gateway (``attach``); unbound, it admits nothing."""
@@ -79,11 +88,11 @@ class RelayLane:
         self.drain = drain
         self.gateway: Gateway | None = None
         self._routes = {relay.path.encode(): relay for relay in RELAYS.values()}
-        self._addresses: dict[str, Address] = {}
+        self._upstreams: dict[tuple[str, str, str | None], Upstream] = {}
 
     def attach(self, gateway: Gateway | None) -> None:
         self.gateway = gateway
-        self._addresses.clear()
+        self._upstreams.clear()
 
     def admit(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> Relay | None:
         """The relay route of a request the lane can serve whole, judged on its head; None
@@ -112,18 +121,40 @@ class RelayLane:
         assert self.gateway is not None  # admitted
         return Exchange(self, self.gateway, client, route, body, keep_alive)
 
-    def address(self, base_url: str) -> Address:
-        address = self._addresses.get(base_url)
-        if address is None:
-            address = self._addresses[base_url] = address_of(base_url)
-        return address
+    def upstream(self, backend: Backend, path: str) -> Upstream:
+        """Where to send a request for ``path`` to ``backend``, and its head but for the
+        body's length: made once per child and path."""
+        key = (backend.base_url, path, backend.api_key)
+        upstream = self._upstreams.get(key)
+        if upstream is None:
+            if len(self._upstreams) >= MAX_UPSTREAMS:
+                self._upstreams.clear()
+            address = address_of(backend.base_url)
+            head = request_head(address, path, backend.api_key)
+            upstream = self._upstreams[key] = Upstream(address, head)
+        return upstream
 
 
 class Exchange:
     """One relayed POST. ``start`` routes it and sends it to a child; the child's answer comes
     back through the ``AnswerSink`` callbacks, which write it to the client: a streamed answer
     chunk by chunk (the client's backpressure holds the child back), any other once whole.
-    However it ends (answered, refused, failed, the client gone), ``_finish`` runs once."""
+    However it ends (answered, refused, failed, the client gone), ``_finish`` runs once.
+
+    The class holds the starting values of what most exchanges never change: an exchange is
+    made for every request, and the fewer steps before its request is sent, the sooner."""
+
+    _plan: RelayPlan | None = None
+    _lease: Lease | None = None
+    _upstream = Upstream(("", 0), b"")
+    _connection: Connection | None = None
+    _reused = False
+    _task: asyncio.Task[None] | None = None
+    _status = 0
+    _headers: RawHeaders = []  # noqa: RUF012 (replaced whole, never changed in place)
+    _streaming = False
+    _first_token: float | None = None
+    _over = False
 
     def __init__(
         self,
@@ -141,20 +172,8 @@ class Exchange:
         self._keep_alive = keep_alive
         self._started = time.perf_counter()
         self._gw = gateway
-        self._pool: UpstreamPool = self._gw.proxy.pool
-        self._plan: RelayPlan | None = None
-        self._lease: Lease | None = None
-        self._address: Address = ("", 0)
-        self._request = b""
-        self._connection: Connection | None = None
-        self._reused = False
-        self._task: asyncio.Task[None] | None = None
-        self._status = 0
-        self._headers: RawHeaders = []
-        self._streaming = False
+        self._pool: UpstreamPool = gateway.proxy.pool
         self._parts: list[bytes] = []
-        self._first_token: float | None = None
-        self._over = False
 
     # -- the request ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -179,24 +198,20 @@ class Exchange:
 
     def _send(self, lease: Lease) -> None:
         self._lease = lease
-        backend = lease.backend
-        self._address = self._lane.address(backend.base_url)
-        self._request = request_head(
-            self._address, self._route.upstream, len(self._body), backend.api_key
-        )
-        connection = self._pool.take(self._address)
+        self._upstream = self._lane.upstream(lease.backend, self._route.upstream)
+        connection = self._pool.take(self._upstream.address)
         if connection is None:
             self._wait(self._connect())
         else:
             self._post(connection, reused=True)
 
     async def _connect(self) -> None:
-        self._post(await self._pool.connect(self._address), reused=False)
+        self._post(await self._pool.connect(self._upstream.address), reused=False)
 
     def _post(self, connection: Connection, *, reused: bool) -> None:
         self._connection = connection
         self._reused = reused
-        connection.send(self._request, self._body, self)
+        connection.send(self._upstream.head, self._body, self)
 
     def _wait(self, work: Coroutine[Any, Any, None]) -> None:
         """Go on in a task: ``work`` waits for a slot or a connection, then sends."""
@@ -258,7 +273,8 @@ class Exchange:
         if isinstance(error, ClosedBeforeAnswer) and self._reused:
             # llama-server closed the pooled connection unannounced: the request never
             # reached it, so it goes once more, on a fresh connection.
-            LOG.info("pooled connection to %s:%d was closed; sending again", *self._address)
+            address = self._upstream.address
+            LOG.info("pooled connection to %s:%d was closed; sending again", *address)
             self._connection = None
             self._wait(self._connect())
             return

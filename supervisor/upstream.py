@@ -79,7 +79,8 @@ class Connection(asyncio.Protocol):
         return self._paused
 
     def send(self, head: bytes, body: bytes, sink: AnswerSink) -> None:
-        """Send a request; its answer goes to ``sink``."""
+        """Send a request (``head`` from ``request_head``, which leaves the body's length
+        to fill in); its answer goes to ``sink``."""
         assert self._transport is not None
         self._sink = sink
         self._headers = []
@@ -88,6 +89,7 @@ class Connection(asyncio.Protocol):
         self._answered = False
         self._framed = False
         self._head_done = False
+        head += b"%d\r\n\r\n" % len(body)
         if len(body) < 65536:  # the usual small body: one write, one segment
             self._transport.write(head + body)
         else:
@@ -291,7 +293,7 @@ class UpstreamPool:
         and goes once more on a fresh connection; if the child itself is gone, that fails to
         connect."""
         address = address_of(base_url)
-        head = request_head(address, path, len(body), api_key)
+        head = request_head(address, path, api_key)
         connection = self.take(address)
         if connection is not None:
             try:
@@ -365,9 +367,11 @@ def address_of(base_url: str) -> Address:
     return parts.hostname, parts.port or 80
 
 
-def request_head(address: Address, path: str, length: int, api_key: str | None = None) -> bytes:
+def request_head(address: Address, path: str, api_key: str | None = None) -> bytes:
+    """A JSON POST's head, up to the value of its Content-Length, which ``Connection.send``
+    fills in: the rest is the same for every request to a child's path, so it can be kept."""
     authorization = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     return (
         f"POST {path} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n{authorization}"
-        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        f"Content-Type: application/json\r\nContent-Length: "
     ).encode("latin-1")

@@ -77,7 +77,9 @@ class Backend:
 
     @property
     def has_free_slot(self) -> bool:
-        return self.process.alive and self.in_flight < self.parallel
+        """Whether a request may have a slot now (whether the child is alive at all is for its
+        model to ask first: ``ManagedModel.serving``)."""
+        return self.in_flight < self.parallel
 
 
 class Lease:

@@ -85,7 +85,7 @@ class ManagedModel:
 
     def serving(self) -> Backend | None:
         backend = self.backend
-        if self.state is ModelState.READY and backend and backend.process.alive:
+        if self.state is ModelState.READY and backend is not None and backend.process.alive:
             return backend
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Final
 
@@ -13,10 +14,9 @@ from starlette.responses import Response
 from ..backends.argv import Role
 from ..dialects import openai as openai_dialect
 from ..gateway import Gateway
-from ..limits import RequestLimits
 from ..proxy import Passthrough, RelayResponse
 from ..registry import ModelEntry
-from ..telemetry import note_model
+from ..telemetry import Telemetry, note_model
 from ..tokens import TokenMeter
 
 
@@ -62,12 +62,23 @@ RELAYS: Final[Mapping[str, Relay]] = MappingProxyType(
 
 @dataclass(frozen=True)
 class RelayPlan:
-    """What a relayed request needs once its body is read: the model, its token meter, and
-    the stream translator that passes the child's bytes on."""
+    """What a relayed request needs once its body is read: the model; then, once the child
+    answers, its token meter and the stream translator that passes the child's bytes on
+    (made then, so that nothing delays the request on its way to the child)."""
 
     entry: ModelEntry
-    meter: TokenMeter
-    stream: Passthrough
+    route: Relay
+    telemetry: Telemetry
+
+    @cached_property
+    def meter(self) -> TokenMeter:
+        return self.telemetry.meter(self.entry.id)
+
+    @cached_property
+    def stream(self) -> Passthrough:
+        return Passthrough(
+            openai_dialect.error_event, ensure_done=self.route.ensure_done, meter=self.meter
+        )
 
 
 def plan_relay(gw: Gateway, route: Relay, body: bytes) -> RelayPlan:
@@ -76,11 +87,9 @@ def plan_relay(gw: Gateway, route: Relay, body: bytes) -> RelayPlan:
     served (``relay`` here, and the relay lane's exchange)."""
     data = openai_dialect.parse_body(body)
     openai_dialect.wants_stream(data)  # a bad value is our clear 400, not the child's
-    RequestLimits.of(gw.settings, openai_stop=route.path.startswith("/v1/")).check(data)
+    (gw.openai_limits if route.path.startswith("/v1/") else gw.limits).check(data)
     entry = gw.pick_model(openai_dialect.requested_model(data))
-    meter = gw.telemetry.meter(entry.id)
-    stream = Passthrough(openai_dialect.error_event, ensure_done=route.ensure_done, meter=meter)
-    return RelayPlan(entry, meter, stream)
+    return RelayPlan(entry, route, gw.telemetry)
 
 
 async def relay(request: Request, route: Relay) -> Response:

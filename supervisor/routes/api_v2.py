@@ -16,7 +16,6 @@ from ..dialects.openai import error_event as openai_error_event
 from ..dialects.openai import parse_body
 from ..errors import ChildRejected
 from ..gateway import Performance
-from ..limits import RequestLimits
 from ..memory import format_bytes
 from ..metrics import health_v2, system_metrics
 from ..proxy import CLIENT_CLOSED_REQUEST, Passthrough
@@ -132,7 +131,7 @@ async def chat(request: Request, model_id: str) -> Response:
     gw = gateway(request)
     entry = pick_model(request, model_id)
     upstream = api_v2_chat.parse_v2_chat(parse_body(await request.body()), stream=False)
-    RequestLimits.of(gw.settings).check(upstream)
+    gw.limits.check(upstream)
     answer = await gw.proxy.fetch_json(
         lambda: gw.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
         request.receive,
@@ -158,7 +157,7 @@ async def chat_stream(request: Request, model_id: str) -> Response:
     gw = gateway(request)
     entry = pick_model(request, model_id)
     upstream = api_v2_chat.parse_v2_chat(parse_body(await request.body()), stream=True)
-    RequestLimits.of(gw.settings).check(upstream)
+    gw.limits.check(upstream)
     return await gw.proxy.forward(
         lambda: gw.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
         Passthrough(openai_error_event, meter=gw.telemetry.meter(entry.id)), request.receive,

@@ -18,7 +18,6 @@ from ..dialects import myllm_chat as dialect
 from ..dialects.openai import parse_body
 from ..errors import ChildRejected, SessionNotFound, SupervisorError
 from ..gateway import Gateway
-from ..limits import RequestLimits
 from ..proxy import CLIENT_CLOSED_REQUEST, RelayResponse, sse_events
 from ..registry import ModelEntry
 from ..schemas import (
@@ -133,7 +132,7 @@ async def chat(request: Request) -> Response:
     gw = gateway(request)
     asked = dialect.parse_chat_request(parse_body(await request.body()))
     # The new turns only: the stored history is trimmed to fit the context anyway.
-    RequestLimits.of(gw.settings).check({"messages": asked.messages, **asked.options})
+    gw.limits.check({"messages": asked.messages, **asked.options})
     session_id = asked.session_id or str(uuid.uuid4())
     # Requests on one session take turns: the lock is held until the answer is stored and,
     # for a stream, until the relay is over (the stream releases it when it closes).
@@ -237,7 +236,7 @@ async def generate(request: Request) -> Response:
     """Stateless text generation from a prompt; streamed like chat, without a session."""
     gw = gateway(request)
     asked = dialect.parse_generate_request(parse_body(await request.body()))
-    RequestLimits.of(gw.settings).check({"prompt": asked.prompt, **asked.options})
+    gw.limits.check({"prompt": asked.prompt, **asked.options})
     entry = pick_model(request, asked.model)
     if asked.stream:
 
@@ -262,7 +261,7 @@ async def generate(request: Request) -> Response:
 )
 async def embeddings(request: Request) -> Response:
     model, text = dialect.parse_embeddings_request(parse_body(await request.body()))
-    RequestLimits.of(gateway(request).settings).check({"input": text})
+    gateway(request).limits.check({"input": text})
     entry = pick_model(request, model)
     body = dialect.embeddings_upstream_body(text)
     answer = await _call(request, entry, "/v1/embeddings", body, Role.EMBEDDING)

@@ -15,6 +15,21 @@ def test_parse_body_accepts_objects_only() -> None:
             openai.parse_body(bad)
 
 
+def test_parse_body_reads_what_json_loads_reads() -> None:
+    # The short way (one scan of UTF-8 text) must agree with json.loads on every body.
+    for body in (
+        b'{"model": "m", "messages": [{"role": "user", "content": "h\\u00e9 \xc3\xa9"}]}',
+        b'  {"a": 1}\n',  # whitespace around the value
+        b'\xef\xbb\xbf{"a": 1}',  # a UTF-8 byte order mark
+        '{"a": "\u00e9"}'.encode("utf-16"),  # UTF-16, which json.loads sniffs
+        b'{"a": NaN, "b": 1e999, "a": 2}',  # json.loads's own extensions; the last "a" wins
+    ):
+        assert openai.parse_body(body) == json.loads(body)
+    for bad in (b'{"a": 1} x', b'{"a": 1}{}', b'{"a": "\x00"}'):
+        with pytest.raises(BadRequest, match="not valid JSON"):
+            openai.parse_body(bad)
+
+
 def test_parse_body_refuses_deep_nesting_as_bad_request() -> None:
     # json.loads recurses per bracket: 100,000 of them raised RecursionError (a 500).
     for deep in (b"[" * 100_000, b'{"a":' * 100_000):
