@@ -151,7 +151,6 @@ class Exchange:
     _reused = False
     _task: asyncio.Task[None] | None = None
     _status = 0
-    _headers: RawHeaders = []  # noqa: RUF012 (replaced whole, never changed in place)
     _streaming = False
     _first_token: float | None = None
     _over = False
@@ -173,6 +172,7 @@ class Exchange:
         self._started = time.perf_counter()
         self._gw = gateway
         self._pool: UpstreamPool = gateway.proxy.pool
+        self._headers: RawHeaders = []
         self._parts: list[bytes] = []
 
     # -- the request ---------------------------------------------------------------------------
