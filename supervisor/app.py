@@ -23,7 +23,7 @@ from .config import Settings
 from .fastlane import FastLane
 from .gateway import Gateway, SettingsLoader, build_gateway
 from .guard import GatewayGuard
-from .http_errors import install_error_handlers
+from .http_errors import SlashRedirect, install_error_handlers
 from .memory import MemoryProbe
 from .relay_lane import RelayLane
 from .routes import api_v2, logs, myllm, myllm_chat, native, openai, root
@@ -76,6 +76,8 @@ def create_app(
         # FastAPI's own OpenTelemetry hooks ask the OTel API whether a provider is set on
         # every request (about 20 µs); the gateway's telemetry is its Prometheus /metrics.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Starlette's redirect takes its Location's host from the client: ours is relative.
+        redirect_slashes=False,
     )
     app.state.drain = drain
     app.state.relay_lane = lane  # served by server.http_protocol's protocol, not over ASGI
@@ -90,6 +92,7 @@ def create_app(
 
     app.front = front
     install_error_handlers(app)
+    app.router.default = SlashRedirect(app.router)
     app.include_router(root.router)
     app.include_router(openai.router)
     app.include_router(api_v2.router)

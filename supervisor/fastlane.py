@@ -16,11 +16,11 @@ routes, for the OpenAPI document and every other method.
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import SupervisorError
-from .http_errors import failed_request_response, internal_error_response
+from .http_errors import client_gone_response, failed_request_response, internal_error_response
 from .routes import RELAYS, relay
 
 
@@ -38,6 +38,8 @@ class FastLane:
             response = await relay(Request(scope, receive), route)
         except SupervisorError as exc:
             response = failed_request_response("POST", scope["path"], exc)
+        except ClientDisconnect:  # gone mid-upload: as FastAPI's handler for it answers
+            response = client_gone_response()
         except Exception:  # a bug: answered as FastAPI's error middleware would, then logged
             await internal_error_response(scope["path"])(scope, receive, send)
             raise

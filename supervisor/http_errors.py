@@ -1,18 +1,24 @@
 """One error formatter per surface, registered once for our errors, validation errors and
-Starlette's own 404/405."""
+Starlette's own 404/405; the one answer to a client gone before its body was read; and what
+the router does with a path no route takes (``SlashRedirect``)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Match, Router
+from starlette.types import Receive, Scope, Send
 
 from .dialects import openai
 from .errors import BadRequest, MethodNotAllowed, NotFound, SupervisorError
+from .proxy import CLIENT_CLOSED_REQUEST
 
 LOG = logging.getLogger(__name__)
 
@@ -43,6 +49,14 @@ def internal_error_response(path: str) -> JSONResponse:
     return error_response(path, SupervisorError("Internal error in the gateway"))
 
 
+def client_gone_response() -> Response:
+    """The answer to a request whose client hung up before its body was whole (Starlette's
+    ``ClientDisconnect``). Nobody reads it (the server drops it); it is there so that the
+    metrics count the request as the relay counts a gone client (499), not as a bug's 500,
+    and nothing is logged: a client may always hang up."""
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _on_supervisor_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SupervisorError)
     return failed_request_response(request.method, request.url.path, exc)
@@ -50,6 +64,10 @@ async def _on_supervisor_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return internal_error_response(request.url.path)
+
+
+async def _on_client_gone(request: Request, exc: Exception) -> Response:
+    return client_gone_response()
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -80,4 +98,35 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SupervisorError, _on_supervisor_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    # Every route that reads its body (``await request.body()``) may meet a gone client.
+    app.add_exception_handler(ClientDisconnect, _on_client_gone)
     app.add_exception_handler(Exception, _on_unexpected_error)  # FastAPI's 500 handler
+
+
+class SlashRedirect:
+    """The router's ``default``, for a path no route takes: a 307 to the same path with its
+    trailing slash toggled where that one routes (``GET /v1/models/``), else the 404.
+
+    It stands in for Starlette's ``redirect_slashes``, whose ``Location`` is an absolute URL
+    built from the client's ``Host`` header: anyone could have the gateway's answers point
+    at another host. This one is relative: the path and the query string only."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if scope["type"] == "http" and path.rstrip("/"):
+            moved = {**scope, "path": path.rstrip("/") if path.endswith("/") else path + "/"}
+            if any(route.matches(moved)[0] is not Match.NONE for route in self.router.routes):
+                location = _relative_location(moved["path"], scope["query_string"])
+                await RedirectResponse(location)(scope, receive, send)
+                return
+        await self.router.not_found(scope, receive, send)
+
+
+def _relative_location(path: str, query: bytes) -> str:
+    location = quote(path)  # a backslash included: browsers read "/\evil" as "//evil"
+    if location.startswith("//"):  # would name a host: keep it a path (a catch-all route)
+        location = "/%2F" + location[2:]
+    return f"{location}?{query.decode('latin-1')}" if query else location

@@ -171,6 +171,7 @@ async def metrics(request: Request) -> dict[str, Any]:
 
 
 @router.get("/health", summary="Health", responses=replies(V2Health))
+@router.head("/health", include_in_schema=False)  # as /health's (routes/root.py)
 async def health(request: Request) -> dict[str, Any]:
     gw = gateway(request)
     return health_v2(__version__, gw.started_at, gw.last_error)

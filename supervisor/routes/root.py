@@ -1,4 +1,4 @@
-"""Shared routes: GET /health (llama.cpp's form), GET / (seeds 002 and 003) and
+"""Shared routes: GET (and HEAD) /health (llama.cpp's form), GET / (seeds 002 and 003) and
 GET /metrics (Prometheus)."""
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ router = APIRouter(tags=["shared"])
 
 
 @router.get("/health", summary="Gateway health", responses=replies(Health))
+# Probes may ask with HEAD, public like GET (auth.PUBLIC_PATHS): GET's answer, whose body the
+# server drops. Not in the API document, where it would only repeat GET.
+@router.head("/health", include_in_schema=False)
 async def health() -> dict[str, str]:
     """200 while the gateway runs, whether or not models are loaded."""
     return {"status": "ok"}
