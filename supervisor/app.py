@@ -24,6 +24,7 @@ from .fastlane import FastLane
 from .gateway import Gateway, SettingsLoader, build_gateway
 from .guard import GatewayGuard
 from .http_errors import SlashRedirect, install_error_handlers
+from .intake import Intake, IntakeLimits
 from .memory import MemoryProbe
 from .relay_lane import RelayLane
 from .routes import api_v2, logs, myllm, myllm_chat, native, openai, root
@@ -81,6 +82,7 @@ def create_app(
     )
     app.state.drain = drain
     app.state.relay_lane = lane  # served by server.http_protocol's protocol, not over ASGI
+    app.state.intake = Intake(IntakeLimits.of(settings), counted=telemetry.connection_cut)
     app.state.notifier = notify
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
 

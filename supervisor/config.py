@@ -147,6 +147,37 @@ class Settings(BaseSettings):
         ge=1,
         description="largest request body accepted, on every route (then 413)",
     )
+    head_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="longest a client may take to send a request's line and headers, and "
+        "how long a new connection may stay silent (then 408 and the connection is closed)",
+    )
+    body_idle_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="longest a request body may stall between reads (then 408 and the "
+        "connection is closed)",
+    )
+    body_min_rate: int = Field(
+        default=1024,
+        ge=0,
+        description="slowest a request body may arrive once it has taken body_idle_timeout_s, "
+        "in bytes per second (then 408); 0: no minimum",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="client connections open at once; more are answered 503 and closed. Never "
+        "more than half of what the open-files limit leaves after a reserve for children, "
+        "model loads and connections to children",
+    )
+    max_pending_body_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=1,
+        description="bytes of request bodies still arriving that all connections may hold "
+        "together (at least max_body_bytes); a body that would pass it is answered 503",
+    )
     max_tokens_limit: int | None = Field(
         default=None,
         ge=1,

@@ -13,6 +13,9 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
     ├── Forbidden                   403 an inference key on an admin route
     ├── MethodNotAllowed            405 a route asked with the wrong method
     ├── PayloadTooLarge             413 a request body over ``max_body_bytes``
+    ├── HeadTooLarge                431 a request's line and headers past ``MAX_HEAD_BYTES``
+    ├── RequestTimeout              408 a request's head or body came too slowly (``intake.py``)
+    ├── GatewayBusy                 503 (Retry-After) too many connections or unfinished bodies
     ├── QueueFull                   429 (Retry-After) the model's queue is full
     ├── ModelUnavailable            503 (Retry-After) model not loaded and not loadable now
     │   ├── QueueTimeout            503 no slot freed within the queue's maximum wait
@@ -121,6 +124,25 @@ class PayloadTooLarge(SupervisorError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"Request body is larger than the gateway's limit of {limit} bytes")
         self.limit = limit
+
+
+class HeadTooLarge(SupervisorError):
+    status_code = 431
+    error_type = "invalid_request_error"
+    code = "request_header_too_large"
+
+
+class RequestTimeout(SupervisorError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class GatewayBusy(SupervisorError):
+    status_code = 503
+    error_type = "unavailable_error"
+    code = "gateway_busy"
+    retry_after = 1
 
 
 class SessionStoreError(SupervisorError):

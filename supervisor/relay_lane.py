@@ -117,6 +117,13 @@ class RelayLane:
                 return None
         return route
 
+    def gone_mid_body(self, route: Relay, seconds: float) -> None:
+        """A client hung up before its body was whole: counted as the ASGI way counts it."""
+        if self.gateway is not None:
+            self.gateway.telemetry.observe_request(
+                route.path, "POST", "", CLIENT_CLOSED_REQUEST, seconds, None
+            )
+
     def exchange(self, client: Client, route: Relay, body: bytes, keep_alive: bool) -> Exchange:
         assert self.gateway is not None  # admitted
         return Exchange(self, self.gateway, client, route, body, keep_alive)

@@ -1,5 +1,6 @@
-"""The gateway's HTTP protocol: uvicorn's (httptools, with the bound on request heads), with
-the relay lane (``relay_lane.py``) serving the relayed POSTs it admits.
+"""The gateway's HTTP protocol: uvicorn's (httptools, with the intake's bounds:
+``intake_protocol.py``), with the relay lane (``relay_lane.py``) serving the relayed POSTs it
+admits.
 
 A request the lane admits is read here (its body, as it arrives), then handed to an
 ``Exchange``, which writes its answer on this connection. Anything else goes to uvicorn's
@@ -11,29 +12,32 @@ uvicorn's own pipelining does.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from typing import Any, ClassVar
 
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from .http_head import BoundedHeadProtocol
+from .intake import Intake
+from .intake_protocol import IntakeProtocol
 from .relay_lane import Exchange, RelayLane
 from .routes import Relay
 from .upstream import RawHeaders
 
 
-def relay_protocol(lane: RelayLane) -> type[RelayProtocol]:
-    """The protocol class for uvicorn's ``http`` setting, bound to ``lane``."""
-    return type("BoundRelayProtocol", (RelayProtocol,), {"lane": lane})
+def relay_protocol(lane: RelayLane, intake: Intake) -> type[RelayProtocol]:
+    """The protocol class for uvicorn's ``http`` setting, bound to ``lane`` and ``intake``."""
+    return type("BoundRelayProtocol", (RelayProtocol,), {"lane": lane, "intake": intake})
 
 
-class RelayProtocol(BoundedHeadProtocol):
+class RelayProtocol(IntakeProtocol):
     lane: ClassVar[RelayLane]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._relay: Relay | None = None  # the admitted request whose body is being read
+        self._relay_began = 0.0
         self._body: list[bytes] = []
         self._keep_alive = True
         self._exchange: Exchange | None = None
@@ -47,6 +51,7 @@ class RelayProtocol(BoundedHeadProtocol):
             return
         self._in_head = False
         self._relay = route
+        self._relay_began = time.perf_counter()
         self._body = []
         self._keep_alive = self.parser.should_keep_alive()
 
@@ -66,7 +71,7 @@ class RelayProtocol(BoundedHeadProtocol):
     def on_body(self, body: bytes) -> None:
         if self._relay is None:
             super().on_body(body)
-        else:
+        elif self._hold_body(len(body)):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -74,10 +79,11 @@ class RelayProtocol(BoundedHeadProtocol):
         if route is None:
             super().on_message_complete()
             return
-        self._in_head = True  # whatever comes next starts the next request's head
-        self._head_bytes = 0
+        self._body_done()
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
+        if self.transport.is_closing():  # cut while its body was read
+            return
         self._exchange = self.lane.exchange(self, route, body, self._keep_alive)
         self._exchange.start()
 
@@ -96,9 +102,17 @@ class RelayProtocol(BoundedHeadProtocol):
         else:
             self._closing = True  # the server stops: close once the exchange is over
 
+    def _answering(self) -> bool:
+        return self._exchange is not None or super()._answering()
+
+    def _answer_started(self) -> bool:
+        return self._exchange is not None or super()._answer_started()
+
     # -- the connection ------------------------------------------------------------------------
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._relay is not None:  # gone before its body was whole
+            self.lane.gone_mid_body(self._relay, time.perf_counter() - self._relay_began)
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
             exchange.client_lost()

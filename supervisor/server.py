@@ -27,7 +27,8 @@ from .app import create_app
 from .auth import load_keys
 from .backends.binary import find_llama_server
 from .config import Settings, load_settings
-from .http_head import BoundedHeadProtocol
+from .intake import FD_RESERVE, Intake, open_files_limit
+from .intake_protocol import IntakeProtocol, intake_protocol
 from .log_setup import configure_logging
 from .relay_lane import RelayLane
 from .relay_protocol import relay_protocol
@@ -84,13 +85,14 @@ class GatewayServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def http_protocol(app: FastAPI, settings: Settings) -> type[BoundedHeadProtocol]:
-    """httptools with a bound on a request's head; and the relay lane, unless CORS or the
-    access log is on (the lane writes neither their headers nor their lines)."""
+def http_protocol(app: FastAPI, settings: Settings) -> type[IntakeProtocol]:
+    """httptools with the intake's bounds (``intake.py``); and the relay lane, unless CORS or
+    the access log is on (the lane writes neither their headers nor their lines)."""
+    intake: Intake = app.state.intake
     if settings.cors_origins or settings.access_log:
-        return BoundedHeadProtocol
+        return intake_protocol(intake)
     lane: RelayLane = app.state.relay_lane
-    return relay_protocol(lane)
+    return relay_protocol(lane, intake)
 
 
 def serve(config_file: Path | None, given: dict[str, Any]) -> int:
@@ -113,12 +115,17 @@ def serve(config_file: Path | None, given: dict[str, Any]) -> int:
     settings = settings.model_copy(update={"llama_server": binary})
     notifier = Notifier.from_env()
     app = create_app(settings, load_settings=reload_settings, notifier=notifier)
+    cap = app.state.intake.limits.connection_cap
+    if cap < settings.max_connections:
+        LOG.info("at most %d client connections: the open-files limit (%d) keeps %d of them "
+                 "for children and model loads", cap, open_files_limit(), FD_RESERVE)  # fmt: skip
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         http=http_protocol(app, settings),
+        ws="none",  # no WebSocket routes; an upgrade would take a connection past the intake
         log_level=settings.log_level,
         access_log=settings.access_log,
         # The drain already waited for requests; this only bounds the last connections' close.

@@ -122,6 +122,14 @@ class Telemetry:
             ["model", "role", "mode"],
             registry=registry,
         )
+        self.connections_cut = Counter(
+            PREFIX + "connections_cut",
+            "Client connections refused or closed before their request was read whole, by "
+            "reason: head_timeout, body_timeout, body_too_slow, head_too_large, "
+            "too_many_connections, pending_body_bytes",
+            ["reason"],
+            registry=registry,
+        )
         self.unloads = Counter(
             PREFIX + "model_unloads",
             "Children stopped on purpose (unload, eviction, idle TTL, removal)",
@@ -132,6 +140,9 @@ class Telemetry:
         # Labelled series by their labels: .labels() costs more than the update itself.
         self._request_series: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
         self._token_series: dict[str, tuple[Counter, Counter]] = {}
+
+    def connection_cut(self, reason: str) -> None:
+        self.connections_cut.labels(reason).inc()
 
     def watch(self, models: Callable[[], Iterable[ManagedModel]]) -> None:
         """Read the managed models (states, queues, in flight) from ``models`` when scraped."""

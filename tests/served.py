@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import uvicorn
@@ -21,10 +22,17 @@ START_TIMEOUT_S = 10.0
 
 
 @contextmanager
-def served(app: FastAPI, settings: Settings) -> Iterator[str]:
-    """Serve ``app`` (its lifespan included) on 127.0.0.1 from a thread; its base URL."""
+def served(app: FastAPI, settings: Settings, **config_args: Any) -> Iterator[str]:
+    """Serve ``app`` (its lifespan included) on 127.0.0.1 from a thread; its base URL.
+    ``config_args``: more of uvicorn's settings (``timeout_keep_alive``)."""
     config = uvicorn.Config(
-        app, port=0, log_config=None, http=http_protocol(app, settings), lifespan="on"
+        app,
+        port=0,
+        log_config=None,
+        http=http_protocol(app, settings),
+        ws="none",
+        lifespan="on",
+        **config_args,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

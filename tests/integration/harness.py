@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ MODEL_ID = MODEL_FILE.removesuffix(".gguf")
 
 class RunningGateway:
     """`llama-supervisor serve` as a real subprocess on a free port; ``env`` adds to (or
-    overrides) the inherited environment."""
+    overrides) the inherited environment; ``open_files`` sets its open-files limit."""
 
     def __init__(
         self,
@@ -30,6 +31,7 @@ class RunningGateway:
         log: Path,
         *extra: str,
         env: Mapping[str, str] | None = None,
+        open_files: int | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -41,7 +43,13 @@ class RunningGateway:
         ]  # fmt: skip
         self._log = log.open("wb")
         environ = {**os.environ, **env} if env else None
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=environ)
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=environ,
+            preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
+        )
         self._wait_healthy()
 
     def _wait_healthy(self, timeout: float = 30.0) -> None:
@@ -86,6 +94,11 @@ class RunningGateway:
             if alive(child):
                 child.kill()
         self._log.close()
+
+
+def _limit_open_files(count: int) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
 
 
 def _is_llama_server(proc: psutil.Process) -> bool:

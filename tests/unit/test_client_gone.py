@@ -1,6 +1,7 @@
 """A client that hangs up mid-upload (issue 21, item 4), over a real socket, on every route
-that reads its body the ASGI way: nothing is logged as an error (no traceback), nothing is
-written back, and the request is counted as 499 (client closed), not 500."""
+that reads its body, the ASGI way or the relay lane's: nothing is logged as an error (no
+traceback), nothing is written back, and the request is counted as 499 (client closed), not
+500."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ SETTLE_S = 5.0  # the gateway notices the hang-up on its own loop: wait for the 
 
 # (request head and a tenth of its announced body, the route template it is counted under)
 CUT_UPLOADS = {
+    # The relay lane (relay_lane.py) reads it off the socket, without ASGI.
+    "relay lane": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+        "/v1/chat/completions",
+    ),
     # Chunked: the relay lane passes it by, the fast lane (fastlane.py) takes it.
     "chunked relay": (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"

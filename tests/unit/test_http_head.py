@@ -1,4 +1,4 @@
-"""A request's head is bounded (supervisor/http_head.py): through a real uvicorn on a socket,
+"""A request's head is bounded (supervisor/intake_protocol.py): through a real uvicorn on a socket,
 a header past the bound gets a 431 and a closed connection, while ordinary requests, kept
 alive one after another, and bodies far larger than the bound pass as before."""
 
@@ -16,18 +16,18 @@ from served import served
 
 from supervisor.app import create_app
 from supervisor.config import Settings
-from supervisor.http_head import MAX_HEAD_BYTES, BoundedHeadProtocol
+from supervisor.intake_protocol import MAX_HEAD_BYTES, IntakeProtocol
 from supervisor.server import http_protocol
 
 
 @pytest.fixture
 def port(tmp_path: Path) -> Iterator[int]:
-    """The gateway served as ``serve`` serves it: its protocol is a BoundedHeadProtocol."""
+    """The gateway served as ``serve`` serves it: its protocol is a IntakeProtocol."""
     settings = Settings(
         models_dirs=[tmp_path], llama_server=Path(sys.executable), data_dir=tmp_path / "data"
     )
     app = create_app(settings)
-    assert issubclass(http_protocol(app, settings), BoundedHeadProtocol)
+    assert issubclass(http_protocol(app, settings), IntakeProtocol)
     with served(app, settings) as url:
         yield int(url.rsplit(":", 1)[1])
 
