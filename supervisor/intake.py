@@ -177,8 +177,7 @@ class Intake:
             if progress.read != watch.progress.read:
                 watch.progress, watch.moved = progress, now
             late = self._late(watch, now)
-            if late is not None:
-                self._watched.pop(connection, None)
+            if late is not None:  # once cut, its progress is BUSY: it is not judged again
                 self.counted(late)
                 connection.cut(_timeout(progress))
 

@@ -24,6 +24,8 @@ from .errors import GatewayBusy, HeadTooLarge, SupervisorError
 from .intake import Intake, Phase, Progress, closing_answer
 
 MAX_HEAD_BYTES = 1024 * 1024
+# How long a connection cut with an answer reads on (and drops what it reads) before it closes.
+LINGER_S = 2.0
 
 
 def intake_protocol(intake: Intake) -> type[IntakeProtocol]:
@@ -42,6 +44,7 @@ class IntakeProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._requests = 0
         self._body_bytes = 0  # of the body being read: held in the intake's count
+        self._cut_off = False  # cut: no more requests are read on this connection
 
     # -- the connection ------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -57,8 +60,10 @@ class IntakeProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._cut_off:  # lingering after a cut: see ``cut``
+            return
         super().data_received(data)
-        if not self._in_head or self.transport.is_closing():
+        if not self._in_head or self.cut_off:
             return
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
@@ -89,7 +94,7 @@ class IntakeProtocol(HttpToolsProtocol):
     def _hold_body(self, size: int) -> bool:
         """Count ``size`` more bytes of the body being read; False when they are not to be
         kept: the connection is closing, or the intake's bound is reached (then it closes)."""
-        if self.transport.is_closing():
+        if self.cut_off:
             return False
         if self.intake.hold(size):
             self._body_bytes += size
@@ -106,8 +111,13 @@ class IntakeProtocol(HttpToolsProtocol):
         self._head_bytes = 0
 
     # -- intake.Connection ---------------------------------------------------------------------
+    @property
+    def cut_off(self) -> bool:
+        """No more requests are read on this connection: it was cut, or it is closing."""
+        return self._cut_off or self.transport.is_closing()
+
     def progress(self) -> Progress:
-        if self.flow.read_paused:  # the gateway's own doing: an answer or the app is behind
+        if self.flow.read_paused or self._cut_off:  # the gateway's own doing
             return Progress(Phase.BUSY, self._requests, 0)
         if not self._in_head:
             return Progress(Phase.BODY, self._requests, self._body_bytes)
@@ -116,17 +126,28 @@ class IntakeProtocol(HttpToolsProtocol):
         return Progress(Phase.HEAD, self._requests, self._head_bytes if self._head_begun else 0)
 
     def cut(self, error: SupervisorError | None) -> None:
-        """Close the connection, answering ``error`` first unless an answer has begun."""
-        if self.transport.is_closing():
+        """Close the connection, answering ``error`` first unless an answer has begun.
+
+        A client cut mid-request may still be sending. Closing with its bytes unread would
+        make the kernel reset the connection, and the client might never read the answer; so
+        after an answer the connection only stops writing, and reads on, dropping what comes,
+        until the client closes it or ``LINGER_S`` passes."""
+        if self.cut_off:
             return
-        if error is not None and not self._answer_started():
-            path = self.url.split(b"?", 1)[0].decode("latin-1")
-            self.transport.write(closing_answer(path, error, self.server_state.default_headers))
+        self._cut_off = True
+        self.intake.release(self._body_bytes)
+        self._body_bytes = 0
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # its app reads a disconnect, and writes nothing more
             cycle.message_event.set()
-        self.transport.close()
+        if error is None or self._answer_started():
+            self.transport.close()
+            return
+        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        self.transport.write(closing_answer(path, error, self.server_state.default_headers))
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def _answering(self) -> bool:
         return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)

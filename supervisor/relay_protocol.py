@@ -56,7 +56,7 @@ class RelayProtocol(IntakeProtocol):
         self._keep_alive = self.parser.should_keep_alive()
 
     def _admitted(self) -> Relay | None:
-        idle = self._exchange is None and not self.pipeline and not self.transport.is_closing()
+        idle = self._exchange is None and not self.pipeline and not self.cut_off
         if not idle or (self.cycle is not None and not self.cycle.response_complete):
             return None
         parser = self.parser
@@ -82,7 +82,7 @@ class RelayProtocol(IntakeProtocol):
         self._body_done()
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
-        if self.transport.is_closing():  # cut while its body was read
+        if self.cut_off:  # cut while its body was read
             return
         self._exchange = self.lane.exchange(self, route, body, self._keep_alive)
         self._exchange.start()

@@ -42,6 +42,7 @@ class Scripted:
 
     def cut(self, error: SupervisorError | None) -> None:
         self.cuts.append(error)
+        self.at = Progress(Phase.BUSY, self.at.request, 0)  # as a cut connection reads
 
 
 class Setup:
@@ -77,8 +78,8 @@ def test_a_silent_connection_is_closed_without_an_answer_after_the_head_timeout(
     assert silent.cuts == []  # first seen at the first sweep: the timeout runs from there
     setup.after(1)
     assert silent.cuts == [None]
-    assert setup.reasons == ["head_timeout"]
-    assert setup.intake.connections == 0
+    setup.after(30)
+    assert setup.reasons == ["head_timeout"]  # once
 
 
 def test_a_trickled_head_gets_a_408_however_steadily_it_trickles(setup: Setup) -> None:
