@@ -40,14 +40,13 @@ class RequestLimits:
 
     def check(self, data: Mapping[str, Any]) -> None:
         """Raise BadRequest when ``data`` asks for more than the limits allow."""
-        if self.max_tokens is not None:
-            for field in TOKEN_FIELDS:
-                value = data.get(field)
-                if _is_int(value) and value > self.max_tokens:
-                    raise BadRequest(
-                        f"'{field}' is {value}; this gateway allows at most {self.max_tokens}",
-                        param=field,
-                    )
+        limit = self.max_tokens
+        for field in TOKEN_FIELDS:
+            value = data.get(field)
+            # The usual request: no count, or an integer within the limit (a bool is no int).
+            if value is None or (type(value) is int and (limit is None or value <= limit)):
+                continue
+            self._check_tokens(field, value)
         if self.max_prompt_chars is not None:
             try:
                 chars = sum(text_length(data.get(field)) for field in PROMPT_FIELDS)
@@ -64,6 +63,20 @@ class RequestLimits:
             raise BadRequest(
                 f"'stop' has {len(stop)} sequences; at most {self.max_stop} are allowed",
                 param="stop",
+            )
+
+    def _check_tokens(self, field: str, value: object) -> None:
+        """A token count is judged whatever JSON number it is: llama-server reads 1e6 and
+        300.0 as integers, 6.5 as 6 and ``true`` as 1, so none may slip past the limit. A
+        boolean or a fraction is refused, limit or not (OpenAI's API refuses them too).
+        Negative counts stay the child's: it reads -1 as "none asked" and then applies its
+        ``--n-predict``, which is this limit (backends/argv.py). So do strings."""
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise BadRequest(f"'{field}' must be an integer", param=field)
+        limit = self.max_tokens
+        if limit is not None and isinstance(value, int | float) and value > limit:
+            raise BadRequest(
+                f"'{field}' is {int(value)}; this gateway allows at most {limit}", param=field
             )
 
 
