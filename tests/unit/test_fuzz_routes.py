@@ -8,11 +8,16 @@ wrong is the gateway's: no input may get a 5xx (a deliberate 503 with Retry-Afte
 model that would not fit in memory with the asked context, is a refusal, not a failure), and
 every error must be in its surface's format. Derandomized and bounded, so every run tries the
 same requests.
+
+The fake children read bodies as llama-server does (``llama_reads``): JSON that its parser
+refuses (``NaN``, ``1e400``, an unpaired surrogate, UTF-16) is a 500 there, so the gateway must
+refuse it first (issue 21). Integer fields also get floats and booleans.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,9 +57,35 @@ CHAT = {
 CHUNK = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
 
 
+def llama_reads(body: bytes) -> Any:
+    """The body as llama-server's parser (nlohmann::json) reads it, or a ValueError where it
+    refuses: strict JSON in UTF-8 (one leading byte order mark skipped), finite numbers, no
+    unpaired surrogate (Python keeps one in the string; UTF-8 cannot encode it)."""
+    value = json.loads(body.decode("utf-8-sig"), parse_constant=_refuse, parse_float=_finite)
+    json.dumps(value, ensure_ascii=False).encode()
+    return value
+
+
+def _refuse(name: str) -> None:
+    raise ValueError(f"syntax error: {name}")
+
+
+def _finite(text: str) -> float:
+    if math.isinf(float(text)):
+        raise ValueError(f"number overflow parsing '{text}'")
+    return float(text)
+
+
 def well_behaved(request: Request) -> Reply | Stream:
-    """llama-server's answer to any inference request: streamed when asked."""
-    if json.loads(request.body).get("stream") is True:
+    """llama-server's answer to any inference request: streamed when asked; a 500 for a
+    body its parser refuses, as llama-server answers."""
+    try:
+        asked = llama_reads(request.body)
+    except ValueError as exc:
+        return Reply(
+            500, json={"error": {"code": 500, "message": str(exc), "type": "server_error"}}
+        )
+    if asked.get("stream") is True:
         return Stream([f"data: {json.dumps(CHUNK)}\n\n".encode(), b"data: [DONE]\n\n"])
     return Reply(json=CHAT)
 
@@ -113,11 +144,18 @@ def operations() -> list[tuple[str, str]]:
     return found
 
 
+# For integer fields: a fraction, booleans, integral floats (big, small, negative).
+NOT_INTEGERS = [6.5, True, False, 300.0, 1e6, -1.0, 0.5, 1e300]
 HOSTILE_NAMES = [
     MODEL, f"{MODEL}.gguf", "next", "../x", "..", "%2e%2e%2f", "/etc/passwd", "a\x00b",
     "..\\..\\x", "x" * 300, "", " ", "é", "\u202e", "s1",
 ]  # fmt: skip
-json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+# Unpaired surrogates (json.dumps escapes them, as Python clients send them) and a valid pair.
+SURROGATES = ["\ud800", "\udc00", "\ud800x", "x\udfff", "\ud83d\ude00"]
+json_leaf = (
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+    | st.sampled_from(SURROGATES)
+)  # fmt: skip
 any_json = st.recursive(
     json_leaf,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
@@ -126,6 +164,20 @@ any_json = st.recursive(
 names = st.sampled_from(HOSTILE_NAMES) | st.text(max_size=40)
 # Bodies no route can take: broken, not UTF-8, not an object, nested past json's recursion.
 MALFORMED = [b"{", b"\xff\xfe", b"[]", b"null", b'"x"', b"[" * 3000, b'{"a":' * 800]
+# Bodies that Python's json reads and llama-server refuses: each a request every body-reading
+# route would otherwise take (unknown keys aside), with the value where it reaches the child.
+_REQUEST = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "prompt": "hi",
+            "input": "hi", "content": "hi", "tokens": [1]}  # fmt: skip
+_VALID = json.dumps(_REQUEST).encode()
+NON_STANDARD = [
+    *(_VALID[:-1] + b', "x": ' + value + b"}" for value in
+      (b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"[1.5e999]")),
+    *(_VALID.replace(b'"hi"', value) for value in
+      (b'"\\ud800"', b'"\\udc00"', b'"\\ud800\\u0041"', b'"\\uDBFF\\uD800"', b'"a\\udfff"')),
+    _VALID.replace(b'"prompt"', b'"\\ud800"'),  # in a key
+    *(_VALID.decode().encode(codec) for codec in
+      ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be")),
+]  # fmt: skip
 content_types = st.sampled_from(
     [None, "application/json", "text/plain", "application/x-www-form-urlencoded",
      "multipart/form-data; boundary=x", "application/json; charset=latin-1"]
@@ -145,8 +197,8 @@ def from_schema(schema: dict[str, Any], spec: Any) -> st.SearchStrategy[Any]:
     low, high = schema.get("minimum"), schema.get("maximum")
     if kind == "string":
         return st.text(min_size=schema.get("minLength", 0), max_size=30)
-    if kind == "integer":
-        return st.integers(low, high)
+    if kind == "integer":  # and floats and booleans, which llama-server reads as integers
+        return st.integers(low, high) | st.integers(low, high) | st.sampled_from(NOT_INTEGERS)
     if kind == "number":
         return st.floats(low, high, allow_nan=False) | st.integers(low, high)
     if kind == "boolean":
@@ -177,7 +229,7 @@ def _body_schema(operation: dict[str, Any]) -> dict[str, Any] | None:
 def bodies(spec: Any, operation: dict[str, Any]) -> st.SearchStrategy[bytes | None]:
     """The body's schema where there is one, any JSON, and bytes that are not JSON."""
     encoded = any_json.map(lambda value: json.dumps(value).encode())
-    junk = st.binary(max_size=64) | st.sampled_from(MALFORMED)
+    junk = st.binary(max_size=64) | st.sampled_from(MALFORMED) | st.sampled_from(NON_STANDARD)
     choices: list[st.SearchStrategy[bytes | None]] = [st.none(), encoded, junk]
     schema = _body_schema(operation)
     if schema is not None:
@@ -241,3 +293,85 @@ def test_every_operation_survives_every_malformed_body(
         assert reply.status_code < 500, f"{body[:10]!r}: {reply.status_code} {reply.text}"
         if reply.status_code >= 400:
             assert_error_format(path, reply.json())
+
+
+@pytest.mark.parametrize(("method", "template"), operations())
+def test_every_operation_refuses_json_that_llama_server_refuses(
+    client: TestClient, method: str, template: str
+) -> None:
+    """Issue 21: Python's json reads ``NaN``, ``1e400``, unpaired surrogates and UTF-16;
+    llama-server answers them with a 500. A route that reads its body refuses them first, with
+    a 400 in its format; no route answers a 5xx."""
+    path = template.replace("{model_id}", MODEL).replace("{model_name}", MODEL)
+    path = path.replace("{session_id}", "no-such-session")
+    spec = client.app.openapi()  # type: ignore[attr-defined]
+    reads_body = _body_schema(spec["paths"][template][method]) is not None
+    for body in NON_STANDARD:
+        reply = client.request(method.upper(), path, content=body)
+        where = f"{method} {path} {body[:40]!r}: {reply.status_code} {reply.text}"
+        assert reply.status_code < 500, where
+        if reply.status_code >= 400:
+            assert_error_format(path, reply.json())
+        if reads_body:
+            assert reply.status_code == 400 and "not valid JSON" in reply.text, where
+
+
+# Integer fields the child judges: a seed or a top_k of 6.5 costs nothing, unlike a token count.
+LEFT_TO_THE_CHILD = {"seed", "top_k"}
+# Bodies that name nothing else (the load parameters take no other keys).
+BASES: dict[str, dict[str, Any]] = {
+    "/api/v2/models/{model_id}/load": {},
+    "/api/v2/models/{model_id}/swap": {"path": f"{MODEL}.gguf"},
+}
+
+
+def integer_fields(spec: Any, schema: dict[str, Any]) -> list[str]:
+    """The body's fields (and its ``options``' fields, as ``options.x``) that take an integer."""
+    found = []
+    for key, value in _resolve(spec, schema).get("properties", {}).items():
+        if key == "options":
+            found += [f"options.{name}" for name in integer_fields(spec, value)]
+        elif any(option.get("type") == "integer" for option in _options(value)):
+            found.append(key)
+    return found
+
+
+def _resolve(spec: Any, schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` itself, or what its ``$ref`` (or the first ``$ref`` in its ``anyOf``) names."""
+    ref = next((option["$ref"] for option in _options(schema) if "$ref" in option), None)
+    return spec["components"]["schemas"][ref.rsplit("/", 1)[-1]] if ref else schema
+
+
+def _options(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    return [schema, *schema.get("anyOf", [])]
+
+
+def _with_field(base: dict[str, Any], field: str, value: object) -> dict[str, Any]:
+    if field.startswith("options."):
+        return {**base, "options": {field.removeprefix("options."): value}}
+    return {**base, field: value}
+
+
+@pytest.mark.parametrize(("method", "template"), operations())
+def test_every_integer_field_takes_floats_and_booleans_without_a_5xx(
+    client: TestClient, method: str, template: str
+) -> None:
+    """Issue 21: llama-server reads 6.5 as 6 and ``true`` as 1, so a token count the gateway
+    judges (``max_tokens``, ``n_predict``, the load parameters, ``/api``'s options) must not
+    take them: a 400 naming the field. Every float and boolean: no 5xx."""
+    spec = client.app.openapi()  # type: ignore[attr-defined]
+    schema = _body_schema(spec["paths"][template][method])
+    if schema is None:
+        return
+    path = template.replace("{model_id}", MODEL)
+    base = BASES.get(template, _REQUEST)
+    for field in integer_fields(spec, schema):
+        for value in NOT_INTEGERS:
+            reply = client.request(method.upper(), path, json=_with_field(base, field, value))
+            where = f"{path} {field}={value!r}: {reply.status_code} {reply.text}"
+            assert reply.status_code < 500, where
+            if reply.status_code >= 400:
+                assert_error_format(path, reply.json())
+            not_a_count = isinstance(value, bool) or not float(value).is_integer()
+            if not_a_count and field not in LEFT_TO_THE_CHILD:
+                assert reply.status_code == 400 and field in reply.text, where
