@@ -1,5 +1,6 @@
-"""Security review with a real llama-server (issue 7): the child listens on loopback only, its
-own CORS header stops at the gateway, token limits hold on its answers, and a model that
+"""Security review with a real llama-server (issues 7 and 21): the child listens on loopback
+only, its own CORS header stops at the gateway, token limits hold on its answers (floats and
+booleans included), JSON it would refuse with a 500 is the gateway's 400, and a model that
 fails to load tells clients no host paths."""
 
 from __future__ import annotations
@@ -83,6 +84,59 @@ def test_token_limit_holds_on_real_answers(secured: tuple[RunningGateway, Path])
     capped = httpx.post(url, json=prompt, timeout=60)  # asks no limit: the child caps it
     assert capped.status_code == 200, capped.text
     assert capped.json()["usage"]["completion_tokens"] == 6
+
+
+def test_token_counts_as_floats_or_booleans_do_not_pass_the_limit(
+    secured: tuple[RunningGateway, Path],
+) -> None:
+    """Issue 21, item 1: llama-server reads 1e6 as an integer, and its --n-predict is no cap
+    on a request that asks more: 1e6 gave 2,047 tokens past a limit of 6."""
+    gateway, _ = secured
+    prompt = {"model": MODEL_ID, "prompt": "Hi", "ignore_eos": True}
+    cases = [
+        ("/v1/completions", "max_tokens", 1e6),
+        ("/v1/completions", "max_tokens", 300.0),
+        ("/v1/completions", "max_tokens", 6.5),
+        ("/v1/completions", "max_tokens", True),
+        ("/v1/chat/completions", "max_completion_tokens", 1e6),
+        ("/completion", "n_predict", 1e6),
+    ]
+    for path, field, value in cases:
+        body = {**prompt, field: value}
+        if path == "/v1/chat/completions":
+            body = {
+                "model": MODEL_ID,
+                "messages": [{"role": "user", "content": "Hi"}],
+                field: value,
+            }
+        refused = httpx.post(f"{gateway.url}{path}", json=body, timeout=60)
+        assert refused.status_code == 400, (path, field, value, refused.text)
+        assert refused.json()["error"]["param"] == field
+    within = httpx.post(f"{gateway.url}/v1/completions", json={**prompt, "max_tokens": 5.0})
+    assert within.status_code == 200, within.text
+    assert within.json()["usage"]["completion_tokens"] == 5
+
+
+NOT_JSON_TO_THE_CHILD = [
+    ('{"model": "%s", "prompt": "Hi", "temperature": NaN}', "utf-8"),
+    ('{"model": "%s", "prompt": "Hi", "temperature": -Infinity}', "utf-8"),
+    ('{"model": "%s", "prompt": "Hi", "temperature": 1e400}', "utf-8"),
+    ('{"model": "%s", "prompt": "\\ud800 Hi"}', "utf-8"),
+    ('{"model": "%s", "prompt": "Hi"}', "utf-16"),
+]
+
+
+@pytest.mark.parametrize(("template", "encoding"), NOT_JSON_TO_THE_CHILD)
+def test_json_the_child_would_refuse_is_a_400_not_its_500(
+    secured: tuple[RunningGateway, Path], template: str, encoding: str
+) -> None:
+    """Issue 21, item 3: Python's json accepts these; llama-server answers them 500."""
+    gateway, _ = secured
+    body = (template % MODEL_ID).encode(encoding)
+    for path in ("/v1/completions", "/completion"):
+        answer = httpx.post(f"{gateway.url}{path}", content=body, timeout=60)
+        assert answer.status_code == 400, (path, answer.status_code, answer.text)
+        assert "not valid JSON" in answer.json()["error"]["message"]
 
 
 def test_a_failed_load_shows_clients_no_host_paths(secured: tuple[RunningGateway, Path]) -> None:
