@@ -26,6 +26,7 @@ from .intake import Intake, Phase, Progress, closing_answer
 MAX_HEAD_BYTES = 1024 * 1024
 # How long a connection cut with an answer reads on (and drops what it reads) before it closes.
 LINGER_S = 2.0
+_HEAD_TOO_LARGE = f"Request line and headers are larger than {MAX_HEAD_BYTES} bytes"
 
 
 def intake_protocol(intake: Intake) -> type[IntakeProtocol]:
@@ -68,8 +69,7 @@ class IntakeProtocol(HttpToolsProtocol):
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
             self.intake.counted("head_too_large")
-            self.cut(HeadTooLarge(f"Request line and headers are larger than {MAX_HEAD_BYTES} "
-                                  "bytes"))  # fmt: skip
+            self.cut(HeadTooLarge(_HEAD_TOO_LARGE))
 
     # -- parser callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -93,8 +93,8 @@ class IntakeProtocol(HttpToolsProtocol):
 
     def _hold_body(self, size: int) -> bool:
         """Count ``size`` more bytes of the body being read; False when they are not to be
-        kept: the connection is closing, or the intake's bound is reached (then it closes)."""
-        if self.cut_off:
+        kept: the connection was cut, or the intake's bound is reached (then it is cut)."""
+        if self._cut_off:
             return False
         if self.intake.hold(size):
             self._body_bytes += size
