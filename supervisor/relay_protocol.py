@@ -111,7 +111,7 @@ class RelayProtocol(IntakeProtocol):
     # -- the connection ------------------------------------------------------------------------
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if self._relay is not None:  # gone before its body was whole
+        if self._relay is not None and not self._cut_off:  # gone before its body was whole
             self.lane.gone_mid_body(self._relay, time.perf_counter() - self._relay_began)
         exchange, self._exchange = self._exchange, None
         if exchange is not None:

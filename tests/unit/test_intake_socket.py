@@ -167,6 +167,8 @@ def test_a_body_trickled_below_the_minimum_rate_gets_a_408(
     assert answer_of(answer)[0] == 408
     assert gateway.cuts("body_too_slow") == 1
     assert fake_child.received("POST", CHAT) == []
+    requests = httpx.get(f"{gateway.url}/metrics", timeout=PATIENCE_S).text
+    assert 'status="499"' not in requests  # the gateway cut it: not the client's hang-up
 
 
 def test_fair_clients_pass_slow_pauses_and_all(
