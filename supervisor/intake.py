@@ -61,7 +61,7 @@ class Progress(NamedTuple):
 
 
 class Connection(Protocol):
-    """What the intake needs of a client connection (``http_head.BoundedHeadProtocol``)."""
+    """What the intake needs of a client connection (``intake_protocol.IntakeProtocol``)."""
 
     def progress(self) -> Progress: ...
     def cut(self, error: SupervisorError | None) -> None: ...
@@ -124,10 +124,6 @@ class Intake:
         self._timer: asyncio.TimerHandle | None = None
         self._sweep_s = min(SWEEP_S, limits.head_timeout_s / 4, limits.body_idle_timeout_s / 4)
 
-    @property
-    def connections(self) -> int:
-        return len(self._watched)
-
     def enter(self, connection: Connection) -> bool:
         """A new connection; False when it is one too many (the caller answers and closes)."""
         if len(self._watched) >= self.limits.connection_cap:
@@ -167,11 +163,7 @@ class Intake:
         now = self._clock()
         for connection, watch in list(self._watched.items()):
             progress = connection.progress()
-            if (
-                watch is None
-                or progress.phase != watch.progress.phase
-                or (progress.request != watch.progress.request)
-            ):
+            if watch is None or progress[:2] != watch.progress[:2]:  # a new phase or request
                 self._watched[connection] = _Watch(progress, now, now)
                 continue
             if progress.read != watch.progress.read:
