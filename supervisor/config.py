@@ -48,6 +48,16 @@ class ModelSettings(BaseModel):
     pinned: bool = Field(default=False, description="load at start, never evict, restart on crash")
     preload: bool = Field(default=False, description="load at start-up")
     idle_ttl_s: float | None = Field(default=None, gt=0, description="unload after idle seconds")
+    reranker: bool = Field(
+        default=False,
+        description="a dedicated reranker: its one child runs with --reranking and serves "
+        "/v1/rerank (no second child is started for it)",
+    )
+    mmproj: str | None = Field(
+        default=None,
+        description="multimodal projector (--mmproj): a file name in the model's folder, or a "
+        "path; unset: an mmproj*.gguf beside the model is paired by name; empty: none",
+    )
 
     @field_validator("extra_args")
     @classmethod

@@ -73,18 +73,45 @@ class GGUFInfo:
     head_count_kv: int | None = None
 
 
+@dataclass(frozen=True)
+class ProjectorInfo:
+    """What a multimodal projector (an ``mmproj`` GGUF) lets its model take in."""
+
+    vision: bool
+    audio: bool
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(name for name, has in (("vision", self.vision), ("audio", self.audio)) if has)
+
+
 def read_gguf_info(path: Path) -> GGUFInfo:
     """Parse the header of the GGUF file at ``path``; raise ``InvalidModelFile`` if it is bad."""
+    return _info_from_header(_read_header(path))
+
+
+def read_projector_info(path: Path) -> ProjectorInfo:
+    """The encoders of the projector at ``path``; raise ``InvalidModelFile`` if it is bad.
+
+    Projectors written before audio support carry neither ``clip.has_*_encoder`` key, and
+    they are all vision encoders."""
+    fields = _read_header(path).fields
+    vision, audio = fields.get("clip.has_vision_encoder"), fields.get("clip.has_audio_encoder")
+    if vision is None and audio is None:
+        return ProjectorInfo(vision=True, audio=False)
+    return ProjectorInfo(vision=vision is True, audio=audio is True)
+
+
+def _read_header(path: Path) -> _Header:
     try:
         with path.open("rb") as handle:
-            header = _HeaderReader(handle, path).read()
+            return _HeaderReader(handle, path).read()
     except FileNotFoundError as exc:
         raise InvalidModelFile(f"file not found: {path}") from exc
     except IsADirectoryError as exc:
         raise InvalidModelFile(f"not a file: {path}") from exc
     except OSError as exc:
         raise InvalidModelFile(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return _info_from_header(header)
 
 
 @dataclass

@@ -14,13 +14,17 @@ from pathlib import Path
 
 from .config import ModelSettings, Settings
 from .errors import BadRequest, ModelNotFound
-from .gguf_meta import GGUFInfo, InvalidModelFile, read_gguf_info
+from .gguf_meta import GGUFInfo, InvalidModelFile, read_gguf_info, read_projector_info
+from .projectors import is_projector_file_name, pair_projectors
 
 logger = logging.getLogger(__name__)
 
 _SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
 _CacheKey = tuple[str, int, int]
+# A model file to register: its path, its own [[models]] entry (None: look it up by name), and
+# the projector found beside it (None: none).
+_Candidate = tuple[Path, ModelSettings | None, Path | None]
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,22 @@ class ModelEntry:
     info: GGUFInfo
     # Pydantic models are unhashable; leaving this out of eq/hash keeps entries hashable.
     overrides: ModelSettings | None = field(default=None, compare=False)
+    # The multimodal projector loaded beside the model (--mmproj), its size in bytes, and what
+    # it lets the model take in ("vision", "audio").
+    mmproj: Path | None = None
+    mmproj_size: int = 0
+    modalities: tuple[str, ...] = ()
+
+    @property
+    def reranker(self) -> bool:
+        """Configured as a dedicated reranker: its one child runs with --reranking."""
+        return self.overrides is not None and self.overrides.reranker
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """What clients may ask of the model: "completion" (for a dedicated reranker, whose
+        only child answers /v1/rerank, "rerank" instead), then what its projector adds."""
+        return ("rerank" if self.reranker else "completion", *self.modalities)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -80,8 +100,8 @@ class Registry:
         cache: dict[_CacheKey, GGUFInfo] = {}
         found: list[ModelEntry] = []
         seen_paths: set[Path] = set()
-        for link_path, overrides in self._candidates():
-            entry = self._make_entry(link_path, overrides, cache)
+        for link_path, overrides, projector in self._candidates():
+            entry = self._make_entry(link_path, overrides, projector, cache)
             if entry is None:
                 continue
             # A configured path that also sits in a models dir is the same model, not a clash.
@@ -118,23 +138,22 @@ class Registry:
             raise ModelNotFound(name)
         return entry
 
-    def _candidates(self) -> list[tuple[Path, ModelSettings | None]]:
+    def _candidates(self) -> list[_Candidate]:
         # Directory files come first so their order decides duplicates; configured paths carry
-        # their own [[models]] entry, and None means "look the overrides up by name".
+        # their own [[models]] entry.
         roots = _existing_roots(self._settings.models_dirs)
-        found: list[tuple[Path, ModelSettings | None]] = [
-            (path, None) for root in roots for path in _walk_models_dir(root, roots)
-        ]
+        found = [c for root in roots for c in _walk_models_dir(root, roots)]
         for model in self._settings.models:
             path = _configured_path(model.file)
             if path is not None:
-                found.append((path, model))
+                found.append((path, model, _projector_beside(path)))
         return found
 
     def _make_entry(
         self,
         path: Path,
         overrides: ModelSettings | None,
+        projector: Path | None,
         cache: dict[_CacheKey, GGUFInfo],
     ) -> ModelEntry | None:
         try:
@@ -158,6 +177,9 @@ class Registry:
         if overrides is None:
             overrides = _overrides_for(self._settings, file_name, stem, resolved)
         alias = overrides.alias if overrides is not None else None
+        if overrides is not None and overrides.mmproj is not None:
+            projector = _configured_projector(overrides.mmproj, path)
+        mmproj, mmproj_size, modalities = _load_projector(projector, path)
         return ModelEntry(
             id=alias or stem,
             path=resolved,
@@ -168,7 +190,36 @@ class Registry:
             modified=stat.st_mtime,
             info=info,
             overrides=overrides,
+            mmproj=mmproj,
+            mmproj_size=mmproj_size,
+            modalities=modalities,
         )
+
+
+def _load_projector(
+    projector: Path | None, model: Path
+) -> tuple[Path | None, int, tuple[str, ...]]:
+    """The projector's resolved path, size and modalities; nothing if there is none, or if it
+    cannot be used (then the model is served without it, and a warning says why)."""
+    if projector is None:
+        return None, 0, ()
+    try:
+        resolved = projector.resolve(strict=True)
+        info = read_projector_info(resolved)
+    except (OSError, RuntimeError, InvalidModelFile) as exc:
+        logger.warning("model %s: not using projector %s: %s", model, projector, exc)
+        return None, 0, ()
+    return resolved, resolved.stat().st_size, info.modalities
+
+
+def _configured_projector(mmproj: str, model: Path) -> Path | None:
+    """``mmproj`` of a [[models]] entry: a bare file name is looked for beside the model, a
+    path is taken as ``file``'s is; an empty string turns pairing off."""
+    if mmproj == "":
+        return None
+    if _is_path_like(mmproj):
+        return Path(mmproj).expanduser()
+    return model.parent / mmproj
 
 
 def _existing_roots(dirs: list[Path]) -> list[Path]:
@@ -183,25 +234,49 @@ def _existing_roots(dirs: list[Path]) -> list[Path]:
     return roots
 
 
-def _walk_models_dir(root: Path, roots: list[Path]) -> list[Path]:
-    found: list[Path] = []
+def _walk_models_dir(root: Path, roots: list[Path]) -> list[_Candidate]:
+    found: list[_Candidate] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         # Sorted in place so the walk order, and with it duplicate resolution, is deterministic.
         dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
-        for name in sorted(filenames):
-            if not is_model_file_name(name):
-                continue
-            path = Path(dirpath) / name
-            try:
-                target = path.resolve()
-            except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
-                logger.warning("skipping %s: %s", path, exc)
-                continue
-            if not any(target.is_relative_to(allowed) for allowed in roots):
-                logger.warning("skipping %s: it links outside the models directories", path)
-                continue
-            found.append(path)
+        folder = Path(dirpath)
+        names = sorted(filenames)
+        models = [n for n in names if is_model_file_name(n) and _inside(folder / n, roots)]
+        projectors = [n for n in names if is_projector_file_name(n) and _inside(folder / n, roots)]
+        pairs = pair_projectors(models, projectors)
+        for unpaired in sorted(set(projectors) - set(pairs.values())):
+            logger.warning(
+                "projector %s matches no model in its folder clearly; name it in a model's "
+                "[[models]] entry (mmproj) to use it",
+                folder / unpaired,
+            )
+        found += [(folder / n, None, folder / pairs[n] if n in pairs else None) for n in models]
     return found
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    """Whether ``path``, symlinks followed, stays inside the models directories."""
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        logger.warning("skipping %s: %s", path, exc)
+        return False
+    if not any(target.is_relative_to(allowed) for allowed in roots):
+        logger.warning("skipping %s: it links outside the models directories", path)
+        return False
+    return True
+
+
+def _projector_beside(path: Path) -> Path | None:
+    """The projector paired with a configured model file in its own folder, if any."""
+    try:
+        names = sorted(os.listdir(path.parent))
+    except OSError:
+        return None
+    models = [n for n in names if is_model_file_name(n)]
+    projectors = [n for n in names if is_projector_file_name(n)]
+    paired = pair_projectors(models, projectors).get(path.name)
+    return path.parent / paired if paired else None
 
 
 def _is_path_like(file: str) -> bool:

@@ -14,10 +14,26 @@ from ..registry import ModelEntry
 class Role(StrEnum):
     """What a child serves. llama.cpp answers /v1/embeddings only when started with
     --embeddings, and such a child is meant for embedding models (its chat output differs), so
-    one model may have a chat child and, on demand, a separate embedding child."""
+    one model may have a chat child and, on demand, a separate embedding child. Rerank
+    likewise: llama-server answers /v1/rerank only when started with --reranking."""
 
     CHAT = "chat"
     EMBEDDING = "embedding"
+    RERANK = "rerank"
+
+
+def child_name(entry_id: str, role: Role) -> str:
+    """How logs and tasks name a model's child: the model's id for its chat (main) child,
+    ``id#role`` for the others."""
+    return entry_id if role is Role.CHAT else f"{entry_id}#{role.value}"
+
+
+def serving_role(entry: ModelEntry, role: Role) -> Role:
+    """Which of the model's children serves ``role``: a dedicated reranker's main child runs
+    with --reranking already, so its rerank requests go there rather than to a second child."""
+    if role is Role.RERANK and entry.reranker:
+        return Role.CHAT
+    return role
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,8 @@ class LaunchSpec:
     parallel: int | None = None
     threads: int | None = None
     pooling: str | None = None
+    reranking: bool = False
+    mmproj: Path | None = None  # the multimodal projector, on the main child only
     batch_size: int | None = None
     mlock: bool = False
     kv_cache_type: str | None = None
@@ -60,6 +78,10 @@ def launch_spec(
     pooling = None
     if role is Role.EMBEDDING and entry.info.pooling_type is None:
         pooling = settings.embedding_pooling
+    # A dedicated reranker's main child reranks too; like an embedding child it generates no
+    # text, so it gets no default token limit.
+    reranking = role is Role.RERANK or (role is Role.CHAT and entry.reranker)
+    generates = role is Role.CHAT and not reranking
     return LaunchSpec(
         binary=binary,
         model_path=entry.path,
@@ -74,11 +96,13 @@ def launch_spec(
         parallel=parallel_slots(settings, entry),
         threads=_first(asked.threads, settings.threads),
         pooling=pooling,
+        reranking=reranking,
+        mmproj=entry.mmproj if role is Role.CHAT else None,
         batch_size=asked.n_batch,
         mlock=bool(asked.use_mlock),
         # f16 is llama.cpp's default KV type: only f16_kv=false changes anything.
         kv_cache_type="f32" if asked.f16_kv is False else None,
-        n_predict=settings.max_tokens_limit if role is Role.CHAT else None,
+        n_predict=settings.max_tokens_limit if generates else None,
         extra_args=tuple(own.extra_args) if own else (),
     )
 
@@ -113,6 +137,10 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         argv.append("--embeddings")
         if spec.pooling:
             argv += ["--pooling", spec.pooling]
+    if spec.reranking:
+        argv.append("--reranking")  # llama.cpp: --embeddings with rank pooling, in one flag
+    if spec.mmproj is not None:
+        argv += ["--mmproj", str(spec.mmproj)]
     argv += list(spec.extra_args)
     if spec.api_key_file is not None:
         argv += ["--api-key-file", str(spec.api_key_file)]

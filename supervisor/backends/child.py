@@ -22,7 +22,7 @@ from ..config import Settings
 from ..errors import ModelLoadError
 from ..lifecycle.state import LoadParams
 from ..registry import ModelEntry
-from .argv import Role, build_argv, launch_spec, parallel_slots
+from .argv import Role, build_argv, child_name, launch_spec, parallel_slots
 from .binary import find_llama_server
 from .child_key import child_key_file
 from .process import BackendProcess, free_port
@@ -136,7 +136,7 @@ class ChildStarter:
         self, settings: Settings, entry: ModelEntry, role: Role, params: LoadParams
     ) -> Backend:
         binary = server_binary(settings, entry)
-        name = entry.id if role is Role.CHAT else f"{entry.id}#embedding"
+        name = child_name(entry.id, role)
         for attempt in range(1, BIND_RETRIES + 1):
             port = free_port()
             keyed = child_key_file() if settings.child_keys else nullcontext((None, None))

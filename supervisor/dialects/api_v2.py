@@ -42,6 +42,7 @@ def model_summary(entry: ModelEntry) -> dict[str, Any]:
         "size": entry.size,
         "modified": iso(entry.modified),
         "metadata": _metadata(entry),
+        "capabilities": list(entry.capabilities),
     }
 
 
@@ -82,6 +83,7 @@ def state_details(status: ModelStatus) -> dict[str, Any]:
         "in_flight": status.in_flight,
         "queued": status.queued,
         "embedding_state": status.embedding_state.value,
+        "rerank_state": status.rerank_state.value,
         "path": status.path.name,  # the file, not where the host keeps it
         "params": params_dict(status.params),
     }
@@ -127,6 +129,7 @@ def model_info(
         "modified": iso(entry.modified),
         "status": status_word(status.state),
         "metadata": _metadata(entry),
+        "capabilities": list(entry.capabilities),
         "performance": {
             "load_time": iso(status.loaded_at),
             "tokens_processed": tokens_processed,

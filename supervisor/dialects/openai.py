@@ -13,18 +13,23 @@ from ..registry import ModelEntry
 OWNER = "llama-supervisor"
 
 
+def parse_json(body: bytes) -> Any:
+    """Any JSON value, held to ``parse_body``'s rules; bad JSON is a 400."""
+    try:
+        return _decode(body)
+    except ValueError as exc:  # JSONDecodeError; an integer of thousands of digits
+        raise _not_json(str(exc)) from exc
+    except RecursionError as exc:  # thousands of nested brackets: no request needs them
+        raise BadRequest("Request body is nested too deeply") from exc
+
+
 def parse_body(body: bytes) -> dict[str, Any]:
     """The request's JSON object; bad JSON or a non-object is a 400. Bad JSON is whatever
     llama-server's parser (nlohmann::json) would refuse, so that no body reaches a child
     only to fail there with a 500: text that is not UTF-8 (UTF-16 and UTF-32 included;
     one leading UTF-8 byte order mark is skipped, as nlohmann does), ``NaN`` and
     ``Infinity``, numbers beyond a double (``1e400``), unpaired surrogate escapes."""
-    try:
-        data = _decode(body) if body else None
-    except ValueError as exc:  # JSONDecodeError; an integer of thousands of digits
-        raise _not_json(str(exc)) from exc
-    except RecursionError as exc:  # thousands of nested brackets: no request needs them
-        raise BadRequest("Request body is nested too deeply") from exc
+    data = parse_json(body) if body else None
     if not isinstance(data, dict):
         raise BadRequest("Request body must be a JSON object")
     return data
@@ -125,12 +130,17 @@ def wants_stream(data: dict[str, Any]) -> bool:
 
 
 def model_object(entry: ModelEntry) -> dict[str, Any]:
-    return {
+    """OpenAI's model object; ``capabilities`` only where it says more than "completion", so a
+    plain text model keeps the exact OpenAI shape (seed 003 checks its keys)."""
+    body: dict[str, Any] = {
         "id": entry.id,
         "object": "model",
         "created": int(entry.modified),
         "owned_by": OWNER,
     }
+    if entry.capabilities != ("completion",):
+        body["capabilities"] = list(entry.capabilities)
+    return body
 
 
 def model_list(entries: list[ModelEntry]) -> dict[str, Any]:

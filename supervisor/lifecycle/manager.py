@@ -8,12 +8,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from ..backends.argv import Role, launch_spec, parallel_slots
+from ..backends.argv import Role, launch_spec, parallel_slots, serving_role
 from ..backends.child import Backend, ChildStarter, Lease
 from ..config import ModelSettings, Settings
 from ..errors import InsufficientMemory, SupervisorError
@@ -69,11 +70,12 @@ class ModelManager:
         return [m for m in self._models.values() if m.backend is not None]
 
     async def acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease:
-        return await self.model(entry, role).acquire(autoload=self._settings.autoload)
+        model = self.model(entry, serving_role(entry, role))
+        return await model.acquire(autoload=self._settings.autoload)
 
     def try_acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease | None:
         """A slot at once, or None where ``acquire`` would have to wait, load or refuse."""
-        model = self._models.get((entry.id, role))
+        model = self._models.get((entry.id, serving_role(entry, role)))
         return model.try_acquire() if model is not None else None
 
     async def unload(self, entry: ModelEntry) -> bool:
@@ -83,11 +85,13 @@ class ModelManager:
     async def swap(
         self, entry: ModelEntry, new: ModelEntry, params: LoadParams | None
     ) -> SwapReport:
-        """Swap the chat child to ``new``; an embedding child, if running, follows."""
+        """Swap the chat child to ``new``; the model's other children (embedding, rerank), if
+        running, follow."""
         report = await self.model(entry).swap(new, params)
-        embedding = self._models.get((entry.id, Role.EMBEDDING))
-        if embedding is not None and embedding.backend is not None:
-            await embedding.swap(new, params)
+        for role in Role:
+            other = self._models.get((entry.id, role))
+            if role is not Role.CHAT and other is not None and other.backend is not None:
+                await other.swap(new, params)
         return report
 
     def _roles_of(self, entry: ModelEntry) -> list[ManagedModel]:
@@ -95,7 +99,6 @@ class ModelManager:
 
     def status(self, entry: ModelEntry) -> ModelStatus:
         chat = self.model(entry)
-        embedding = self._models.get((entry.id, Role.EMBEDDING))
         backend = chat.backend
         return ModelStatus(
             id=entry.id,
@@ -114,16 +117,26 @@ class ModelManager:
             restart_count=chat.restart_count,
             in_flight=backend.in_flight if backend else 0,
             queued=chat.queued,
-            embedding_state=embedding.state if embedding else ModelState.UNLOADED,
+            embedding_state=self._state_of(entry, Role.EMBEDDING),
+            rerank_state=self._state_of(entry, Role.RERANK),
         )
+
+    def _state_of(self, entry: ModelEntry, role: Role) -> ModelState:
+        """The state of the child that serves ``role`` for the model (a dedicated reranker's
+        main child serves its reranks)."""
+        model = self._models.get((entry.id, serving_role(entry, role)))
+        return model.state if model is not None else ModelState.UNLOADED
 
     # -- memory -------------------------------------------------------------------------------
     def estimate(self, entry: ModelEntry, params: LoadParams) -> MemoryEstimate:
         spec = launch_spec(self._settings, entry, entry.path, Role.CHAT, 0, params)
         kv_bytes = 4.0 if spec.kv_cache_type == "f32" else 2.0
-        return estimate_memory(
+        estimate = estimate_memory(
             entry, spec.ctx_size, parallel_slots(self._settings, entry), kv_bytes
         )
+        # A projector's weights are loaded whole beside the model's (memory.py knows nothing
+        # of projectors).
+        return replace(estimate, weights=estimate.weights + entry.mmproj_size)
 
     def _free_for(self, entry: ModelEntry, params: LoadParams) -> tuple[int, str]:
         """Free bytes where this model's weights go: VRAM when layers are offloaded to an
@@ -318,6 +331,6 @@ def _changed(old: ModelEntry, new: ModelEntry) -> bool:
     """A different file (path, size or time) or different launch settings."""
 
     def key(e: ModelEntry) -> tuple[object, ...]:
-        return (e.path, e.size, e.modified, e.overrides)
+        return (e.path, e.size, e.modified, e.overrides, e.mmproj, e.mmproj_size)
 
     return key(old) != key(new)

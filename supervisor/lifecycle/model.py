@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..backends.argv import Role
+from ..backends.argv import Role, child_name
 from ..backends.child import Backend, Lease
 from ..config import Settings
 from ..errors import (
@@ -168,7 +168,7 @@ class ManagedModel:
 
     @property
     def name(self) -> str:
-        return self.entry.id if self.role is Role.CHAT else f"{self.entry.id}#embedding"
+        return child_name(self.entry.id, self.role)
 
     # -- load, unload ---------------------------------------------------------------------
     async def load(self, params: LoadParams | None = None) -> Backend:

@@ -69,3 +69,4 @@ class ModelStatus:
     in_flight: int = 0
     queued: int = 0
     embedding_state: ModelState = ModelState.UNLOADED
+    rerank_state: ModelState = ModelState.UNLOADED  # of the child serving /v1/rerank

@@ -47,6 +47,10 @@ class V2ModelSummary(BaseModel):
     size: int
     modified: str | None = Field(description="ISO 8601, UTC")
     metadata: V2Metadata
+    capabilities: list[str] = Field(
+        description="completion (rerank for a dedicated reranker), then what the model's "
+        "multimodal projector adds: vision, audio"
+    )
 
 
 class V2State(BaseModel):
@@ -66,7 +70,10 @@ class V2State(BaseModel):
     restart_count: int
     in_flight: int
     queued: int
-    embedding_state: str
+    embedding_state: str = Field(description="State of the model's embedding child")
+    rerank_state: str = Field(
+        description="State of the child serving /v1/rerank (a dedicated reranker's own child)"
+    )
     path: str
     params: LoadParams
 
@@ -166,7 +173,7 @@ class V2Health(BaseModel):
 
 class ChildLogLine(BaseModel):
     time: str = Field(description="ISO 8601, UTC")
-    role: Literal["chat", "embedding"]
+    role: Literal["chat", "embedding", "rerank"]
     pid: int | None
     line: str
 

@@ -111,6 +111,11 @@ class ModelObject(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(description="The file's modification time, epoch seconds")
     owned_by: str
+    capabilities: list[str] = Field(
+        default=["completion"],
+        description="Present only when more than completion: completion (rerank for a "
+        "dedicated reranker), then what the model's multimodal projector adds: vision, audio",
+    )
 
 
 class ModelList(BaseModel):

@@ -75,7 +75,7 @@ class RunningGateway:
     def child_port(self) -> int:
         """The listening port of the (single) chat child."""
         for child in self.children():
-            if "--embeddings" in child.cmdline():
+            if "--embeddings" in child.cmdline() or "--reranking" in child.cmdline():
                 continue
             argv = child.cmdline()
             return int(argv[argv.index("--port") + 1])

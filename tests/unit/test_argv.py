@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fakes import make_entry as entry
 
-from supervisor.backends.argv import Role, build_argv, launch_spec
+from supervisor.backends.argv import Role, build_argv, child_name, launch_spec, serving_role
 from supervisor.backends.child import server_binary
 from supervisor.config import ModelSettings, Settings
 from supervisor.lifecycle.state import LoadParams
@@ -89,3 +89,39 @@ def test_bitnet_models_run_on_the_bitnet_binary_when_one_is_configured(tmp_path:
     with_fork = Settings(llama_server=main, bitnet_llama_server=fork)
     assert server_binary(with_fork, bitnet) == fork.resolve()
     assert server_binary(with_fork, entry()) == main
+
+
+def test_rerank_child_gets_reranking_and_no_token_limit() -> None:
+    settings = Settings(max_tokens_limit=256)
+    argv = build_argv(launch_spec(settings, entry(), BINARY, Role.RERANK, 1))
+    assert argv[-5] == "--reranking"  # which also means --embeddings --pooling rank
+    assert "--embeddings" not in argv and "--pooling" not in argv
+    assert "--n-predict" not in argv
+    chat = build_argv(launch_spec(settings, entry(), BINARY, Role.CHAT, 1))
+    assert "--reranking" not in chat and "--n-predict" in chat
+
+
+def test_a_dedicated_reranker_reranks_on_its_main_child() -> None:
+    reranker = entry(overrides=ModelSettings(file="tiny.Q4_1.gguf", reranker=True))
+    settings = Settings(max_tokens_limit=256)
+    argv = build_argv(launch_spec(settings, reranker, BINARY, Role.CHAT, 1))
+    assert argv[-5] == "--reranking"
+    assert "--n-predict" not in argv
+    assert serving_role(reranker, Role.RERANK) is Role.CHAT
+    assert serving_role(reranker, Role.EMBEDDING) is Role.EMBEDDING
+    assert serving_role(entry(), Role.RERANK) is Role.RERANK
+    assert reranker.capabilities == ("rerank",)
+
+
+def test_child_names_say_the_role_of_all_but_the_main_child() -> None:
+    assert child_name("tiny", Role.CHAT) == "tiny"
+    assert child_name("tiny", Role.EMBEDDING) == "tiny#embedding"
+    assert child_name("tiny", Role.RERANK) == "tiny#rerank"
+
+
+def test_the_projector_goes_on_the_main_child_only() -> None:
+    vision = dataclasses.replace(entry(), mmproj=Path("/models/mmproj-tiny.gguf"))
+    chat = build_argv(launch_spec(Settings(), vision, BINARY, Role.CHAT, 1))
+    assert chat[-6:-4] == ["--mmproj", "/models/mmproj-tiny.gguf"]
+    for role in (Role.EMBEDDING, Role.RERANK):
+        assert "--mmproj" not in build_argv(launch_spec(Settings(), vision, BINARY, role, 1))

@@ -82,6 +82,7 @@ SUMMARY: dict[str, Any] = {
         "model_type": "llama",
         "parameters": {"context_length": 4096, "embedding_length": 4096, "block_count": 32},
     },
+    "capabilities": ["completion"],
 }
 READY_DETAILS: dict[str, Any] = {
     "state": "ready",
@@ -99,6 +100,7 @@ READY_DETAILS: dict[str, Any] = {
     "in_flight": 2,
     "queued": 3,
     "embedding_state": "unloaded",
+    "rerank_state": "unloaded",
     "path": "llama-2-7b-chat.gguf",  # the file name: no host paths for clients
     "params": {"n_ctx": 2048, "use_mlock": False},
 }
@@ -133,6 +135,7 @@ def test_state_details_lists_every_status_field() -> None:
         "in_flight": 0,
         "queued": 0,
         "embedding_state": "unloaded",
+        "rerank_state": "unloaded",
         "path": "tiny.gguf",
         "params": {},
     }
@@ -166,6 +169,7 @@ def test_models_list_shows_only_models_that_are_not_unloaded() -> None:
                         "block_count": None,
                     },
                 },
+                "capabilities": ["completion"],
             },
         ],
         "loaded_models": {

@@ -327,3 +327,93 @@ async def test_embedding_children_are_separate_and_unload_together(
     assert models.status(make_entry()).embedding_state is ModelState.READY
     await models.unload(make_entry())
     assert not any(p.alive for p in factory.made)
+
+
+async def test_a_rerank_child_starts_on_demand_beside_the_chat_child(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    (await models.acquire(make_entry(), Role.CHAT)).release()
+    assert models.try_acquire(make_entry(), Role.RERANK) is None  # none started yet
+    assert models.status(make_entry()).rerank_state is ModelState.UNLOADED
+    (await models.acquire(make_entry(), Role.RERANK)).release()
+    rerank = factory.made[1]
+    assert rerank.name == "tiny.Q4_1#rerank" and factory.made[0].name == "tiny.Q4_1"
+    assert "--reranking" in rerank.argv and "--embeddings" not in rerank.argv
+    status = models.status(make_entry())
+    assert (status.state, status.rerank_state) == (ModelState.READY, ModelState.READY)
+    assert status.embedding_state is ModelState.UNLOADED
+    lease = models.try_acquire(make_entry(), Role.RERANK)
+    assert lease is not None and lease.backend.process is rerank
+    lease.release()
+
+
+async def test_a_dedicated_reranker_serves_reranks_on_its_one_child(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    reranker = make_entry(overrides=ModelSettings(file="tiny.Q4_1.gguf", reranker=True))
+    lease = await models.acquire(reranker, Role.RERANK)
+    assert len(factory.made) == 1 and "--reranking" in factory.made[0].argv
+    assert factory.made[0].name == "tiny.Q4_1"
+    lease.release()
+    again = models.try_acquire(reranker, Role.RERANK)
+    assert again is not None and again.backend.process is factory.made[0]
+    again.release()
+    status = models.status(reranker)
+    assert (status.state, status.rerank_state) == (ModelState.READY, ModelState.READY)
+    await models.unload(reranker)
+    assert models.status(reranker).rerank_state is ModelState.UNLOADED
+
+
+async def test_swap_moves_every_running_child_and_unload_stops_them_all(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    for role in (Role.CHAT, Role.EMBEDDING, Role.RERANK):
+        (await models.acquire(make_entry(), role)).release()
+    v2 = dataclasses.replace(make_entry(), path=Path("/models/v2/tiny.Q4_1.gguf"))
+    await models.swap(make_entry(), v2, None)
+    await settle()
+    assert len(factory.made) == 6
+    old, new = factory.made[:3], factory.made[3:]
+    assert not any(p.alive for p in old)
+    assert all(p.alive and "/models/v2/tiny.Q4_1.gguf" in p.argv for p in new)
+    assert "--reranking" in new[2].argv and "--embeddings" in new[1].argv
+    lease = await models.acquire(make_entry(), Role.RERANK)
+    assert lease.backend.process is new[2]
+    lease.release()
+    assert await models.unload(make_entry())
+    assert not any(p.alive for p in factory.made)
+    status = models.status(make_entry())
+    assert (status.embedding_state, status.rerank_state) == (ModelState.UNLOADED,) * 2
+
+
+async def test_a_running_rerank_child_alone_is_not_started_again_by_a_swap(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    (await models.acquire(make_entry(), Role.CHAT)).release()
+    v2 = dataclasses.replace(make_entry(), path=Path("/models/v2.gguf"))
+    await models.swap(make_entry(), v2, None)
+    assert [p.name for p in factory.made] == ["tiny.Q4_1", "tiny.Q4_1"]  # no rerank child
+
+
+async def test_a_new_projector_swaps_the_model_and_counts_in_its_memory(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    (await models.acquire(make_entry())).release()
+    vision = dataclasses.replace(
+        make_entry(), mmproj=Path("/models/mmproj-tiny.gguf"), mmproj_size=GiB
+    )
+    report = await models.apply(models.settings, [vision])
+    assert report["swapped"] == ["tiny.Q4_1"]
+    assert "/models/mmproj-tiny.gguf" in factory.made[1].argv
+    plain = models.estimate(make_entry(), LoadParams())
+    assert models.estimate(vision, LoadParams()).total == plain.total + GiB
