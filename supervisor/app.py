@@ -27,7 +27,8 @@ from .http_errors import SlashRedirect, install_error_handlers
 from .intake import Intake, IntakeLimits
 from .memory import MemoryProbe
 from .relay_lane import RelayLane
-from .routes import api_v2, logs, myllm, myllm_chat, native, openai, root
+from .routes import api_v2, logs, myllm, myllm_chat, openai, root
+from .routes.relayed import relayed_router
 from .schemas import build_openapi
 from .sdnotify import Notifier
 from .shutdown import Drain
@@ -101,7 +102,7 @@ def create_app(
     app.include_router(logs.router)
     app.include_router(myllm.router)
     app.include_router(myllm_chat.router)
-    app.include_router(native.router)
+    app.include_router(relayed_router())
     return app
 
 
@@ -161,8 +162,14 @@ def _openapi_tags() -> list[dict[str, Any]]:
         },
         {
             "name": "native",
-            "description": "llama.cpp's native root routes (seed 004, BitNet): `model` is "
-            "optional; streams end with `data: [DONE]`.",
+            "description": "llama.cpp's native root routes (seed 004, BitNet; and llama-server's "
+            "others): `model` is optional (`?model=` on a GET); /completion's streams end with "
+            "`data: [DONE]`.",
+        },
+        {
+            "name": "anthropic",
+            "description": "Anthropic Messages (`/v1/messages`), as llama-server serves it: "
+            "keys in `x-api-key` or `Authorization`; errors in Anthropic's shape.",
         },
         {
             "name": "api/v2",

@@ -1,10 +1,10 @@
 """API keys: which routes need which key, and the check itself.
 
 Two kinds of key: inference keys reach every model route; admin keys reach everything,
-including the admin routes (load, unload, swap, reload, logs) and the host's figures
-(``/api/v2/metrics``, ``/v1/stats``). No key configured at all means
-the gateway is open, as before keys existed. ``/health`` (both forms) and the API docs stay
-public, so probes and people can always find out what is there.
+including the admin routes (load, unload, swap, reload, logs, a child's slots and LoRA
+adapters) and the host's figures (``/api/v2/metrics``, ``/v1/stats``). No key configured at
+all means the gateway is open, as before keys existed. ``/health`` (both forms) and the API
+docs stay public, so probes and people can always find out what is there.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import ConfigError, Forbidden, Unauthorized
+from .relays import ADMIN_RELAYS
 
 
 class Access(enum.IntEnum):
@@ -27,13 +28,23 @@ class Access(enum.IntEnum):
 
 
 PUBLIC_PATHS = frozenset(
-    {"/health", "/api/v2/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    {
+        "/health",
+        "/v1/health",
+        "/api/v2/health",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+    }
 )
 # Broad on purpose: anything that could route to an admin endpoint (a model id with odd
 # characters included) is classed admin; a stricter pattern could let one slip by as inference.
 ADMIN_PATH = re.compile(r"^/api/(?:v2/reload|(?:v2/)?models/.+/(?:load|unload|swap|logs(?:/.*)?))$")
-# The host's own figures (CPU, memory, GPU): for operators, not for every inference key.
-ADMIN_READS = frozenset({"/api/v2/metrics", "/v1/stats"})
+# The host's own figures (CPU, memory, GPU): for operators, not for every inference key;
+# and the relayed routes declared admin (``relays.Relay.admin``: a child's slots, its LoRA
+# adapters), whatever the method.
+ADMIN_READS = frozenset({"/api/v2/metrics", "/v1/stats"} | {path for _, path in ADMIN_RELAYS})
 
 
 def required_access(method: str, path: str) -> Access:

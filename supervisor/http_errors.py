@@ -16,9 +16,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Match, Router
 from starlette.types import Receive, Scope, Send
 
-from .dialects import openai
+from .dialects import surfaces
 from .errors import BadRequest, MethodNotAllowed, NotFound, SupervisorError
 from .proxy import CLIENT_CLOSED_REQUEST
+from .relays import surface_of
 
 LOG = logging.getLogger(__name__)
 
@@ -29,8 +30,12 @@ def _uses_detail_format(path: str) -> bool:
 
 
 def error_response(path: str, error: SupervisorError) -> JSONResponse:
+    """``error`` in the shape of the surface ``path`` belongs to: ``{"detail": …}`` on
+    /api, Anthropic's on its routes (``relays.surface_of``), else OpenAI's envelope."""
     body: dict[str, Any] = (
-        {"detail": error.message} if _uses_detail_format(path) else openai.error_body(error)
+        {"detail": error.message}
+        if _uses_detail_format(path)
+        else surfaces.error_body(surface_of(path), error)
     )
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
     return JSONResponse(body, status_code=error.status_code, headers=headers)

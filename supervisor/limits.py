@@ -16,9 +16,19 @@ from typing import Any, TypeGuard
 from .config import Settings
 from .errors import BadRequest
 
-TOKEN_FIELDS: tuple[str, ...] = ("max_tokens", "max_completion_tokens", "n_predict")
-# Where a prompt's text may be: OpenAI chat and completions, embeddings, llama.cpp's native.
-PROMPT_FIELDS: tuple[str, ...] = ("messages", "prompt", "input", "content")
+# OpenAI's and Anthropic's, the Responses API's, llama.cpp's native.
+TOKEN_FIELDS: tuple[str, ...] = (
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "n_predict",
+)
+# Where a prompt's text may be: OpenAI chat and completions, embeddings, llama.cpp's native;
+# Anthropic's and the Responses API's instructions; infill's code around the gap; rerank's.
+PROMPT_FIELDS: tuple[str, ...] = (
+    "messages", "prompt", "input", "content", "system", "instructions",
+    "input_prefix", "input_suffix", "input_extra", "query", "documents",
+)  # fmt: skip
 # Seed 003 (/v1): "Up to 4 sequences where generation stops", as OpenAI's own API.
 OPENAI_MAX_STOP = 4
 

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from .backends.child import Lease
 from .disconnect import DisconnectWatch
 from .errors import BackendError, SupervisorError
-from .upstream import RawHeaders, UpstreamError, UpstreamPool, UpstreamResponse
+from .upstream import JSON, RawHeaders, UpstreamError, UpstreamPool, UpstreamResponse
 
 LOG = logging.getLogger(__name__)
 
@@ -81,21 +81,28 @@ class Proxy:
         body: bytes,
         stream: StreamTranslator,
         receive: Receive,
+        *,
+        answer: Callable[[int, bytes], bytes] | None = None,
+        method: str = "POST",
+        content_type: str = JSON,
     ) -> Response:
-        """Wait for a slot (``acquire``), POST ``body`` to its child and relay the answer:
-        SSE through ``stream`` (raw bytes with ``Passthrough``), anything else as it is.
+        """Wait for a slot (``acquire``), POST ``body`` to its child (or send ``method``)
+        and relay the answer: SSE through ``stream`` (raw bytes with ``Passthrough``),
+        anything else through ``answer`` (its status and body to the body the client gets).
 
         The client's disconnect is watched (on ``receive``) all along: a client that gives up
         while queued leaves the queue, and one that gives up while llama-server generates a
         non-streamed answer (sent only when complete) cancels the upstream request, so the
         slot frees at once."""
-        exchange = await self._exchange(acquire, path, body, receive)
+        exchange = await self._exchange(acquire, path, body, receive, method, content_type)
         if exchange is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         lease, upstream, content = exchange
         if is_event_stream(upstream.raw_headers):
             return RelayResponse(upstream, lease, stream, stream_headers(upstream.raw_headers))
         _close(upstream, lease)
+        if answer is not None:
+            content = answer(upstream.status_code, content)
         response = Response(content, upstream.status_code)
         response.raw_headers = [*passed_headers(upstream.raw_headers), *response.raw_headers]
         return response
@@ -125,6 +132,8 @@ class Proxy:
         path: str,
         body: bytes,
         receive: Receive,
+        method: str = "POST",
+        content_type: str = JSON,
     ) -> tuple[Lease, UpstreamResponse, bytes] | None:
         """The lease, the child's response (open if it streams) and its body if it does not;
         None if the client disconnected first (everything is released then)."""
@@ -136,7 +145,10 @@ class Proxy:
                 lease = await acquire()
                 with map_upstream_errors(lease.backend.entry.id):
                     backend = lease.backend
-                    upstream = await self._pool.post(backend.base_url, path, body, backend.api_key)
+                    upstream = await self._pool.post(
+                        backend.base_url, path, body, backend.api_key,
+                        method=method, content_type=content_type,
+                    )  # fmt: skip
                     if not is_event_stream(upstream.raw_headers):
                         content = await upstream.aread()
         except BaseException:

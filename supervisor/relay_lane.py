@@ -6,7 +6,8 @@ the same sockets added 0.3 to 0.4 ms: uvicorn's request cycle, the ASGI layers, 
 request and response objects and the tasks in between made most of the difference, their code
 run cold after each 30 ms of llama-server's work. This lane added 0.6 ms.
 
-So a POST to a relay route (``routes.RELAYS``) whose head needs nothing else of the gateway
+So a POST to a relayed route (``relays.RELAYS``) whose model is named in its JSON body, and
+whose head needs nothing else of the gateway
 (``RelayLane.admit``) is an ``Exchange``: the body is checked and routed as on the ASGI way
 (``routes.plan_relay``), sent on a pooled connection, and the child's answer written to the
 client from the connection's callbacks (``upstream.AnswerSink``). A task runs only where the
@@ -41,7 +42,8 @@ from .proxy import (
     stream_broke,
     stream_headers,
 )
-from .routes import RELAYS, Relay, RelayPlan, plan_relay
+from .relays import RELAYS, ModelFrom, Relay
+from .routes import RelayPlan, plan_relay
 from .shutdown import Drain
 from .upstream import (
     Address,
@@ -87,7 +89,11 @@ class RelayLane:
     def __init__(self, drain: Drain) -> None:
         self.drain = drain
         self.gateway: Gateway | None = None
-        self._routes = {relay.path.encode(): relay for relay in RELAYS.values()}
+        self._routes = {
+            relay.path.encode(): relay
+            for relay in RELAYS.values()
+            if relay.method == "POST" and relay.model_from is ModelFrom.BODY
+        }
         self._upstreams: dict[tuple[str, str, str | None], Upstream] = {}
 
     def attach(self, gateway: Gateway | None) -> None:
@@ -205,7 +211,7 @@ class Exchange:
 
     def _send(self, lease: Lease) -> None:
         self._lease = lease
-        self._upstream = self._lane.upstream(lease.backend, self._route.upstream)
+        self._upstream = self._lane.upstream(lease.backend, self._route.path)
         connection = self._pool.take(self._upstream.address)
         if connection is None:
             self._wait(self._connect())
@@ -269,11 +275,11 @@ class Exchange:
             tail = self._plan.stream.tail()
             self._client.write(_chunk(tail) + END_OF_CHUNKS)
         else:
-            content = b"".join(self._parts)
+            content = self._plan.answer(self._status, b"".join(self._parts))
             length = (b"content-length", b"%d" % len(content))
             passed = [*passed_headers(self._headers), length]
             self._client.write(self._head(self._status, passed) + content)
-            self._plan.meter.body(content)  # once the client has its answer
+            self._plan.count(content)  # once the client has its answer
         self._finish(self._status)
 
     def answer_failed(self, error: UpstreamError) -> None:

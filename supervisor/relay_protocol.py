@@ -22,7 +22,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from .intake import Intake
 from .intake_protocol import IntakeProtocol
 from .relay_lane import Exchange, RelayLane
-from .routes import Relay
+from .relays import Relay
 from .upstream import RawHeaders
 
 

@@ -17,15 +17,16 @@ _DECODER = json.JSONDecoder()
 
 
 def answer_tokens(answer: object) -> tuple[int, int] | None:
-    """(tokens in, tokens out) of a parsed answer or stream event: OpenAI's ``usage``, else
-    llama.cpp's ``timings``; None if it carries neither."""
+    """(tokens in, tokens out) of a parsed answer or stream event: its ``usage`` (OpenAI's,
+    the Responses API's or Anthropic's), else llama.cpp's ``timings``; None if it carries
+    neither."""
     if not isinstance(answer, dict):
         return None
     usage = answer.get("usage")
     if isinstance(usage, dict):
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
-        if isinstance(prompt, int) and isinstance(completion, int):
-            return prompt, completion
+        counts = _usage_tokens(usage)
+        if counts is not None:
+            return counts
     timings = answer.get("timings")
     if isinstance(timings, dict):
         prompt, predicted = timings.get("prompt_n"), timings.get("predicted_n")
@@ -35,11 +36,27 @@ def answer_tokens(answer: object) -> tuple[int, int] | None:
     return None
 
 
-def scan_tokens(data: bytes) -> tuple[int, int] | None:
+def _usage_tokens(usage: dict[str, object]) -> tuple[int, int] | None:
+    """OpenAI's chat and completions ``usage`` (prompt_tokens, completion_tokens); else the
+    Responses API's and Anthropic's (input_tokens, output_tokens). Anthropic's input leaves
+    out the tokens read from the cache, counted apart (llama-server's: its prompt cache);
+    an Anthropic stream's last usage (message_delta) has its output only."""
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return prompt, completion
+    prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens")
+    cached = usage.get("cache_read_input_tokens", 0)
+    if isinstance(prompt, int) and isinstance(completion, int) and isinstance(cached, int):
+        return prompt + cached, completion
+    return None
+
+
+def scan_tokens(data: bytes, *, first: bool = False) -> tuple[int, int] | None:
     """``answer_tokens`` of raw answer bytes, read from the last ``usage`` (else ``timings``)
-    object in them. A key inside a JSON string cannot match: its quotes are escaped."""
+    object in them, or the first. A key inside a JSON string cannot match: its quotes are
+    escaped."""
     for key in KEYS:
-        value = _value_after(data, key)
+        value = _value_after(data, key, first)
         if value is not None:
             counts = answer_tokens({key.strip(b'"').decode(): value})
             if counts is not None:
@@ -47,8 +64,8 @@ def scan_tokens(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _value_after(data: bytes, key: bytes) -> object:
-    at = data.rfind(key)
+def _value_after(data: bytes, key: bytes, first: bool = False) -> object:
+    at = data.find(key) if first else data.rfind(key)
     if at < 0:
         return None
     start = at + len(key)
@@ -82,10 +99,21 @@ class TokenMeter:
         if self._partial or not data.endswith(b"\n\n"):
             data = self._whole_events(data)
         if b'"usage"' in data or b'"timings"' in data:
-            self._latest = scan_tokens(data) or self._latest
+            self._see(scan_tokens(data))
+            if data.count(b'"usage"') > 1:  # an Anthropic stream's first and last, say
+                self._see(scan_tokens(data, first=True))
 
     def event(self, event: object) -> None:
-        self._latest = answer_tokens(event) or self._latest
+        self._see(answer_tokens(event))
+
+    def _see(self, counts: tuple[int, int] | None) -> None:
+        """A stream's figures only grow (cumulative timings; Anthropic's input in its first
+        event, its output in its last), so the largest of each is the answer's."""
+        latest = self._latest
+        if counts is None or latest is None:
+            self._latest = counts or latest
+        else:
+            self._latest = (max(latest[0], counts[0]), max(latest[1], counts[1]))
 
     def close(self) -> None:
         latest, self._latest = self._latest, None

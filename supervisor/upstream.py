@@ -31,6 +31,7 @@ HIGH_WATER = 1 << 18  # stop reading from a child this far ahead of a slow clien
 LOW_WATER = 1 << 16
 Address = tuple[str, int]
 RawHeaders = list[tuple[bytes, bytes]]  # names lower-case
+JSON = "application/json"
 
 
 class UpstreamError(ConnectionError):
@@ -283,9 +284,17 @@ class UpstreamPool:
         self._idle: dict[Address, list[Connection]] = {}
 
     async def post(
-        self, base_url: str, path: str, body: bytes, api_key: str | None = None
+        self,
+        base_url: str,
+        path: str,
+        body: bytes,
+        api_key: str | None = None,
+        *,
+        method: str = "POST",
+        content_type: str = JSON,
     ) -> UpstreamResponse:
-        """POST ``body`` (JSON) to ``base_url + path``; the answer once its head is in.
+        """POST ``body`` (JSON unless said) to ``base_url + path`` (or send ``method``: a GET
+        with no body); the answer once its head is in.
 
         A pooled connection can be dead the moment it is reused: llama-server closes
         keep-alive connections without saying so (after two streamed answers, seen here; and
@@ -293,7 +302,7 @@ class UpstreamPool:
         and goes once more on a fresh connection; if the child itself is gone, that fails to
         connect."""
         address = address_of(base_url)
-        head = request_head(address, path, api_key)
+        head = request_head(address, path, api_key, method=method, content_type=content_type)
         connection = self.take(address)
         if connection is not None:
             try:
@@ -367,11 +376,20 @@ def address_of(base_url: str) -> Address:
     return parts.hostname, parts.port or 80
 
 
-def request_head(address: Address, path: str, api_key: str | None = None) -> bytes:
-    """A JSON POST's head, up to the value of its Content-Length, which ``Connection.send``
-    fills in: the rest is the same for every request to a child's path, so it can be kept."""
+def request_head(
+    address: Address,
+    path: str,
+    api_key: str | None = None,
+    *,
+    method: str = "POST",
+    content_type: str = JSON,
+) -> bytes:
+    """A request's head, up to the value of its Content-Length, which ``Connection.send``
+    fills in: the rest is the same for every request to a child's path, so it can be kept.
+    ``path`` may carry a query string; it and ``content_type`` come from a parsed request
+    (no line breaks)."""
     authorization = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     return (
-        f"POST {path} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n{authorization}"
-        f"Content-Type: application/json\r\nContent-Length: "
+        f"{method} {path} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n{authorization}"
+        f"Content-Type: {content_type}\r\nContent-Length: "
     ).encode("latin-1")

@@ -32,6 +32,7 @@ class Request:
     headers: dict[str, str]  # names lower-cased
     body: bytes
     connection: int  # 1 for the server's first connection, 2 for the next...
+    query: str = ""  # routed on the path alone, as llama-server does
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -161,7 +162,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {name.lower(): value for name, value in self.headers.items()}
-        answer = self.fake._route(Request(self.command, self.path, headers, body, self.number))
+        path, _, query = self.path.partition("?")
+        request = Request(self.command, path, headers, body, self.number, query)
+        answer = self.fake._route(request)
         if isinstance(answer, Reply):
             self._reply(answer)
         elif isinstance(answer, Stream):

@@ -1,4 +1,5 @@
-"""The OpenAI surface under /v1: bodies pass through to the child untouched."""
+"""The OpenAI surface's own routes under /v1: the model list and the statistics. Its relayed
+routes (chat, completions, embeddings, responses …) are the relay table's (``relays.py``)."""
 
 from __future__ import annotations
 
@@ -6,27 +7,13 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response
 
 from .. import __version__
 from ..dialects import openai
 from ..lifecycle.state import ModelState
 from ..metrics import format_uptime, system_metrics
-from ..schemas import (
-    OPENAI_SSE,
-    ChatCompletion,
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingsRequest,
-    EmbeddingsResponse,
-    ModelList,
-    ModelObject,
-    Stats,
-    TextCompletion,
-    json_body,
-    replies,
-)
-from . import RELAYS, gateway, pick_model, relay
+from ..schemas import ModelList, ModelObject, Stats, replies
+from . import gateway, pick_model
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -70,33 +57,3 @@ async def stats(request: Request) -> dict[str, Any]:
         },
         "system": system_metrics(gw.probe),
     }
-
-
-@router.post(
-    "/chat/completions",
-    summary="Create a chat completion",
-    openapi_extra=json_body(ChatCompletionRequest),
-    responses=replies(ChatCompletion, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
-)
-async def chat_completions(request: Request) -> Response:
-    return await relay(request, RELAYS["/v1/chat/completions"])
-
-
-@router.post(
-    "/completions",
-    summary="Create a text completion",
-    openapi_extra=json_body(CompletionRequest),
-    responses=replies(TextCompletion, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
-)
-async def completions(request: Request) -> Response:
-    return await relay(request, RELAYS["/v1/completions"])
-
-
-@router.post(
-    "/embeddings",
-    summary="Create embeddings",
-    openapi_extra=json_body(EmbeddingsRequest),
-    responses=replies(EmbeddingsResponse, 400, 404, 429, 502, 503),
-)
-async def embeddings(request: Request) -> Response:
-    return await relay(request, RELAYS["/v1/embeddings"])

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from .. import __version__
-from ..schemas import Health, RootInfo, replies, text_reply
+from ..dialects import openai
+from ..schemas import Health, ModelList, RootInfo, replies, text_reply
 from ..telemetry import METRICS_CONTENT_TYPE
 from . import gateway
 
@@ -17,12 +18,25 @@ router = APIRouter(tags=["shared"])
 
 
 @router.get("/health", summary="Gateway health", responses=replies(Health))
+# llama-server's other name for it, public too: clients written for llama-server probe it.
+@router.get(
+    "/v1/health", summary="Gateway health (llama-server's /v1 name)", responses=replies(Health)
+)
 # Probes may ask with HEAD, public like GET (auth.PUBLIC_PATHS): GET's answer, whose body the
 # server drops. Not in the API document, where it would only repeat GET.
 @router.head("/health", include_in_schema=False)
+@router.head("/v1/health", include_in_schema=False)
 async def health() -> dict[str, str]:
     """200 while the gateway runs, whether or not models are loaded."""
     return {"status": "ok"}
+
+
+@router.get(
+    "/models", summary="List models (llama-server's root name)", responses=replies(ModelList)
+)
+async def list_models(request: Request) -> dict[str, Any]:
+    """``GET /v1/models``'s list, under the root name llama-server also serves it at."""
+    return openai.model_list(gateway(request).registry.entries())
 
 
 @router.get("/", summary="Server information", responses=replies(RootInfo))

@@ -5,8 +5,10 @@ on the hot path), so these models only document: ``json_body`` and ``replies`` a
 the routes, and ``build_openapi`` puts the request models into the schema's components.
 """
 
+from .anthropic import *  # noqa: F403
 from .api_v2 import *  # noqa: F403
 from .common import *  # noqa: F403
+from .llama import *  # noqa: F403
 from .myllm import *  # noqa: F403
 from .native import *  # noqa: F403
 from .openai import *  # noqa: F403

@@ -8,8 +8,17 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from .anthropic import CountTokensRequest, MessagesRequest
 from .api_v2 import LoadParams, SwapRequest, V2ChatRequest
 from .common import REF, OpenAIError, Responses
+from .llama import (
+    ControlRequest,
+    InfillRequest,
+    LoraScales,
+    RerankRequest,
+    ResponsesRequest,
+    TranscriptionForm,
+)
 from .myllm import MyllmChatRequest, MyllmEmbeddingsRequest, MyllmGenerateRequest
 from .native import DetokenizeRequest, EmbeddingRequest, NativeCompletionRequest, TokenizeRequest
 from .openai import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest
@@ -19,6 +28,8 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, NativeCompletionRequest,
     TokenizeRequest, DetokenizeRequest, EmbeddingRequest, LoadParams, SwapRequest,
     V2ChatRequest, MyllmChatRequest, MyllmGenerateRequest, MyllmEmbeddingsRequest,
+    MessagesRequest, CountTokensRequest, ResponsesRequest, RerankRequest, InfillRequest,
+    ControlRequest, TranscriptionForm, LoraScales,
 )  # fmt: skip
 _ERRORS: dict[int, str] = {
     400: "Bad JSON or a parameter out of range",

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from error_format import assert_error_format, uses_anthropic
 from fakes import FakeFactory
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -19,6 +20,7 @@ from supervisor.errors import ConfigError, Forbidden, Unauthorized
 
 MakeGGUF = Callable[..., Path]
 INFERENCE, ADMIN = "sk-inference-0123", "sk-admin-4567"
+ANTHROPIC_REFUSALS = {401: "authentication_error", 403: "permission_error"}
 
 
 @pytest.mark.parametrize(
@@ -122,8 +124,13 @@ def _every_route(client: TestClient) -> list[tuple[str, str]]:
 
 def _assert_refused(reply_status: int, body: dict[str, object], path: str, status: int) -> None:
     assert reply_status == status, path
+    assert_error_format(path, body)
     if path.startswith("/api/") and not path.startswith("/api/v2"):
         assert isinstance(body["detail"], str), path
+    elif uses_anthropic(path):  # Anthropic's shape has no code, only the status's type
+        error = body["error"]
+        assert isinstance(error, dict), path
+        assert error["type"] == ANTHROPIC_REFUSALS[status], path
     else:
         error = body["error"]
         assert isinstance(error, dict), path

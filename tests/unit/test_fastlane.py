@@ -9,13 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from error_format import assert_error_format, error_message, uses_anthropic
 from fake_child import FakeChild, Reply
 from fakes import FakeFactory
 from served import client_of
 
 from supervisor.app import create_app
 from supervisor.config import Settings
-from supervisor.routes import RELAYS
+from supervisor.relays import RELAYS
 
 MakeGGUF = Callable[..., Path]
 
@@ -37,19 +38,35 @@ def client(
         yield http_client
 
 
-def test_every_relay_is_also_a_declared_post_route(client: httpx.Client) -> None:
+def test_every_relay_is_also_a_declared_route(client: httpx.Client) -> None:
     documented = client.get("/openapi.json").json()["paths"]
-    assert all("post" in documented[path] for path in RELAYS)
+    assert all(method.lower() in documented[path] for method, path in RELAYS)
 
 
-@pytest.mark.parametrize("path", sorted(RELAYS))
+JSON_BODY_RELAYS = sorted(path for (method, path), r in RELAYS.items() if r.model_from == "body")
+
+
+@pytest.mark.parametrize("path", JSON_BODY_RELAYS)
 def test_bad_bodies_and_unknown_models_get_the_surface_errors(
     client: httpx.Client, path: str
 ) -> None:
     bad = client.post(path, content=b"{not json")
     assert bad.status_code == 400
-    assert bad.json()["error"]["type"] == "invalid_request_error"
+    assert_error_format(path, bad.json())
+    assert "not valid JSON" in error_message(path, bad.json())
     unknown = client.post(path, json={"model": "nope", "prompt": "x"})
+    assert unknown.status_code == 404
+    assert_error_format(path, unknown.json())
+    assert error_message(path, unknown.json()) == "Model not found: nope"
+    if uses_anthropic(path):
+        assert unknown.json()["error"]["type"] == "not_found_error"
+    else:
+        assert unknown.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("path", ["/props", "/slots", "/lora-adapters"])
+def test_gets_name_their_model_in_the_query(client: httpx.Client, path: str) -> None:
+    unknown = client.get(path, params={"model": "nope"})
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "model_not_found"
 

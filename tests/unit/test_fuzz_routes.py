@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 from supervisor.app import create_app
 from supervisor.config import Settings
+from supervisor.relays import RELAYS
 
 MODEL = "tiny.Q4_1"
 EXAMPLES = 25  # per operation
@@ -78,14 +79,17 @@ def _finite(text: str) -> float:
 
 def well_behaved(request: Request) -> Reply | Stream:
     """llama-server's answer to any inference request: streamed when asked; a 500 for a
-    body its parser refuses, as llama-server answers."""
+    body its parser refuses, as llama-server answers (a GET's, or a form's, it does not
+    parse as JSON)."""
+    if request.method == "GET" or request.headers.get("content-type", "").startswith("multipart/"):
+        return Reply(json=CHAT)
     try:
         asked = llama_reads(request.body)
     except ValueError as exc:
         return Reply(
             500, json={"error": {"code": 500, "message": str(exc), "type": "server_error"}}
         )
-    if asked.get("stream") is True:
+    if isinstance(asked, dict) and asked.get("stream") is True:
         return Stream([f"data: {json.dumps(CHUNK)}\n\n".encode(), b"data: [DONE]\n\n"])
     return Reply(json=CHAT)
 
@@ -106,10 +110,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         drain_timeout_s=5,
     )
     with FakeChild() as child:
-        for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings",
-                     "/chat/completions", "/completion", "/tokenize", "/detokenize",
-                     "/embedding"):  # fmt: skip
-            child.answer("POST", path, well_behaved)
+        for method, path in RELAYS:  # every route llama-server serves and the gateway relays
+            child.answer(method, path, well_behaved)
         app = create_app(settings_, factory=FakeFactory(base_url=child.url))
         with TestClient(app) as client:
             yield client
@@ -317,7 +319,7 @@ def test_every_operation_refuses_json_that_llama_server_refuses(
 
 
 # Integer fields the child judges: a seed or a top_k of 6.5 costs nothing, unlike a token count.
-LEFT_TO_THE_CHILD = {"seed", "top_k"}
+LEFT_TO_THE_CHILD = {"seed", "top_k", "top_n"}
 # Bodies that name nothing else (the load parameters take no other keys).
 BASES: dict[str, dict[str, Any]] = {
     "/api/v2/models/{model_id}/load": {},

@@ -24,6 +24,7 @@ from served import served
 from supervisor.app import create_app
 from supervisor.config import Settings
 from supervisor.relay_lane import RelayLane
+from supervisor.relays import RELAYS, ModelFrom
 
 MODEL = "tiny.Q4_1"
 CHAT = "/v1/chat/completions"
@@ -150,22 +151,41 @@ def _one_answer(buffer: bytes) -> tuple[httpx.Response, bytes] | None:
 # Which requests the lane takes
 
 
+# Every POST whose model is named in its JSON body, whatever its surface or child.
+LANE_ROUTES = sorted(
+    path
+    for (method, path), relay in RELAYS.items()
+    if method == "POST" and relay.model_from is ModelFrom.BODY
+)
+
+
 def test_a_relayed_post_takes_the_lane_and_everything_else_does_not(
     gateway: Gateway, fake_child: FakeChild
 ) -> None:
-    fake_child.answer("POST", CHAT, Reply(json={"choices": []}))
-    fake_child.answer("POST", "/tokenize", Reply(json={"tokens": [1]}))
+    assert {CHAT, "/v1/messages", "/v1/responses", "/infill", "/v1/rerank"} <= set(LANE_ROUTES)
+    for number, path in enumerate(LANE_ROUTES):
+        fake_child.answer("POST", path, Reply(json={"n": number}))
+    fake_child.answer("GET", "/props", Reply(json={"total_slots": 1}))
+    fake_child.answer("POST", "/lora-adapters", Reply(json=[]))
+    fake_child.answer("POST", "/v1/audio/transcriptions", Reply(json={"text": "hi"}))
     with gateway.client() as client:
-        assert client.post(CHAT, json={"model": MODEL}).json() == {"choices": []}
-        assert client.post("/tokenize", json={"content": "x"}).json() == {"tokens": [1]}
-        assert gateway.exchanges == 2
+        for number, path in enumerate(LANE_ROUTES):
+            assert client.post(path, json={"model": MODEL}).json() == {"n": number}, path
+        assert gateway.exchanges == len(LANE_ROUTES)
         assert client.get("/health").status_code == 200
         assert client.get("/v1/models").status_code == 200
+        assert client.get("/props", params={"model": MODEL}).json() == {"total_slots": 1}
+        lora = client.post("/lora-adapters", params={"model": MODEL}, json=[])
+        assert lora.status_code == 200 and lora.json() == []
+        assert client.post("/lora-adapters", json=[]).json() == []  # the default model's
+        form = client.post(
+            "/v1/audio/transcriptions", data={"model": MODEL}, files={"file": b"RIFF"}
+        )
+        assert form.status_code == 400  # no audio projector: refused the ASGI way
         assert client.post(f"{CHAT}?trace=1", json={"model": MODEL}).status_code == 200
-        assert client.post(CHAT, content=iter([b'{"model": "', MODEL.encode(), b'"}'])).json() == {
-            "choices": []
-        }  # chunked: no length to check against the limit
-        assert gateway.exchanges == 2  # all of those went the ASGI way
+        chunked = client.post(CHAT, content=iter([b'{"model": "', MODEL.encode(), b'"}']))
+        assert chunked.status_code == 200  # chunked: no length to check against the limit
+        assert gateway.exchanges == len(LANE_ROUTES)  # all of those went the ASGI way
     assert (
         gateway.metric("llama_supervisor_requests_total", route=CHAT, model=MODEL, status="200")
         == 3

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from error_format import error_message, uses_anthropic
 from fake_child import FakeChild, Reply, Stream
 from fakes import FakeFactory, Script, make_entry
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
+from served import client_of
 
 from supervisor.app import create_app
 from supervisor.auth import Access, required_access
@@ -27,7 +29,7 @@ from supervisor.config import ModelSettings, Settings
 from supervisor.errors import ModelLoadError
 from supervisor.limits import RequestLimits
 from supervisor.redact import redact_paths
-from supervisor.routes import RELAYS
+from supervisor.relays import RELAYS
 
 MakeGGUF = Callable[..., Path]
 INFERENCE, ADMIN = "sk-inference-0123", "sk-admin-4567"
@@ -42,9 +44,11 @@ ROUTE_ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/redoc"): Access.PUBLIC,
     ("GET", "/health"): Access.PUBLIC,
     ("GET", "/api/v2/health"): Access.PUBLIC,
+    ("GET", "/v1/health"): Access.PUBLIC,
     ("GET", "/"): Access.INFERENCE,
     ("GET", "/metrics"): Access.INFERENCE,
     ("GET", "/v1/models"): Access.INFERENCE,
+    ("GET", "/models"): Access.INFERENCE,
     ("GET", "/v1/models/{model_id}"): Access.INFERENCE,
     ("GET", "/v1/stats"): Access.ADMIN,
     ("POST", "/v1/chat/completions"): Access.INFERENCE,
@@ -76,6 +80,30 @@ ROUTE_ACCESS: dict[tuple[str, str], Access] = {
     ("POST", "/tokenize"): Access.INFERENCE,
     ("POST", "/detokenize"): Access.INFERENCE,
     ("POST", "/embedding"): Access.INFERENCE,
+    ("POST", "/completions"): Access.INFERENCE,
+    ("POST", "/infill"): Access.INFERENCE,
+    ("POST", "/v1/responses"): Access.INFERENCE,
+    ("POST", "/responses"): Access.INFERENCE,
+    ("POST", "/v1/messages"): Access.INFERENCE,
+    ("POST", "/v1/messages/count_tokens"): Access.INFERENCE,
+    ("POST", "/v1/chat/completions/input_tokens"): Access.INFERENCE,
+    ("POST", "/chat/completions/input_tokens"): Access.INFERENCE,
+    ("POST", "/v1/responses/input_tokens"): Access.INFERENCE,
+    ("POST", "/responses/input_tokens"): Access.INFERENCE,
+    ("POST", "/v1/chat/completions/control"): Access.INFERENCE,
+    ("POST", "/apply-template"): Access.INFERENCE,
+    ("POST", "/embeddings"): Access.INFERENCE,
+    ("POST", "/v1/rerank"): Access.INFERENCE,
+    ("POST", "/rerank"): Access.INFERENCE,
+    ("POST", "/v1/reranking"): Access.INFERENCE,
+    ("POST", "/reranking"): Access.INFERENCE,
+    ("POST", "/v1/audio/transcriptions"): Access.INFERENCE,
+    ("POST", "/audio/transcriptions"): Access.INFERENCE,
+    ("GET", "/props"): Access.INFERENCE,
+    # A child's slots show other clients' prompts; its LoRA scales change every answer.
+    ("GET", "/slots"): Access.ADMIN,
+    ("GET", "/lora-adapters"): Access.ADMIN,
+    ("POST", "/lora-adapters"): Access.ADMIN,
 }
 
 
@@ -155,7 +183,7 @@ def _assert_error(reply: Any, path: str, status: int, code: str) -> None:
 
 def test_admin_routes_refuse_inference_keys_and_no_keys(keyed: TestClient) -> None:
     admin = [(m, _concrete(t)) for (m, t), a in ROUTE_ACCESS.items() if a is Access.ADMIN]
-    assert len(admin) == 10
+    assert len(admin) == 13
     for method, path in admin:
         _assert_error(keyed.request(method, path), path, 401, "invalid_api_key")
         as_client = keyed.request(method, path, headers={"authorization": f"Bearer {INFERENCE}"})
@@ -308,8 +336,9 @@ def test_limits_are_checked_on_every_prompt_and_token_field() -> None:
     RequestLimits().check({"max_tokens": 10**9, "prompt": "x" * 10**5, "stop": ["a"] * 9})
 
 
+@pytest.mark.parametrize("way", ["asgi", "lane"])
 def test_limits_refuse_on_every_generation_route_in_its_format(
-    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
+    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild, way: str
 ) -> None:
     make_gguf("models/tiny.Q4_1.gguf")
     settings = Settings(
@@ -327,8 +356,29 @@ def test_limits_refuse_on_every_generation_route_in_its_format(
         ("/v1/embeddings", {"input": [long]}),
         ("/chat/completions", {"messages": chat}),
         ("/completion", {"prompt": "hi", "n_predict": many}),
+        ("/completions", {"prompt": long}),
+        ("/completions", {"prompt": "hi", "n_predict": many}),
+        ("/infill", {"input_prefix": long, "input_suffix": ""}),
+        ("/infill", {"input_prefix": "def f(", "input_suffix": long}),
+        ("/v1/responses", {"input": "hi", "max_output_tokens": many}),
+        ("/v1/responses", {"input": "hi", "instructions": long}),
+        ("/responses", {"input": long}),
+        ("/v1/messages", {"messages": [], "max_tokens": many}),
+        ("/v1/messages", {"messages": chat, "max_tokens": 1}),
+        ("/v1/messages", {"messages": [], "system": long, "max_tokens": 1}),
+        ("/v1/messages/count_tokens", {"messages": chat}),
+        ("/v1/chat/completions/input_tokens", {"messages": chat}),
+        ("/chat/completions/input_tokens", {"messages": chat}),
+        ("/v1/responses/input_tokens", {"input": long}),
+        ("/responses/input_tokens", {"input": [{"role": "user", "content": long}]}),
+        ("/apply-template", {"messages": chat}),
         ("/tokenize", {"content": long}),
         ("/embedding", {"content": long}),
+        ("/embeddings", {"content": long}),
+        ("/v1/rerank", {"query": long, "documents": ["a"]}),
+        ("/rerank", {"query": "q", "documents": [long]}),
+        ("/v1/reranking", {"query": long, "documents": []}),
+        ("/reranking", {"query": long, "documents": []}),
         ("/api/v2/chat/tiny.Q4_1", {"messages": chat}),
         ("/api/v2/chat/tiny.Q4_1/stream", {"messages": [{"role": "user", "content": "hi"}],
                                            "n_predict": many}),
@@ -338,18 +388,18 @@ def test_limits_refuse_on_every_generation_route_in_its_format(
         ("/api/generate", {"prompt": long}),
         ("/api/embeddings", {"input": long}),
     ]  # fmt: skip
-    assert {path for path, _ in cases} >= set(RELAYS) - {"/detokenize"}
+    checked = {path for (_, path), relay in RELAYS.items() if relay.checked}
+    # /detokenize's token ids are no prompt: nothing of it is limited.
+    assert {path for path, _ in cases} >= checked - {"/detokenize"}
     factory = FakeFactory(base_url=fake_child.url)
-    with TestClient(create_app(settings, factory=factory)) as client:
+    with client_of(create_app(settings, factory=factory), settings, way) as client:
         for path, body in cases:
             reply = client.post(path, json={"model": "tiny.Q4_1", **body})
             assert reply.status_code == 400, (path, body, reply.text)
-            detail = reply.json().get("detail") if path.startswith("/api/") else None
-            if path.startswith("/api/") and not path.startswith("/api/v2/"):
-                assert isinstance(detail, str) and "at most" in detail, path
-            else:
-                assert "at most" in reply.json()["error"]["message"], path
-    assert fake_child.received("POST", "/v1/chat/completions") == []
+            assert "at most" in error_message(path, reply.json()), (path, body)
+            if uses_anthropic(path):
+                assert reply.json()["error"]["type"] == "invalid_request_error", path
+    assert fake_child.requests == []  # nothing refused reached a child
     # Requests that name no limit are capped by the child: its default is the gateway's limit.
     assert factory.made == [] or all("--n-predict" in p.argv for p in factory.made)
     spec = launch_spec(settings, make_entry(), Path("/opt/llama-server"), Role.CHAT, 1)

@@ -279,3 +279,73 @@ def test_a_meter_counts_one_answer_once() -> None:
     cut_off.chunk(event({"choices": []}))
     cut_off.close()  # a stream that ended before its final event has nothing to count
     assert counted == [(1, 2), (4, 8)]
+
+
+# -- the Responses API's and Anthropic's usage ------------------------------------------------
+def typed_event(name: str, payload: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode()
+
+
+# Anthropic's stream: input (less the cache read, counted apart) in message_start, output so
+# far in message_delta.
+MESSAGE_START = typed_event(
+    "message_start",
+    {"type": "message_start", "message": {"type": "message", "content": [], "usage": {
+        "cache_read_input_tokens": 3, "input_tokens": 5, "output_tokens": 0}}},
+)  # fmt: skip
+MESSAGE_DELTA = typed_event(
+    "message_delta",
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}},
+)
+MESSAGE_STOP = typed_event("message_stop", {"type": "message_stop"})
+
+
+def test_token_counts_are_read_from_anthropic_and_responses_usage() -> None:
+    anthropic = {"cache_read_input_tokens": 2, "input_tokens": 4, "output_tokens": 9}
+    assert answer_tokens({"type": "message", "usage": anthropic}) == (6, 9)
+    assert answer_tokens({"usage": {"input_tokens": 4, "output_tokens": 9}}) == (4, 9)
+    assert answer_tokens({"usage": {"output_tokens": 7}}) == (0, 7)  # message_delta's
+    # The Responses API's input_tokens already include the cached ones.
+    responses = {"input_tokens": 12, "output_tokens": 5, "total_tokens": 17,
+                 "input_tokens_details": {"cached_tokens": 4}}  # fmt: skip
+    assert answer_tokens({"object": "response", "usage": responses}) == (12, 5)
+    assert answer_tokens({"usage": {"input_tokens": 40}}) is None  # a count, no answer
+    assert answer_tokens({"usage": {"input_tokens": "4", "output_tokens": 9}}) is None
+    assert answer_tokens({"usage": {"input_tokens": 4, "output_tokens": 9,
+                                    "cache_read_input_tokens": None}}) is None  # fmt: skip
+
+
+def test_anthropic_and_responses_events_are_scanned() -> None:
+    assert scan_tokens(MESSAGE_START) == (8, 0)
+    assert scan_tokens(MESSAGE_DELTA) == (0, 7)
+    assert scan_tokens(MESSAGE_STOP) is None
+    usage = {"input_tokens": 12, "output_tokens": 5, "total_tokens": 17}
+    completed = {"type": "response.completed", "response": {"status": "completed", "usage": usage}}
+    assert scan_tokens(typed_event("response.completed", completed)) == (12, 5)
+
+
+def test_a_meter_keeps_the_largest_of_each_count_of_a_stream() -> None:
+    counted: list[tuple[int, int]] = []
+    meter = TokenMeter(lambda tokens_in, tokens_out: counted.append((tokens_in, tokens_out)))
+    delta = typed_event("content_block_delta", {"type": "content_block_delta"})
+    for piece in (MESSAGE_START, delta, MESSAGE_DELTA, MESSAGE_STOP):
+        meter.chunk(piece)
+    meter.close()
+    assert counted == [(8, 7)]  # input from the first event, output from the last
+    created = {"type": "response.created", "response": {"status": "in_progress", "output": []}}
+    done = {"type": "response.completed",
+            "response": {"usage": {"input_tokens": 12, "output_tokens": 5}}}  # fmt: skip
+    for payload in (created, done):
+        meter.chunk(typed_event(str(payload["type"]), payload))
+    meter.close()
+    assert counted == [(8, 7), (12, 5)]
+
+
+def test_a_meter_counts_an_anthropic_stream_read_in_one_piece() -> None:
+    """A short answer's events can reach the gateway in one read: its input tokens, in
+    message_start, count as much as when they come apart."""
+    counted: list[tuple[int, int]] = []
+    meter = TokenMeter(lambda tokens_in, tokens_out: counted.append((tokens_in, tokens_out)))
+    meter.chunk(MESSAGE_START + MESSAGE_DELTA + MESSAGE_STOP)
+    meter.close()
+    assert counted == [(8, 7)]
