@@ -1,10 +1,10 @@
 """Issue 7, item 3: load under churn. 64 concurrent clients on every surface (OpenAI /v1 with
-httpx and with the official client, llama.cpp's native routes, /api/v2 and /api with
-sessions), streamed and not, across two models, while one churn task per model swaps, unloads,
-loads and reloads it underneath. Every request must succeed or be deliberately refused
-(429/503 with Retry-After, in its surface's error format); none may hang or be cut; afterwards
-every session holds exactly the turns whose answers were acknowledged, through the API and in
-SQLite.
+httpx and with the official client, Anthropic Messages, OpenAI Responses, rerank, llama.cpp's
+native routes, /api/v2 and /api with sessions), streamed and not, across two models, while one
+churn task per model swaps, unloads, loads and reloads it underneath. Every request must
+succeed or be deliberately refused (429/503 with Retry-After, in its surface's error format);
+none may hang or be cut; afterwards every session holds exactly the turns whose answers were
+acknowledged, through the API and in SQLite.
 
 The clients go on until each model has been through one whole churn cycle and at least
 ``LOAD_CHURN_REQUESTS`` (default 96) requests were sent, never beyond four times that. The soak
@@ -117,6 +117,22 @@ def native_stream_complete(raw: str) -> str | None:
     return None
 
 
+def typed_stream_complete(last: str) -> Check:
+    """A stream of typed events (Anthropic Messages, OpenAI Responses): ``last`` ends it,
+    and no ``event: error`` came before."""
+
+    def check(_: int, raw: str) -> str | None:
+        events = [e for e in raw.replace("\r\n", "\n").split("\n\n") if e.strip()]
+        kinds = [e.split("\n", 1)[0].removeprefix("event: ") for e in events]
+        if "error" in kinds:
+            return f"error event: {raw[-200:]!r}"
+        if not kinds or kinds[-1] != last:
+            return f"stream cut (no {last}): {raw[-200:]!r}"
+        return None
+
+    return check
+
+
 def myllm_stream_complete(_: int, raw: str) -> str | None:
     """Seed 002's stream: ``{"token", "done": false}`` events, then ``{"done": true,
     "session_id", "full_text"}``, or ``{"error", "done": true}`` when it fails."""
@@ -189,6 +205,19 @@ def calls(model: str) -> list[Call]:
              json_complete("choices")),
         Call("native chat stream", "/chat/completions", v1 | {"messages": chat, "stream": True},
              True, lambda _, raw: openai_stream_complete(raw)),
+        Call("anthropic message", "/v1/messages", v1 | {"messages": chat}, False,
+             json_complete("content")),
+        Call("anthropic message stream", "/v1/messages",
+             v1 | {"messages": chat, "stream": True}, True, typed_stream_complete("message_stop")),
+        Call("responses", "/v1/responses",
+             {"model": model, "input": "Name a colour.", "max_output_tokens": TOKENS}, False,
+             json_complete("output")),
+        Call("responses stream", "/v1/responses",
+             {"model": model, "input": "Name a colour.", "max_output_tokens": TOKENS,
+              "stream": True}, True, typed_stream_complete("response.completed")),
+        Call("rerank", "/v1/rerank",
+             {"model": model, "query": "colour", "documents": ["red", "a chair"]}, False,
+             json_complete("results")),
         Call("v2 chat", f"/api/v2/chat/{model}", {"messages": chat, "n_predict": TOKENS}, False,
              json_complete("choices")),
         Call("v2 chat stream", f"/api/v2/chat/{model}/stream",
