@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
@@ -121,9 +122,10 @@ class Relay:
             return "anthropic"
         return "openai" if self.path.startswith("/v1/") else "native"
 
-    @property
+    @cached_property
     def openai_stop(self) -> bool:
-        """Seed 003's stop-list limit applies (the OpenAI routes under /v1)."""
+        """Seed 003's stop-list limit applies (the OpenAI routes under /v1). Cached: it is
+        read for every request."""
         return self.path.startswith("/v1/") and self.surface is Surface.OPENAI
 
 

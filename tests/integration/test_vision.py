@@ -148,3 +148,28 @@ def test_an_image_reaches_the_model(gateway: RunningGateway) -> None:
     [child] = gateway.children()
     argv = child.cmdline()
     assert argv[argv.index("--mmproj") + 1].endswith("mmproj-SmolLM2-135M-Instruct-f32.gguf")
+
+
+def test_an_anthropic_image_block_reaches_the_model(gateway: RunningGateway) -> None:
+    """Anthropic's image block (a base64 source) passes through /v1/messages as it is."""
+    question = {"type": "text", "text": "What is in this image?"}
+    source = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(png()).decode()}
+
+    def message(content: list[object]) -> httpx.Response:
+        body = {
+            "model": MODEL_ID,
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": content}],
+        }
+        return httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=120)
+
+    seen = message([question, {"type": "image", "source": source}])
+    text_only = message([question])
+    assert seen.status_code == 200, seen.text
+    assert text_only.status_code == 200, text_only.text
+
+    def prompt(reply: httpx.Response) -> int:
+        usage = reply.json()["usage"]
+        return int(usage["input_tokens"] + usage.get("cache_read_input_tokens", 0))
+
+    assert prompt(seen) - prompt(text_only) >= IMAGE_TOKENS
