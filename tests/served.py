@@ -4,17 +4,21 @@ the gateway's HTTP protocol (``server.http_protocol``), so relayed POSTs take th
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from fakes import FakeFactory
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from supervisor.app import create_app
 from supervisor.config import Settings
 from supervisor.server import http_protocol
 
@@ -59,4 +63,21 @@ def client_of(app: FastAPI, settings: Settings, way: str) -> Iterator[httpx.Clie
             yield test_client
         return
     with served(app, settings) as url, httpx.Client(base_url=url, timeout=10) as client:
+        yield client
+
+
+@contextmanager
+def gateway_client(
+    way: str, root: Path, factory: FakeFactory, **overrides: Any
+) -> Iterator[httpx.Client]:
+    """``client_of`` a gateway whose models are in ``root/models``, its children made by
+    ``factory`` (a fake child's); ``overrides``: more settings."""
+    settings = Settings(
+        models_dirs=[root / "models"],
+        llama_server=Path(sys.executable),
+        data_dir=root / "data",
+        **overrides,
+    )
+    app = create_app(settings, factory=factory)
+    with client_of(app, settings, way) as client:
         yield client

@@ -6,7 +6,6 @@ socket): the gateway's own errors and the child's in Anthropic's shape, keys in
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -19,10 +18,8 @@ from fake_child import FakeChild, Reply, Stream
 from fakes import FakeFactory
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
-from served import client_of
+from served import gateway_client
 
-from supervisor.app import create_app
-from supervisor.config import Settings
 from supervisor.dialects import anthropic
 from supervisor.errors import BackendError, ModelNotFound, QueueFull
 
@@ -120,14 +117,9 @@ def serve(
 
     @contextmanager
     def open_client(**overrides: Any) -> Iterator[httpx.Client]:
-        settings = Settings(
-            models_dirs=[tmp_path / "models"],
-            llama_server=Path(sys.executable),
-            data_dir=tmp_path / "data",
-            **overrides,
-        )
-        app = create_app(settings, factory=FakeFactory(base_url=fake_child.url))
-        with client_of(app, settings, request.param) as client:
+        with gateway_client(
+            request.param, tmp_path, FakeFactory(base_url=fake_child.url), **overrides
+        ) as client:
             yield client
 
     return open_client

@@ -3,7 +3,6 @@ would: the same routes, errors in the surface's format, the same metrics labels.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,10 +11,8 @@ import pytest
 from error_format import assert_error_format, error_message, uses_anthropic
 from fake_child import FakeChild, Reply
 from fakes import FakeFactory
-from served import client_of
+from served import gateway_client
 
-from supervisor.app import create_app
-from supervisor.config import Settings
 from supervisor.relays import RELAYS
 
 MakeGGUF = Callable[..., Path]
@@ -28,13 +25,9 @@ def client(
     """Both ways a relayed POST is served: the fast lane over ASGI, and the relay lane over a
     socket."""
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-    )
-    app = create_app(settings, factory=FakeFactory(base_url=fake_child.url))
-    with client_of(app, settings, request.param) as http_client:
+    with gateway_client(
+        request.param, tmp_path, FakeFactory(base_url=fake_child.url)
+    ) as http_client:
         yield http_client
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ from fake_child import FakeChild, Reply
 from fakes import FakeFactory
 from fastapi.routing import iter_route_contexts
 from pydantic import SecretStr
-from served import client_of
+from served import gateway_client
 
 from supervisor import relays
 from supervisor.app import create_app
@@ -173,14 +172,7 @@ def serve(
 
     @contextmanager
     def open_client(**overrides: Any) -> Iterator[httpx.Client]:
-        settings = Settings(
-            models_dirs=[tmp_path / "models"],
-            llama_server=Path(sys.executable),
-            data_dir=tmp_path / "data",
-            **overrides,
-        )
-        app = create_app(settings, factory=factory)
-        with client_of(app, settings, request.param) as client:
+        with gateway_client(request.param, tmp_path, factory, **overrides) as client:
             yield client
 
     return open_client

@@ -5,7 +5,6 @@ through, a broken stream's ``event: error`` (no chat ``data: [DONE]``), token me
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,8 @@ import pytest
 from fake_child import FakeChild, Reply, Stream
 from fakes import FakeFactory
 from prometheus_client.parser import text_string_to_metric_families
-from served import client_of
+from served import gateway_client
 
-from supervisor.app import create_app
-from supervisor.config import Settings
 from supervisor.dialects import responses
 from supervisor.errors import BackendError
 
@@ -50,13 +47,9 @@ def client(
     request: pytest.FixtureRequest, tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
 ) -> Iterator[httpx.Client]:
     make_gguf(f"models/{MODEL}.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-    )
-    app = create_app(settings, factory=FakeFactory(base_url=fake_child.url))
-    with client_of(app, settings, request.param) as http_client:
+    with gateway_client(
+        request.param, tmp_path, FakeFactory(base_url=fake_child.url)
+    ) as http_client:
         yield http_client
 
 
