@@ -292,5 +292,7 @@ def find_relay(method: str, path: str) -> Relay | None:
 
 
 def surface_of(path: str) -> Surface:
-    """The error surface of a request to ``path``: Anthropic's for its routes."""
-    return Surface.ANTHROPIC if path in ANTHROPIC_PATHS else Surface.OPENAI
+    """The error surface of a request to ``path``: Anthropic's for its routes and any path
+    below them (a 404 there is an Anthropic client's), else OpenAI's."""
+    anthropic = path in ANTHROPIC_PATHS or any(path.startswith(f"{p}/") for p in ANTHROPIC_PATHS)
+    return Surface.ANTHROPIC if anthropic else Surface.OPENAI

@@ -147,6 +147,13 @@ def test_an_unknown_model_is_a_404_not_found_error(
     assert fake_child.requests == []
 
 
+def test_an_unknown_path_or_method_under_messages_answers_in_anthropics_shape(
+    client: httpx.Client,
+) -> None:
+    assert_anthropic_error(client.post(f"{MESSAGES}/batches", json=HELLO), 404, "not_found_error")
+    assert_anthropic_error(client.get(MESSAGES), 405, "invalid_request_error")
+
+
 def test_bad_json_is_a_400_invalid_request_error(
     client: httpx.Client, fake_child: FakeChild
 ) -> None:
