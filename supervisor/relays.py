@@ -68,6 +68,7 @@ from .schemas.openai import (
     EmbeddingsResponse,
     TextCompletion,
 )
+from .schemas.openapi import OPENAI_SSE
 
 
 class Surface(StrEnum):
@@ -134,7 +135,6 @@ def _declare(*paths: str, summary: str, **traits: Any) -> tuple[Relay, ...]:
     return tuple(Relay(path, summary, **traits) for path in paths)
 
 
-OPENAI_SSE = "Server-sent events: data: {chunk} … data: [DONE]"
 RESPONSES_SSE = "Typed server-sent events: event: response.created … response.completed"
 ANTHROPIC_SSE = "Typed server-sent events: event: message_start … message_stop"
 NATIVE_SSE = "Server-sent events: data: {chunk} …"

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..relays import RELAYS, Relay, Surface
-from ..schemas import REF, AnthropicError, OpenAIError, replies
+from ..schemas import AnthropicError, OpenAIError, json_body, replies
+from ..upstream import JSON
 from . import relay
 
 ERROR_CODES = (400, 404, 429, 502, 503)
@@ -53,6 +54,4 @@ def _request_body(route: Relay) -> dict[str, Any] | None:
     model = route.doc.request
     if model is None:
         return None
-    media = "multipart/form-data" if route.doc.multipart else "application/json"
-    content = {media: {"schema": {"$ref": f"{REF}{model.__name__}"}}}
-    return {"requestBody": {"required": True, "content": content}}
+    return json_body(model, media="multipart/form-data" if route.doc.multipart else JSON)

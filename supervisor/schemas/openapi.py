@@ -46,10 +46,13 @@ MYLLM_SSE = (
 )
 
 
-def json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
-    """``openapi_extra`` documenting a JSON request body the route reads raw."""
+def json_body(
+    model: type[BaseModel], *, required: bool = True, media: str = "application/json"
+) -> dict[str, Any]:
+    """``openapi_extra`` documenting a request body the route reads raw (JSON, unless
+    ``media`` says otherwise)."""
     schema = {"$ref": f"{REF}{model.__name__}"}
-    content = {"application/json": {"schema": schema}}
+    content = {media: {"schema": schema}}
     return {"requestBody": {"required": required, "content": content}}
 
 

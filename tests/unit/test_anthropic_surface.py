@@ -16,7 +16,7 @@ import pytest
 from error_format import assert_error_format, error_message
 from fake_child import FakeChild, Reply, Stream
 from fakes import FakeFactory
-from prometheus_client.parser import text_string_to_metric_families
+from metrics_read import token_counts
 from pydantic import SecretStr
 from served import gateway_client
 
@@ -238,16 +238,6 @@ def test_a_child_dying_mid_stream_ends_it_with_an_error_event(
     assert "[DONE]" not in reply.text  # chat's ending is no Anthropic event
 
 
-def token_counts(client: httpx.Client) -> tuple[float, float]:
-    families = text_string_to_metric_families(client.get("/metrics").text)
-    samples = [(s.name, s.labels, s.value) for f in families for s in f.samples]
-
-    def total(name: str) -> float:
-        return sum(v for n, labels, v in samples if n == name and labels.get("model") == MODEL)
-
-    return total("llama_supervisor_tokens_in_total"), total("llama_supervisor_tokens_out_total")
-
-
 def test_tokens_of_a_streamed_answer_are_counted_with_the_cached_ones(
     client: httpx.Client, fake_child: FakeChild
 ) -> None:
@@ -255,7 +245,7 @@ def test_tokens_of_a_streamed_answer_are_counted_with_the_cached_ones(
     fake_child.answer("POST", MESSAGES, Stream(pieces))
     assert client.post(MESSAGES, json={**HELLO, "stream": True}).content == b"".join(pieces)
     # Input from message_start (cache read included), output from message_delta.
-    assert token_counts(client) == (8, 7)
+    assert token_counts(client, MODEL) == (8, 7)
 
 
 def test_tokens_of_a_whole_answer_are_counted_with_the_cached_ones(
@@ -266,8 +256,8 @@ def test_tokens_of_a_whole_answer_are_counted_with_the_cached_ones(
               "content": [{"type": "text", "text": "Hello"}], "usage": usage}  # fmt: skip
     fake_child.answer("POST", MESSAGES, Reply(json=answer))
     assert client.post(MESSAGES, json=HELLO).json() == answer
-    assert token_counts(client) == (6, 9)
+    assert token_counts(client, MODEL) == (6, 9)
     fake_child.answer("POST", "/v1/messages/count_tokens", Reply(json={"input_tokens": 40}))
     counted = client.post("/v1/messages/count_tokens", json=HELLO)
     assert counted.json() == {"input_tokens": 40}
-    assert token_counts(client) == (6, 9)  # a count carries no usage: nothing more counted
+    assert token_counts(client, MODEL) == (6, 9)  # a count carries no usage: nothing more counted

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fake_child import FakeChild, Reply, Stream
 from fakes import FakeFactory
-from prometheus_client.parser import text_string_to_metric_families
+from metrics_read import token_counts
 from served import gateway_client
 
 from supervisor.dialects import responses
@@ -91,16 +91,6 @@ def test_a_child_dying_mid_stream_ends_it_with_an_error_event(
     assert "[DONE]" not in reply.text
 
 
-def token_counts(client: httpx.Client) -> tuple[float, float]:
-    families = text_string_to_metric_families(client.get("/metrics").text)
-    samples = [(s.name, s.labels, s.value) for f in families for s in f.samples]
-
-    def total(name: str) -> float:
-        return sum(v for n, labels, v in samples if n == name and labels.get("model") == MODEL)
-
-    return total("llama_supervisor_tokens_in_total"), total("llama_supervisor_tokens_out_total")
-
-
 def test_tokens_of_a_stream_are_read_from_response_completed(
     client: httpx.Client, fake_child: FakeChild
 ) -> None:
@@ -109,7 +99,7 @@ def test_tokens_of_a_stream_are_read_from_response_completed(
     fake_child.answer("POST", RESPONSES, Stream(stream_events(usage)))
     assert client.post(RESPONSES, json={**ASK, "stream": True}).status_code == 200
     # The Responses API's input_tokens already include the cached ones.
-    assert token_counts(client) == (12, 5)
+    assert token_counts(client, MODEL) == (12, 5)
 
 
 def test_tokens_of_a_whole_answer_are_counted(client: httpx.Client, fake_child: FakeChild) -> None:
@@ -118,4 +108,4 @@ def test_tokens_of_a_whole_answer_are_counted(client: httpx.Client, fake_child: 
               "output": [], "usage": usage}  # fmt: skip
     fake_child.answer("POST", RESPONSES, Reply(json=answer))
     assert client.post(RESPONSES, json=ASK).json() == answer
-    assert token_counts(client) == (6, 2)
+    assert token_counts(client, MODEL) == (6, 2)
