@@ -44,6 +44,9 @@ class ModelSettings(BaseModel):
     ctx_size: int | None = Field(default=None, ge=0, description="llama-server --ctx-size")
     n_gpu_layers: int | None = Field(default=None, ge=-1, description="llama-server -ngl")
     parallel: int | None = Field(default=None, ge=1, description="parallel slots (-np)")
+    threads: int | None = Field(
+        default=None, ge=1, description="--threads for this model's children (wins over the plan)"
+    )
     extra_args: list[str] = Field(default_factory=list, description="more llama-server flags")
     pinned: bool = Field(default=False, description="load at start, never evict, restart on crash")
     preload: bool = Field(default=False, description="load at start-up")
@@ -98,7 +101,24 @@ class Settings(BaseSettings):
     ctx_size: int | None = Field(default=None, ge=0, description="default --ctx-size")
     n_gpu_layers: int | None = Field(default=None, ge=-1, description="default -ngl")
     parallel: int = Field(default=4, ge=1, description="default parallel slots per model")
-    threads: int | None = Field(default=None, ge=1, description="default --threads")
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="--threads for every child, instead of their share of the cores (a "
+        "model's own threads, or a load request's, win over it)",
+    )
+    cpu_cores: int | list[int] | None = Field(
+        default=None,
+        description="the cores children may use: a count (the first N of those below) or a "
+        "list of CPU ids; unset: the gateway's affinity mask and cgroup CPU quota, one "
+        "logical CPU per physical core",
+    )
+    place_children: bool = Field(
+        default=True,
+        description="share the cores among running children (threads, CPU affinity, polling) "
+        "and pick each child's GPUs by free memory; off: every child takes llama.cpp's "
+        "defaults (all cores, all GPUs)",
+    )
     embedding_pooling: str = Field(
         default="mean", description="pooling for embedding children of models that set none"
     )
@@ -109,7 +129,13 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="how long unload and swap wait for in-flight requests"
     )
     queue_max: int = Field(default=64, ge=0, description="requests queued per model at most")
-    queue_timeout_s: float = Field(default=60.0, gt=0, description="longest wait in a queue")
+    queue_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="longest wait in a queue, then 503 with Retry-After: well inside the 60 s "
+        "after which nginx (by default), load balancers and many clients give up on a silent "
+        "answer, so that a waiting client hears why",
+    )
     idle_ttl_s: float | None = Field(default=None, gt=0, description="unload after idle seconds")
     max_loaded_models: int | None = Field(default=None, ge=1, description="loaded at once")
     memory_reserve_mb: int = Field(default=512, ge=0, description="RAM kept free for the host")

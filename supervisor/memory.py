@@ -2,14 +2,17 @@
 
 The estimate is deliberately simple and errs high: it is meant to decide whether a load fits
 before starting a child, not to predict llama.cpp's allocator to the byte. Probing reads RAM
-through psutil and, where NVIDIA GPUs and the optional ``pynvml`` module (package
-``nvidia-ml-py``) exist, VRAM through NVML.
+through psutil and, where NVIDIA GPUs and their driver exist, each GPU's VRAM through NVML
+(``pynvml``, from the ``nvidia-ml-py`` package). Apple Silicon's GPU shares RAM: there the
+budget says ``unified`` and offloaded layers count as RAM.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import platform
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -99,13 +102,15 @@ class GpuInfo:
     total: int  # bytes
     used: int
     free: int
+    uuid: str = ""  # "GPU-…": names the same GPU to NVML and to CUDA_VISIBLE_DEVICES
 
 
 @dataclass(frozen=True)
 class MemoryBudget:
     ram_total: int
     ram_available: int  # psutil's available minus the probe's reserve, floored at 0
-    gpus: tuple[GpuInfo, ...]  # empty when there is no NVIDIA GPU or no pynvml
+    gpus: tuple[GpuInfo, ...]  # empty when there is no NVIDIA GPU (or no driver)
+    unified: bool = False  # the GPU shares RAM (Apple Silicon): offloading counts as RAM
 
     @property
     def vram_free(self) -> int | None:
@@ -114,20 +119,25 @@ class MemoryBudget:
         return sum(gpu.free for gpu in self.gpus)
 
 
+def apple_silicon() -> bool:
+    return sys.platform == "darwin" and platform.machine() == "arm64"
+
+
 class MemoryProbe:
-    """Reads free RAM (psutil) and, where NVIDIA GPUs and the optional ``pynvml`` module
-    (package nvidia-ml-py) exist, free VRAM. Everything it touches is a constructor parameter
-    so tests need no real machine state."""
+    """Reads free RAM (psutil) and, where NVIDIA GPUs exist, each one's free VRAM (NVML).
+    Everything it touches is a constructor parameter so tests need no real machine state."""
 
     def __init__(
         self,
         reserve_bytes: int = 512 * MiB,
         virtual_memory: Callable[[], Any] = psutil.virtual_memory,
         gpu_reader: Callable[[], list[GpuInfo]] | None = None,
+        unified: bool | None = None,
     ) -> None:
         self._reserve = max(0, reserve_bytes)
         self._virtual_memory = virtual_memory
         self._gpu_reader = gpu_reader if gpu_reader is not None else read_nvidia_gpus
+        self._unified = apple_silicon() if unified is None else unified
 
     def budget(self) -> MemoryBudget:
         memory = self._virtual_memory()
@@ -135,6 +145,7 @@ class MemoryProbe:
             ram_total=int(memory.total),
             ram_available=max(0, int(memory.available) - self._reserve),
             gpus=tuple(self.gpus()),
+            unified=self._unified,
         )
 
     def gpus(self) -> list[GpuInfo]:
@@ -147,11 +158,12 @@ class MemoryProbe:
 
 
 def read_nvidia_gpus() -> list[GpuInfo]:
-    """Every NVIDIA GPU's memory through NVML; [] without pynvml, a driver, or a GPU."""
+    """Every NVIDIA GPU's memory through NVML; [] without a driver or a GPU."""
     try:
-        # Imported by name so the package stays optional and mypy needs no stubs for it.
+        # A dependency (nvidia-ml-py), imported when first needed: it has no type stubs, and
+        # the gateway's start-up need not pay for it on machines without a GPU.
         pynvml: Any = importlib.import_module("pynvml")
-    except ImportError:
+    except ImportError:  # an install that left it out: no GPUs then, as before
         return []
     try:
         pynvml.nvmlInit()
@@ -173,12 +185,16 @@ def _read_gpu(pynvml: Any, index: int) -> GpuInfo:
     if isinstance(name, bytes):
         name = name.decode("utf-8", "replace")
     memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    uuid = pynvml.nvmlDeviceGetUUID(handle)
+    if isinstance(uuid, bytes):
+        uuid = uuid.decode("ascii", "replace")
     return GpuInfo(
         index=index,
         name=str(name),
         total=int(memory.total),
         used=int(memory.used),
         free=int(memory.free),
+        uuid=str(uuid),
     )
 
 

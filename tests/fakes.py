@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from supervisor.backends.argv import ChildCommand
 from supervisor.child_logs import LineSink
 from supervisor.config import ModelSettings
 from supervisor.errors import ModelLoadError
@@ -32,7 +33,7 @@ class FakeProcess:
     def __init__(
         self,
         name: str,
-        argv: list[str],
+        command: ChildCommand,
         base_url: str,
         script: Script,
         output: LineSink | None = None,
@@ -40,7 +41,9 @@ class FakeProcess:
     ) -> None:
         self.name = name
         self.output = output
-        self.argv = argv
+        self.command = command
+        self.argv = command.argv
+        self.pinned: list[tuple[int, ...]] = []  # each live move, in order
         # Requests go to ``served_at`` (respx's host or a FakeChild), whatever port the pool
         # picked.
         self.base_url = served_at
@@ -90,6 +93,10 @@ class FakeProcess:
         self.stopped_with_grace = grace
         self.die(-15)
 
+    def pin(self, cpus: tuple[int, ...]) -> bool:
+        self.pinned.append(cpus)
+        return True
+
     def kill_now(self) -> None:
         self.die(-9)
 
@@ -104,10 +111,10 @@ class FakeFactory:
     base_url: str = FAKE_URL
 
     def __call__(
-        self, name: str, argv: list[str], base_url: str, output: LineSink | None = None
+        self, name: str, command: ChildCommand, base_url: str, output: LineSink | None = None
     ) -> FakeProcess:
         script = self.scripts.pop(0) if self.scripts else Script()
-        process = FakeProcess(name, argv, base_url, script, output, self.base_url)
+        process = FakeProcess(name, command, base_url, script, output, self.base_url)
         self.made.append(process)
         return process
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..lifecycle.state import LoadParams
+from ..placement.plan import Placement
 from ..registry import ModelEntry
 
 
@@ -47,7 +48,9 @@ class LaunchSpec:
     ctx_size: int | None = None
     n_gpu_layers: int | None = None
     parallel: int | None = None
-    threads: int | None = None
+    threads: int | None = None  # --threads and --threads-batch
+    poll: int | None = None
+    tensor_split: tuple[int, ...] = ()
     pooling: str | None = None
     reranking: bool = False
     mmproj: Path | None = None  # the multimodal projector, on the main child only
@@ -59,6 +62,26 @@ class LaunchSpec:
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class ChildCommand:
+    """How a child is started: its command line, what its environment adds to the gateway's,
+    and the CPUs it is pinned to."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cpus: tuple[int, ...] = ()  # empty: not pinned (the gateway's own affinity)
+
+
+def child_command(spec: LaunchSpec, placement: Placement | None) -> ChildCommand:
+    """The command for ``spec``, confined to the ``placement``'s CPUs and GPUs."""
+    placed = placement or Placement()
+    env: dict[str, str] = {}
+    if placed.cuda_devices is not None:
+        # PCI order, as NVML numbers GPUs, in case an index stands in for a UUID.
+        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": placed.cuda_devices}
+    return ChildCommand(build_argv(spec), env, placed.cpus)
+
+
 def _first(*values: int | None) -> int | None:
     return next((v for v in values if v is not None), None)
 
@@ -67,14 +90,17 @@ def launch_spec(
     settings: Settings,
     entry: ModelEntry,
     binary: Path,
-    role: Role,
-    port: int,
+    role: Role = Role.CHAT,
+    port: int = 0,
     params: LoadParams | None = None,
+    placement: Placement | None = None,
 ) -> LaunchSpec:
     """Merge, highest first: the load request's parameters, the model's [[models]] entry,
-    the global defaults."""
+    the global defaults. Threads, polling and the GPU split come from the ``placement``
+    (which already honours threads set by hand)."""
     own = entry.overrides
     asked = params or LoadParams()
+    placed = placement or Placement()
     pooling = None
     if role is Role.EMBEDDING and entry.info.pooling_type is None:
         pooling = settings.embedding_pooling
@@ -94,7 +120,11 @@ def launch_spec(
             asked.n_gpu_layers, own.n_gpu_layers if own else None, settings.n_gpu_layers
         ),
         parallel=parallel_slots(settings, entry),
-        threads=_first(asked.threads, settings.threads),
+        threads=_first(
+            placed.threads, asked.threads, own.threads if own else None, settings.threads
+        ),
+        poll=placed.poll,
+        tensor_split=placed.memory.tensor_split if placed.memory else (),
         pooling=pooling,
         reranking=reranking,
         mmproj=entry.mmproj if role is Role.CHAT else None,
@@ -123,6 +153,9 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         ("--n-gpu-layers", spec.n_gpu_layers),
         ("--parallel", spec.parallel),
         ("--threads", spec.threads),
+        ("--threads-batch", spec.threads),
+        ("--poll", spec.poll),
+        ("--tensor-split", ",".join(map(str, spec.tensor_split)) or None),
         ("--batch-size", spec.batch_size),
         ("--cache-type-k", spec.kv_cache_type),
         ("--cache-type-v", spec.kv_cache_type),

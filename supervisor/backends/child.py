@@ -21,8 +21,9 @@ from ..child_logs import ChildLogs, LineSink
 from ..config import Settings
 from ..errors import ModelLoadError
 from ..lifecycle.state import LoadParams
+from ..placement.plan import Placement
 from ..registry import ModelEntry
-from .argv import Role, build_argv, child_name, launch_spec, parallel_slots
+from .argv import ChildCommand, Role, child_command, child_name, launch_spec, parallel_slots
 from .binary import find_llama_server
 from .child_key import child_key_file
 from .process import BackendProcess, free_port
@@ -46,9 +47,10 @@ class ChildProcess(Protocol):
     async def wait_exit(self) -> int: ...
     async def stop(self, grace: float) -> None: ...
     def kill_now(self) -> None: ...
+    def pin(self, cpus: tuple[int, ...]) -> bool: ...
 
 
-ProcessFactory = Callable[[str, list[str], str, LineSink | None], ChildProcess]
+ProcessFactory = Callable[[str, ChildCommand, str, LineSink | None], ChildProcess]
 
 
 @dataclass(eq=False)
@@ -64,6 +66,7 @@ class Backend:
     load_seconds: float
     loaded_at: float = field(default_factory=time.time)
     api_key: str | None = None  # what requests to the child must carry (child_key.py)
+    placement: Placement = field(default_factory=Placement)  # its cores, threads and GPUs
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -114,9 +117,9 @@ def server_binary(settings: Settings, entry: ModelEntry) -> Path:
 
 
 def _default_factory(
-    name: str, argv: list[str], base_url: str, output: LineSink | None
+    name: str, command: ChildCommand, base_url: str, output: LineSink | None
 ) -> ChildProcess:
-    return BackendProcess(name, argv, base_url, output)
+    return BackendProcess(name, command, base_url, output)
 
 
 class ChildStarter:
@@ -133,7 +136,12 @@ class ChildStarter:
         self._logs = logs
 
     async def start(
-        self, settings: Settings, entry: ModelEntry, role: Role, params: LoadParams
+        self,
+        settings: Settings,
+        entry: ModelEntry,
+        role: Role,
+        params: LoadParams,
+        placement: Placement | None = None,
     ) -> Backend:
         binary = server_binary(settings, entry)
         name = child_name(entry.id, role)
@@ -141,11 +149,12 @@ class ChildStarter:
             port = free_port()
             keyed = child_key_file() if settings.child_keys else nullcontext((None, None))
             with keyed as (key, key_file):
-                spec = launch_spec(settings, entry, binary, role, port, params)
+                spec = launch_spec(settings, entry, binary, role, port, params, placement)
                 spec = replace(spec, api_key_file=key_file)
                 output = self._logs.sink(entry.id, role.value) if self._logs else None
                 url = f"http://127.0.0.1:{port}"
-                process = self._factory(name, build_argv(spec), url, output)
+                command = child_command(spec, placement)
+                process = self._factory(name, command, url, output)
                 started = time.monotonic()
                 try:
                     await process.start()
@@ -165,5 +174,8 @@ class ChildStarter:
             seconds = time.monotonic() - started
             LOG.info("[%s] ready on port %d in %.2fs", name, port, seconds)
             parallel = parallel_slots(settings, entry)
-            return Backend(entry, role, process, port, parallel, params, seconds, api_key=key)
+            return Backend(
+                entry, role, process, port, parallel, params, seconds, api_key=key,
+                placement=placement or Placement(threads=spec.threads),
+            )  # fmt: skip
         raise AssertionError("unreachable")

@@ -1,6 +1,8 @@
 """Starts one llama-server so that it dies with the gateway, even on SIGKILL.
 
-Run as a script (stdlib only, imports nothing of ours): ``python launcher.py PPID -- ARGV...``.
+Run as a script (stdlib only, imports nothing of ours):
+``python launcher.py PPID [--cpus 0,1] -- ARGV...``; ``--cpus`` pins llama-server (and every
+thread it starts) to those CPUs.
 
 Linux: set PR_SET_PDEATHSIG=SIGKILL, check the parent is still the gateway (it may have died
 before the prctl), then exec llama-server, which keeps the death signal across exec. The gateway
@@ -49,11 +51,17 @@ def _watchdog(argv: list[str]) -> int:
 
 
 def main(args: list[str]) -> int:
+    cpus: set[int] = set()
+    if len(args) > 2 and args[1] == "--cpus":
+        cpus = {int(cpu) for cpu in args[2].split(",")}
+        args = [args[0], *args[3:]]
     if len(args) < 3 or args[1] != "--":
-        sys.stderr.write("usage: launcher.py PARENT_PID -- PROGRAM [ARGS...]\n")
+        sys.stderr.write("usage: launcher.py PARENT_PID [--cpus 0,1] -- PROGRAM [ARGS...]\n")
         return 2
     parent_pid, argv = int(args[0]), args[2:]
     try:
+        if cpus and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, cpus)  # inherited across exec and by every thread
         forced_watchdog = os.environ.get("LLAMA_SUPERVISOR_LAUNCHER") == "watchdog"
         if sys.platform.startswith("linux") and not forced_watchdog:
             _exec_with_deathsig(parent_pid, argv)

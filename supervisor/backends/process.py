@@ -20,6 +20,7 @@ import psutil  # type: ignore[import-untyped]  # no stubs in the dev deps
 from ..child_logs import LineSink
 from ..errors import ModelLoadError
 from . import launcher
+from .argv import ChildCommand
 from .output import PipeReader
 
 CHILD_LOG = logging.getLogger("supervisor.child")
@@ -54,11 +55,12 @@ class BackendProcess:
     """A running (or exited) llama-server, identified by ``name`` in logs."""
 
     def __init__(
-        self, name: str, argv: list[str], base_url: str, output: LineSink | None = None
+        self, name: str, command: ChildCommand, base_url: str, output: LineSink | None = None
     ) -> None:
         self.name = name
         self._output = output
-        self.argv = argv
+        self.argv = command.argv
+        self._command = command
         self.base_url = base_url
         self._proc: asyncio.subprocess.Process | None = None
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -81,14 +83,19 @@ class BackendProcess:
 
     async def start(self) -> None:
         launcher_script = Path(launcher.__file__)
+        cpus = self._command.cpus
+        pinning = ["--cpus", ",".join(map(str, cpus))] if cpus else []
+        env = {**os.environ, **self._command.env} if self._command.env else None
         read_fd, write_fd = os.pipe()
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(launcher_script), str(os.getpid()), "--", *self.argv,
+                sys.executable, str(launcher_script), str(os.getpid()), *pinning, "--",
+                *self.argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=write_fd,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                env=env,
             )  # fmt: skip
         except BaseException:
             os.close(read_fd)
@@ -164,6 +171,22 @@ class BackendProcess:
         if proc.stdin is not None:
             proc.stdin.close()
         CHILD_LOG.info("[%s] stopped (exit %s)", self.name, proc.returncode)
+
+    def pin(self, cpus: tuple[int, ...]) -> bool:
+        """Move every thread of the running child (and of anything under it: the macOS
+        watchdog's llama-server) onto ``cpus``; False where that could not be done."""
+        if self._proc is None or not cpus or not hasattr(os, "sched_setaffinity"):
+            return False
+        try:
+            root = psutil.Process(self._proc.pid)
+            threads = [t.id for proc in (root, *root.children(recursive=True))
+                       for t in proc.threads()]  # fmt: skip
+            for thread in threads:
+                os.sched_setaffinity(thread, cpus)
+        except (psutil.Error, OSError) as exc:
+            CHILD_LOG.warning("[%s] cannot move to CPUs %s: %s", self.name, cpus, exc)
+            return False
+        return True
 
     def kill_now(self) -> None:
         """SIGKILL the group without waiting: for a gateway on its way out."""

@@ -1,5 +1,6 @@
-"""The models the gateway runs: one ManagedModel per (model, role), memory-aware placement with
-LRU eviction, restarts of pinned models, and the liveness and idle-unload loops."""
+"""The models the gateway runs: one ManagedModel per (model, role), placement (cores, memory,
+GPUs: ``placer.py``) with LRU eviction, restarts of pinned models, and the liveness,
+idle-unload and placement loops."""
 
 from __future__ import annotations
 
@@ -14,17 +15,23 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from ..backends.argv import Role, launch_spec, parallel_slots, serving_role
+from ..backends.argv import Role, serving_role
 from ..backends.child import Backend, ChildStarter, Lease
 from ..config import ModelSettings, Settings
 from ..errors import InsufficientMemory, SupervisorError
-from ..memory import MemoryEstimate, MemoryProbe, estimate_memory, format_bytes, process_tree_rss
+from ..memory import MemoryEstimate, MemoryProbe, format_bytes, process_tree_rss
+from ..placement.cores import CoreReader, cpu_list
+from ..placement.plan import ChildDemand, CpuShare, MemoryFit
 from ..registry import ModelEntry
 from .events import LifecycleEvents, NoEvents
 from .model import ManagedModel, SwapReport
+from .placer import Placer
 from .state import LoadParams, ModelState, ModelStatus
 
 LOG = logging.getLogger(__name__)
+PLACEMENT_CHECK_S = 1.0  # how often the placement loop looks at who is busy
+REPLACE_BACKOFF_S = 60.0  # after a failed re-placement, leave that child alone this long
+STALE_PLAN_RESTARTS = 2  # a child that started on a plan made stale meanwhile starts again
 
 
 class ModelManager:
@@ -35,15 +42,26 @@ class ModelManager:
         probe: MemoryProbe,
         client: httpx.AsyncClient,
         events: LifecycleEvents | None = None,
+        cores: CoreReader | None = None,
     ) -> None:
         self._settings = settings
         self._events = events or NoEvents()
         self._starter = starter
         self._probe = probe
         self._client = client
+        self._cores = cores or CoreReader()
+        self._placer = self._make_placer(settings)
         self._models: dict[tuple[str, Role], ManagedModel] = {}
         self._health_misses: dict[Backend, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._replan = asyncio.Event()
+        self._replace_failed: dict[str, float] = {}  # child name -> when re-placing it failed
+
+    def _make_placer(self, settings: Settings) -> Placer:
+        cores = self._cores.host_cores(settings.cpu_cores)
+        LOG.info("children may use %d cores: CPUs %s (%s)", cores.count, cpu_list(cores.cpus),
+                 cores.source)  # fmt: skip
+        return Placer(settings, self._probe, cores)
 
     @property
     def settings(self) -> Settings:
@@ -52,6 +70,10 @@ class ModelManager:
     @property
     def events(self) -> LifecycleEvents:
         return self._events
+
+    @property
+    def placer(self) -> Placer:
+        return self._placer
 
     # -- the models ---------------------------------------------------------------------------
     def model(self, entry: ModelEntry, role: Role = Role.CHAT) -> ManagedModel:
@@ -119,6 +141,14 @@ class ModelManager:
             queued=chat.queued,
             embedding_state=self._state_of(entry, Role.EMBEDDING),
             rerank_state=self._state_of(entry, Role.RERANK),
+            placements={
+                m.role.value: b.placement for m in self._roles_of(entry) if (b := m.serving())
+            },
+            pids={
+                m.role.value: pid
+                for m in self._roles_of(entry)
+                if (b := m.serving()) and (pid := b.process.pid)
+            },
         )
 
     def _state_of(self, entry: ModelEntry, role: Role) -> ModelState:
@@ -127,52 +157,36 @@ class ModelManager:
         model = self._models.get((entry.id, serving_role(entry, role)))
         return model.state if model is not None else ModelState.UNLOADED
 
-    # -- memory -------------------------------------------------------------------------------
+    # -- memory ----------------------------------------------------------------------------
     def estimate(self, entry: ModelEntry, params: LoadParams) -> MemoryEstimate:
-        spec = launch_spec(self._settings, entry, entry.path, Role.CHAT, 0, params)
-        kv_bytes = 4.0 if spec.kv_cache_type == "f32" else 2.0
-        estimate = estimate_memory(
-            entry, spec.ctx_size, parallel_slots(self._settings, entry), kv_bytes
-        )
-        # A projector's weights are loaded whole beside the model's (memory.py knows nothing
-        # of projectors).
-        return replace(estimate, weights=estimate.weights + entry.mmproj_size)
-
-    def _free_for(self, entry: ModelEntry, params: LoadParams) -> tuple[int, str]:
-        """Free bytes where this model's weights go: VRAM when layers are offloaded to an
-        NVIDIA GPU, else RAM."""
-        budget = self._probe.budget()
-        gpu_layers = launch_spec(self._settings, entry, entry.path, Role.CHAT, 0, params)
-        offloaded = gpu_layers.n_gpu_layers not in (None, 0)
-        if offloaded and budget.vram_free is not None:
-            return budget.vram_free, "VRAM"
-        return budget.ram_available, "RAM"
+        return self._placer.estimate(entry, params)
 
     def fits_beside(self, model: ManagedModel, entry: ModelEntry, params: LoadParams) -> bool:
-        free, _ = self._free_for(entry, params)
-        return self.estimate(entry, params).total <= free
+        """Whether a second child for ``entry`` fits beside the model's current one. Children
+        of the same file share its mmapped weights in RAM (one copy in the page cache)."""
+        same_file = model.serving() is not None and not _changed(model.entry, entry)
+        return self._placer.memory_fit(entry, params, shares_weights=same_file).fits
 
     async def make_room(self, model: ManagedModel, entry: ModelEntry, params: LoadParams) -> None:
         """Evict least-recently-used idle models until ``entry`` fits the memory budget and
         the maximum count of loaded models; never a busy or pinned one."""
-        need = self.estimate(entry, params).total
         while True:
             others = [m for m in self.loaded() if m.entry.id != model.entry.id]
-            free, where = self._free_for(entry, params)
+            fit: MemoryFit = self._placer.memory_fit(entry, params)
             limit = self._settings.max_loaded_models
             too_many = limit is not None and len({m.entry.id for m in others}) >= limit
-            if need <= free and not too_many:
+            if fit.fits and not too_many:
                 return
             victim = self._least_recently_used(others)
             if victim is None:
                 reason = (
                     f"{len(others)} models loaded (max {limit})"
                     if too_many
-                    else f"{format_bytes(free)} {where} free"
+                    else f"{format_bytes(fit.free)} {fit.where} free"
                 )
                 raise InsufficientMemory(
-                    f"Model '{model.entry.id}' needs about {format_bytes(need)}; {reason}, and "
-                    "every loaded model is busy or pinned"
+                    f"Model '{model.entry.id}' needs about {format_bytes(fit.need)}; {reason}, "
+                    "and every loaded model is busy or pinned"
                 )
             LOG.info("evicting '%s' (least recently used) to load '%s'", victim.name, model.name)
             self._events.evicted(victim.entry.id)
@@ -192,15 +206,52 @@ class ModelManager:
         return min(idle, key=lambda m: m.backend.last_used if m.backend else 0.0, default=None)
 
     # -- ModelHost --------------------------------------------------------------------------------
-    async def start_child(self, entry: ModelEntry, role: Role, params: LoadParams) -> Backend:
+    async def start_child(
+        self, model: ManagedModel, entry: ModelEntry, params: LoadParams
+    ) -> Backend:
+        """Start a child for ``model`` where the plan puts it, after making way: running
+        children whose share shrinks are replaced first, those that only move are re-pinned."""
+        role = model.role
         started = time.monotonic()
         try:
-            backend = await self._starter.start(self._settings, entry, role, params)
+            placement = self._placer.place(model, entry, params, self._models.values())
+            await self._make_way(model)
+            backend = await self._starter.start(self._settings, entry, role, params, placement)
+            for _ in range(STALE_PLAN_RESTARTS):
+                # Another child started meanwhile and changed the plan: this one has served
+                # nothing yet, so starting it again costs a load and no request.
+                fresh = self._placer.place(model, entry, params, self._models.values())
+                if fresh.threads == placement.threads:
+                    break
+                await backend.process.stop(self._settings.stop_grace_s)
+                placement = fresh
+                backend = await self._starter.start(self._settings, entry, role, params, fresh)
         except Exception:
             self._events.load_finished(entry.id, role, time.monotonic() - started, ok=False)
             raise
+        finally:
+            self._replan.set()
         self._events.load_finished(entry.id, role, time.monotonic() - started, ok=True)
         return backend
+
+    async def _make_way(self, starting: ManagedModel) -> None:
+        """Bring the other running children in line with the plan that counts ``starting``,
+        so that it never starts on cores another child's threads still claim. A child in the
+        middle of its own load, swap or unload is left to the placement loop."""
+        if not self._placer.settings.place_children:
+            return
+        shares = self._placer.shares(
+            self._models.values(),
+            ChildDemand(starting.name, self._placer.asked_threads(starting.entry, starting.params)),
+        )
+        for other in list(self._models.values()):
+            share, backend = shares.get(other.name), other.serving()
+            if other is starting or share is None or backend is None or other.transitioning:
+                continue
+            if share.threads != backend.placement.threads:
+                await self._replace(other, share)
+            elif share.cpus != backend.placement.cpus and self._placer.cores.pinnable:
+                self._move(other, backend, share)
 
     def child_died(self, model: ManagedModel, restart: bool) -> None:
         """Pinned models (and children killed for not answering) come back by themselves,
@@ -234,6 +285,8 @@ class ModelManager:
                 self.spawn(self._preload(entry), f"preload:{entry.id}")
         self.spawn(self._liveness_loop(), "liveness")
         self.spawn(self._idle_loop(), "idle-unload")
+        if self._settings.place_children:
+            self.spawn(self._placement_loop(), "placement")
 
     async def _preload(self, entry: ModelEntry) -> None:
         try:
@@ -281,6 +334,54 @@ class ModelManager:
                     LOG.info("[%s] idle for %.0fs: unloading", model.name, now - backend.last_used)
                     await model.unload()
 
+    async def _placement_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._replan.wait(), PLACEMENT_CHECK_S)
+            self._replan.clear()
+            try:
+                await self.follow_plan()
+            except Exception:  # the loop must outlive any one child's trouble
+                LOG.exception("placement check failed")
+
+    async def follow_plan(self) -> None:
+        """Bring running children in line with the plan for the children running now: re-pin
+        those that only move, replace one whose thread count changes. One replacement per call;
+        the loop calls again at once, with the plan made afresh."""
+        if not self._placer.settings.place_children:
+            return
+        shares = self._placer.shares(self._models.values())
+        for model in list(self._models.values()):
+            backend, share = model.serving(), shares.get(model.name)
+            if backend is None or share is None or model.removed or model.transitioning:
+                continue
+            if share.threads != backend.placement.threads:
+                if await self._replace(model, share):
+                    self._replan.set()
+                    return
+            elif share.cpus != backend.placement.cpus and self._placer.cores.pinnable:
+                self._move(model, backend, share)
+
+    async def _replace(self, model: ManagedModel, share: CpuShare) -> bool:
+        now = time.monotonic()
+        failed = self._replace_failed.get(model.name)
+        if failed is not None and now - failed < REPLACE_BACKOFF_S:
+            return False
+        LOG.info("[%s] re-placing: %d threads on CPUs %s", model.name, share.threads,
+                 cpu_list(share.cpus))  # fmt: skip
+        try:
+            return await model.replace_child()
+        except SupervisorError as exc:
+            self._replace_failed[model.name] = now
+            LOG.warning("[%s] re-placing failed, its child serves on: %s", model.name, exc.message)
+            return False
+
+    @staticmethod
+    def _move(model: ManagedModel, backend: Backend, share: CpuShare) -> None:
+        if backend.process.pin(share.cpus):
+            backend.placement = replace(backend.placement, cpus=share.cpus, shared=share.shared)
+            LOG.info("[%s] moved to CPUs %s", model.name, cpu_list(share.cpus))
+
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
@@ -293,6 +394,7 @@ class ModelManager:
         demand (or now, if pinned or preloaded); the caller, which knows the previous
         registry, reports them."""
         self._settings = settings
+        self._placer = self._make_placer(settings)
         by_id = {e.id: e for e in entries}
         report: dict[str, list[str]] = {"swapped": [], "unloaded": [], "added": []}
         for (model_id, role), model in list(self._models.items()):

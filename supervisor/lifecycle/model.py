@@ -42,7 +42,9 @@ class ModelHost(Protocol):
     def settings(self) -> Settings: ...
     @property
     def events(self) -> LifecycleEvents: ...
-    async def start_child(self, entry: ModelEntry, role: Role, params: LoadParams) -> Backend: ...
+    async def start_child(
+        self, model: ManagedModel, entry: ModelEntry, params: LoadParams
+    ) -> Backend: ...
     async def make_room(
         self, model: ManagedModel, entry: ModelEntry, params: LoadParams
     ) -> None: ...
@@ -198,7 +200,7 @@ class ManagedModel:
         self._set(ModelState.LOADING)
         try:
             await self._host.make_room(self, entry, params)
-            backend = await self._host.start_child(entry, self.role, params)
+            backend = await self._host.start_child(self, entry, params)
         except BaseException as exc:
             # Shown on the model routes: no host paths (the log has the error whole).
             self.last_error = redact_paths(
@@ -253,6 +255,23 @@ class ManagedModel:
         self._host.events.swapped(self.entry.id, self.role, report.mode, report.seconds)
         return report
 
+    @property
+    def transitioning(self) -> bool:
+        """Whether a load, unload, swap or replacement holds the model now."""
+        return self._lock.locked()
+
+    async def replace_child(self) -> bool:
+        """Drain the child (new requests wait), stop it, and start the model again with the
+        placement planned now (see ``lifecycle/placer.py`` for why never beside itself). Only
+        while the model serves; True if it was replaced. If the new child fails to start, the
+        old settings are started again and the error raised."""
+        async with self._lock:
+            old = self.serving()
+            if old is None or self.removed:
+                return False
+            await self._swap_stop_start(old, self.entry, self.params, time.monotonic())
+            return True
+
     async def _swap(self, entry: ModelEntry, params: LoadParams | None) -> SwapReport:
         """Replace the child with one for ``entry`` (a new file version) and ``params``.
 
@@ -270,7 +289,7 @@ class ManagedModel:
                 backend = await self._start_as_current(entry, params)
                 return SwapReport("load", time.monotonic() - started, backend)
             if self._host.fits_beside(self, entry, params):
-                backend = await self._host.start_child(entry, self.role, params)
+                backend = await self._host.start_child(self, entry, params)
                 self.entry, self.params, self.backend = entry, params, backend
                 self._spawn(self._watch(backend), f"watch:{self.name}")
                 self._wake()

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..errors import IllegalTransition
+from ..placement.plan import Placement
 
 
 class ModelState(StrEnum):
@@ -70,3 +71,5 @@ class ModelStatus:
     queued: int = 0
     embedding_state: ModelState = ModelState.UNLOADED
     rerank_state: ModelState = ModelState.UNLOADED  # of the child serving /v1/rerank
+    placements: dict[str, Placement] = field(default_factory=dict)  # running children, by role
+    pids: dict[str, int] = field(default_factory=dict)  # running children's pids, by role

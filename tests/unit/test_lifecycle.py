@@ -44,7 +44,11 @@ def manager(
     memory: MemoryProbe | None = None,
     **overrides: object,
 ) -> ModelManager:
-    defaults: dict[str, object] = {"parallel": 1, "stop_grace_s": 1.0, "drain_timeout_s": 5.0}
+    # Placement (which may restart a child when another starts) has its own tests:
+    # test_placement_lifecycle.py.
+    defaults: dict[str, object] = {
+        "parallel": 1, "stop_grace_s": 1.0, "drain_timeout_s": 5.0, "place_children": False,
+    }  # fmt: skip
     settings = Settings(llama_server=Path(sys.executable), **(defaults | overrides))  # type: ignore[arg-type]
     return ModelManager(settings, ChildStarter(client, factory), memory or probe(), client)
 

@@ -208,6 +208,7 @@ def fake_pynvml(calls: list[str], fail_init: bool = False) -> SimpleNamespace:
         nvmlDeviceGetHandleByIndex=lambda index: index,
         nvmlDeviceGetName=lambda handle: b"H100" if handle == 0 else "H200",
         nvmlDeviceGetMemoryInfo=lambda handle: memory,
+        nvmlDeviceGetUUID=lambda handle: b"GPU-aaaa" if handle == 0 else "GPU-bbbb",
     )
 
 
@@ -217,9 +218,9 @@ def test_read_nvidia_gpus_with_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
 
     gpus = read_nvidia_gpus()
 
-    assert [(gpu.index, gpu.name, gpu.free) for gpu in gpus] == [
-        (0, "H100", 79 * 1024**3),
-        (1, "H200", 79 * 1024**3),
+    assert [(gpu.index, gpu.name, gpu.free, gpu.uuid) for gpu in gpus] == [
+        (0, "H100", 79 * 1024**3, "GPU-aaaa"),  # older releases answer bytes
+        (1, "H200", 79 * 1024**3, "GPU-bbbb"),
     ]
     assert calls == ["init", "shutdown"]
 
