@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .admin_client import LogLine
+from .placement.cores import cpu_list
 
 STATUS_STYLES = {
     "loaded": "green",
@@ -91,10 +92,9 @@ def models_table(listing: dict[str, Any]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     # On a narrow terminal the model name folds; the short columns stay whole.
     table.add_column("MODEL", overflow="fold", ratio=1)
-    for name in ("STATUS", "SIZE", "ARCH", "CTX", "PID", "MEMORY", "ACTIVE/QUEUED"):
-        table.add_column(
-            name, no_wrap=True, justify="left" if name in ("STATUS", "ARCH") else "right"
-        )
+    left = ("STATUS", "ARCH", "THREADS@CPUS")
+    for name in ("STATUS", "SIZE", "ARCH", "CTX", "PID", "MEMORY", "ACTIVE/QUEUED", left[2]):
+        table.add_column(name, no_wrap=True, justify="left" if name in left else "right")
     for model in listing.get("available_models") or []:
         model_id = str(model.get("id", "?"))
         meta = model.get("metadata") or {}
@@ -112,8 +112,69 @@ def models_table(listing: dict[str, Any]) -> Table:
             _or_none(state.get("pid")),
             _memory(state) if state else NONE,
             busy,
+            _threads_at_cpus(state.get("children") or []),
         )
     return table
+
+
+def _threads_at_cpus(children: list[dict[str, Any]]) -> str:
+    """Each running child as ``threads@CPUs`` (``2@0-1``; threads alone when not pinned,
+    ``auto`` for llama.cpp's default), the chat child first and bare, the others named:
+    ``2@0-1, embedding 1@2``."""
+    shown = []
+    for child in children:
+        threads = child.get("threads")
+        where = "auto" if threads is None else str(threads)
+        if cpus := _cpus(child):
+            where += f"@{cpus}"
+        role = child.get("role")
+        shown.append(where if role == "chat" else f"{role} {where}")
+    return ", ".join(shown) or NONE
+
+
+def _cpus(child: dict[str, Any]) -> str:
+    cpus = child.get("cpus") or []
+    return cpu_list([int(cpu) for cpu in cpus])
+
+
+def child_line(child: dict[str, Any]) -> str:
+    """One running child for ``models status``: ``chat[4242] 2 threads on CPUs 0-1, poll
+    default, RAM``."""
+    pid = child.get("pid")
+    threads = child.get("threads")
+    count = "default threads" if threads is None else _counted(threads, "thread")
+    cpus = _cpus(child)
+    where = f" on {_named(len(child.get('cpus') or []), 'CPU')} {cpus}" if cpus else ", unpinned"
+    shared = " (shared)" if child.get("shared") else ""
+    poll = child.get("poll")
+    parts = [
+        f"{child.get('role', '?')}[{NONE if pid is None else pid}] {count}{where}{shared}",
+        f"poll {'default' if poll is None else poll}",
+    ]
+    if child.get("memory"):
+        parts.append(str(child["memory"]) + _gpus(child))
+    return ", ".join(parts)
+
+
+def _gpus(child: dict[str, Any]) -> str:
+    """`` on GPU 0 (NVIDIA H200)``; several with their ``--tensor-split``."""
+    gpus = child.get("gpus") or []
+    if not gpus:
+        return ""
+    named = ", ".join(f"{gpu.get('index')} ({gpu.get('name')})" for gpu in gpus)
+    text = f" on {_named(len(gpus), 'GPU')} {named}"
+    split = child.get("tensor_split") or []
+    if split:
+        text += ", tensor split " + ",".join(str(part) for part in split)
+    return text
+
+
+def _named(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
+
+
+def _counted(count: int, word: str) -> str:
+    return f"{count} {_named(count, word)}"
 
 
 def model_details(info: dict[str, Any]) -> Table:
@@ -143,6 +204,8 @@ def model_details(info: dict[str, Any]) -> Table:
         ("tokens processed", _or_none(performance.get("tokens_processed"))),
         ("average speed", f"{float(performance.get('average_speed') or 0):.1f} tokens/s"),
     ]
+    for index, child in enumerate(state.get("children") or []):
+        rows.append(("children" if index == 0 else "", Text(child_line(child))))
     if state.get("exit_code") is not None:
         rows.append(("exit code", str(state["exit_code"])))
     if state.get("last_error"):

@@ -9,6 +9,7 @@ import psutil  # type: ignore[import-untyped]
 
 from .dialects.api_v2 import iso
 from .memory import MemoryProbe
+from .placement.cores import HostCores
 
 MiB = 1024 * 1024
 
@@ -25,9 +26,10 @@ def format_uptime(seconds: float) -> str:
     return " ".join(parts)
 
 
-def system_metrics(probe: MemoryProbe) -> dict[str, Any]:
-    """Seed 001's /api/v2/metrics body. CPU utilisation is since the previous call
-    (psutil's non-blocking form), so the first call after start-up may read 0."""
+def system_metrics(probe: MemoryProbe, cores: HostCores) -> dict[str, Any]:
+    """Seed 001's /api/v2/metrics body, plus the ``cores`` the gateway shares out among its
+    children. CPU utilisation is since the previous call (psutil's non-blocking form), so the
+    first call after start-up may read 0."""
     frequency = psutil.cpu_freq()
     memory = psutil.virtual_memory()
     gpus = probe.gpus()
@@ -52,6 +54,11 @@ def system_metrics(probe: MemoryProbe) -> dict[str, Any]:
                 "current": round(frequency.current) if frequency else None,
                 "min": round(frequency.min) if frequency else None,
                 "max": round(frequency.max) if frequency else None,
+            },
+            "for_children": {
+                "cpus": list(cores.cpus),
+                "pinnable": cores.pinnable,
+                "source": cores.source,
             },
         },
         "memory": {

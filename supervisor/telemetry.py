@@ -1,9 +1,10 @@
 """Prometheus metrics (``GET /metrics``): one registry per app, never the global one.
 
 Requests are observed by a pure-ASGI middleware (Starlette's BaseHTTPMiddleware would
-re-buffer streams and hide disconnects); model states, queues and in-flight requests are read
-from the model manager at scrape time; lifecycle counters arrive as ``LifecycleEvents``; and
-tokens are counted from llama-server's ``usage`` or ``timings`` by ``TokenMeter``s.
+re-buffer streams and hide disconnects); model states, queues, in-flight requests and each
+running child's placement are read from the model manager at scrape time; lifecycle counters
+arrive as ``LifecycleEvents``; and tokens are counted from llama-server's ``usage`` or
+``timings`` by ``TokenMeter``s.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .backends.argv import Role
 from .lifecycle.model import ManagedModel
 from .lifecycle.state import ModelState
+from .placement.cores import cpu_list
 from .tokens import TokenMeter, answer_tokens
 
 PREFIX = "llama_supervisor_"
@@ -223,7 +225,8 @@ class _ModelsCollector:
         return iter(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        state, queued, in_flight, loaded = families = self._families()
+        families = self._families()
+        state, queued, in_flight, loaded = families[:4]
         loaded_ids: set[str] = set()
         for model in self._models():
             labels = [model.entry.id, model.role.value]
@@ -234,8 +237,26 @@ class _ModelsCollector:
             in_flight.add_metric(labels, backend.in_flight if backend else 0)
             if backend is not None:
                 loaded_ids.add(model.entry.id)
+            self._add_placement(families[4:], model, labels)
         loaded.add_metric([], len(loaded_ids))
         return iter(families)
+
+    @staticmethod
+    def _add_placement(
+        families: tuple[GaugeMetricFamily, ...], model: ManagedModel, labels: list[str]
+    ) -> None:
+        """The serving child's threads, CPUs and GPUs; a child that stopped has no series."""
+        backend = model.serving()
+        if backend is None:
+            return
+        threads, cpus, info = families
+        placement = backend.placement
+        if placement.threads is not None:
+            threads.add_metric(labels, placement.threads)
+        cpus.add_metric(labels, len(placement.cpus))
+        gpus = ",".join(str(gpu.index) for gpu in placement.gpus)
+        memory = placement.memory.where if placement.memory else ""
+        info.add_metric([*labels, cpu_list(placement.cpus), gpus, memory], 1.0)
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, ...]:
@@ -251,6 +272,22 @@ class _ModelsCollector:
             gauge("queue_depth", "Requests waiting for a free slot", ["model", "role"]),
             gauge("in_flight_requests", "Requests on the model's current child", ["model", "role"]),
             gauge("models_loaded", "Models with a running child", []),
+            gauge(
+                "child_threads",
+                "--threads of the model's running child (absent: llama.cpp's default)",
+                ["model", "role"],
+            ),
+            gauge(
+                "child_cpus",
+                "Logical CPUs the model's running child is pinned to (0: not pinned)",
+                ["model", "role"],
+            ),
+            gauge(
+                "child_placement_info",
+                "1 per running child: its CPUs (as 0-3,6), NVIDIA GPU indices and where its "
+                "memory goes (RAM or VRAM)",
+                ["model", "role", "cpus", "gpus", "memory"],
+            ),
         )
 
 

@@ -3,7 +3,8 @@
 Seed 001 names models by file name, so every id here is ``ModelEntry.file_name``. Its status
 words are "loaded" (our READY) and, for info, "unloaded"; any other lifecycle state is shown as
 its own value ("loading", "draining", "stopping", "failed"). Each model also carries our
-extension key ``"state"`` with the full status snapshot operators need.
+extension key ``"state"`` with the full status snapshot operators need, its running children's
+placement (threads, CPUs, polling, GPUs) included.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from ..errors import BadRequest
 from ..lifecycle.state import LoadParams, ModelState, ModelStatus
 from ..memory import format_bytes
+from ..placement.plan import Placement
 from ..registry import ModelEntry
 
 # (key, minimum) for seed 001's integer load parameters; -1 GPU layers means "all".
@@ -86,6 +88,32 @@ def state_details(status: ModelStatus) -> dict[str, Any]:
         "rerank_state": status.rerank_state.value,
         "path": status.path.name,  # the file, not where the host keeps it
         "params": params_dict(status.params),
+        "children": children(status),
+    }
+
+
+def children(status: ModelStatus) -> list[dict[str, Any]]:
+    """Each running child of the model (chat, embedding, rerank) and where it runs."""
+    return [
+        child_placement(role, placement, status.pids.get(role))
+        for role, placement in status.placements.items()
+    ]
+
+
+def child_placement(role: str, placement: Placement, pid: int | None) -> dict[str, Any]:
+    """One child's threads, CPUs, polling and memory. GPUs by NVML index and name (as
+    ``nvidia-smi`` lists them); a split across several GPUs in their free MiB."""
+    memory = placement.memory
+    return {
+        "role": role,
+        "pid": pid,
+        "threads": placement.threads,
+        "cpus": list(placement.cpus),
+        "shared": placement.shared,
+        "poll": placement.poll,
+        "memory": memory.where if memory else None,
+        "gpus": [{"index": gpu.index, "name": gpu.name} for gpu in placement.gpus],
+        "tensor_split": list(memory.tensor_split) if memory else [],
     }
 
 

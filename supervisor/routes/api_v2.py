@@ -166,8 +166,10 @@ async def chat_stream(request: Request, model_id: str) -> Response:
 
 @router.get("/metrics", summary="System metrics", responses=replies(Metrics))
 async def metrics(request: Request) -> dict[str, Any]:
-    """CPU, memory and GPU figures of the host (seed 001)."""
-    return system_metrics(gateway(request).probe)
+    """CPU, memory and GPU figures of the host (seed 001), and the cores the gateway shares
+    out among its children."""
+    gw = gateway(request)
+    return system_metrics(gw.probe, gw.manager.placer.cores)
 
 
 @router.get("/health", summary="Health", responses=replies(V2Health))

@@ -55,5 +55,5 @@ async def stats(request: Request) -> dict[str, Any]:
                 for s in statuses
             ],
         },
-        "system": system_metrics(gw.probe),
+        "system": system_metrics(gw.probe, gw.manager.placer.cores),
     }

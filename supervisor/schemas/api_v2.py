@@ -53,6 +53,29 @@ class V2ModelSummary(BaseModel):
     )
 
 
+class V2Gpu(BaseModel):
+    index: int = Field(description="The GPU's NVML index, as nvidia-smi lists it")
+    name: str
+
+
+class V2Child(BaseModel):
+    """Where one running child of the model runs (issue 17's placement)."""
+
+    role: Literal["chat", "embedding", "rerank"]
+    pid: int | None = Field(description="The child's process id; null where not known")
+    threads: int | None = Field(description="--threads; null: llama.cpp's default")
+    cpus: list[int] = Field(description="Logical CPUs the child is pinned to; empty: not pinned")
+    shared: bool = Field(description="Shares a core with another busy child")
+    poll: int | None = Field(description="--poll; null: llama.cpp's default")
+    memory: Literal["RAM", "VRAM"] | None = Field(
+        description="Where its weights and KV cache go; null: not placed"
+    )
+    gpus: list[V2Gpu] = Field(description="The NVIDIA GPUs it uses; empty: none")
+    tensor_split: list[int] = Field(
+        description="--tensor-split across its GPUs (MiB free on each); empty with one GPU"
+    )
+
+
 class V2State(BaseModel):
     """Our extension: the full lifecycle snapshot of one model."""
 
@@ -76,6 +99,7 @@ class V2State(BaseModel):
     )
     path: str
     params: LoadParams
+    children: list[V2Child] = Field(description="The model's running children, chat first")
 
 
 class V2LoadedModel(BaseModel):
@@ -138,10 +162,19 @@ class V2ChatRequest(ForwardedBody):
     n_predict: int | None = Field(None, ge=-1, description="max_tokens: >= 1, or -1 (unlimited)")
 
 
+class ChildCores(BaseModel):
+    """The cores the gateway shares out among its llama-server children."""
+
+    cpus: list[int] = Field(description="Logical CPU ids, one per core children may use")
+    pinnable: bool = Field(description="Whether children are pinned to their CPUs")
+    source: str = Field(description="How they were found: affinity, cgroup quota, cpu_cores")
+
+
 class CpuMetrics(BaseModel):
     utilization: float
     cores: dict[str, int | None] = Field(description="physical, logical")
     frequency: dict[str, int | None] = Field(description="current, min, max (MHz)")
+    for_children: ChildCores
 
 
 class MemoryMetrics(BaseModel):

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from supervisor.app import create_app
 from supervisor.config import Settings
+from supervisor.memory import MemoryProbe
 
 MakeGGUF = Callable[..., Path]
 
@@ -71,6 +72,40 @@ def test_load_maps_seed_001_parameters_to_flags(client: TestClient, factory: Fak
     assert info["status"] == "loaded"
     assert info["state"]["params"]["n_ctx"] == 512
     assert info["state"]["pid"] == factory.made[-1].pid
+
+
+def test_each_running_child_shows_its_threads_cpus_and_memory(
+    models: Path, factory: FakeFactory, tmp_path: Path
+) -> None:
+    settings = Settings(
+        models_dirs=[models],
+        llama_server=Path(sys.executable),
+        data_dir=tmp_path / "data",
+        cpu_cores=1,
+    )
+    app = create_app(settings, factory=factory, probe=MemoryProbe(gpu_reader=list))
+    with TestClient(app) as client:
+        shared_out = client.get("/api/v2/metrics").json()["cpu"]["for_children"]
+        assert len(shared_out["cpus"]) == 1 and "cpu_cores 1" in shared_out["source"]
+        assert client.post("/api/v2/models/tiny.Q4_1/load").status_code == 200
+        children = client.get("/api/v2/models/tiny.Q4_1.gguf").json()["state"]["children"]
+        assert children == [
+            {
+                "role": "chat",
+                "pid": factory.made[-1].pid,
+                "threads": 1,  # alone on the one core it may use
+                "cpus": shared_out["cpus"] if shared_out["pinnable"] else [],
+                "shared": False,
+                "poll": None,
+                "memory": "RAM",
+                "gpus": [],
+                "tensor_split": [],
+            }
+        ]
+        listed = client.get("/api/v2/models").json()["loaded_models"]
+        assert listed["tiny.Q4_1.gguf"]["state"]["children"] == children
+        client.post("/api/v2/models/tiny.Q4_1/unload")
+        assert client.get("/api/v2/models/tiny.Q4_1").json()["state"]["children"] == []
 
 
 def test_bad_load_parameters_are_400s_in_the_openai_envelope(client: TestClient) -> None:

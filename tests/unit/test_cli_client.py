@@ -35,6 +35,11 @@ LISTING = {
                 "rss_bytes": 300 * 1024**2,
                 "in_flight": 1,
                 "queued": 2,
+                "children": [
+                    {"role": "chat", "pid": 4242, "threads": 2, "cpus": [0, 1]},
+                    {"role": "embedding", "pid": None, "threads": 1, "cpus": [3]},
+                    {"role": "rerank", "pid": None, "threads": None, "cpus": []},
+                ],
             },
         }
     },
@@ -72,6 +77,7 @@ def test_models_list_prints_a_table(
     assert "tiny.gguf" in out and "other.gguf" in out
     assert "loaded" in out and "unloaded" in out
     assert "4242" in out and "300.0MB" in out and "98.0MB" in out and "1/2" in out
+    assert "THREADS@CPUS" in out and "2@0-1, embedding 1@3, rerank auto" in out
 
 
 def test_json_prints_the_gateways_answer(
@@ -91,6 +97,30 @@ def test_models_status_shows_the_last_error(
     assert "failed" in out and "/srv/models/tiny.gguf" in out
     assert "[error] bad magic" in out  # brackets are text, not rich markup
     assert "n_ctx=512" in out
+
+
+def test_models_status_shows_a_line_per_child(
+    gateway: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gpus = [{"index": 0, "name": "NVIDIA H200"}, {"index": 1, "name": "NVIDIA H200"}]
+    children = [
+        {"role": "chat", "pid": 4242, "threads": 2, "cpus": [0, 1, 2, 5], "shared": False,
+         "poll": None, "memory": "VRAM", "gpus": gpus, "tensor_split": [70000, 50000]},
+        {"role": "embedding", "pid": 4243, "threads": 1, "cpus": [3], "shared": True,
+         "poll": 0, "memory": "RAM", "gpus": [], "tensor_split": []},
+        {"role": "rerank", "pid": None, "threads": None, "cpus": [], "shared": False,
+         "poll": None, "memory": None, "gpus": [], "tensor_split": []},
+    ]  # fmt: skip
+    info = {**INFO, "status": "loaded", "state": {"state": "ready", "children": children}}
+    gateway.get("/api/v2/models/tiny").respond(json=info)
+    assert main(["models", "status", "tiny", *CLIENT]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert (
+        "children          chat[4242] 2 threads on CPUs 0-2,5, poll default, VRAM on GPUs "
+        "0 (NVIDIA H200), 1 (NVIDIA H200), tensor split 70000,50000"
+    ) in lines
+    assert "embedding[4243] 1 thread on CPU 3 (shared), poll 0, RAM" in lines
+    assert "rerank[-] default threads, unpinned, poll default" in lines
 
 
 def test_the_url_and_key_come_from_the_environment(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,11 +10,14 @@ from supervisor.dialects import api_v2
 from supervisor.errors import BadRequest
 from supervisor.gguf_meta import GGUFInfo
 from supervisor.lifecycle.state import LoadParams, ModelState, ModelStatus
+from supervisor.memory import GpuInfo
+from supervisor.placement.plan import MemoryFit, Placement
 from supervisor.registry import ModelEntry
 
 MODIFIED = 1705314600.0  # 2024-01-15T10:30:00Z
 LOADED_AT = 1705320000.75  # 2024-01-15T12:00:00Z (fractions are dropped)
 PATH = Path("/models/llama-2-7b-chat.gguf")
+MiB = 1024**2
 
 INFO = GGUFInfo(
     architecture="llama",
@@ -71,6 +75,8 @@ READY = ModelStatus(
     restart_count=1,
     in_flight=2,
     queued=3,
+    placements={"chat": Placement(threads=2, cpus=(0, 1), memory=MemoryFit(10, 20, "RAM"))},
+    pids={"chat": 4242},
 )
 UNLOADED = ModelStatus(id="tiny", path=Path("/models/tiny.gguf"), state=ModelState.UNLOADED)
 
@@ -103,6 +109,19 @@ READY_DETAILS: dict[str, Any] = {
     "rerank_state": "unloaded",
     "path": "llama-2-7b-chat.gguf",  # the file name: no host paths for clients
     "params": {"n_ctx": 2048, "use_mlock": False},
+    "children": [
+        {
+            "role": "chat",
+            "pid": 4242,
+            "threads": 2,
+            "cpus": [0, 1],
+            "shared": False,
+            "poll": None,
+            "memory": "RAM",
+            "gpus": [],
+            "tensor_split": [],
+        }
+    ],
 }
 
 
@@ -138,7 +157,50 @@ def test_state_details_lists_every_status_field() -> None:
         "rerank_state": "unloaded",
         "path": "tiny.gguf",
         "params": {},
+        "children": [],
     }
+
+
+def test_each_running_child_shows_its_threads_cpus_and_gpus() -> None:
+    gpus = tuple(
+        GpuInfo(index, "NVIDIA H200", total=140_000 * MiB, used=0, free=free * MiB,
+                uuid=f"GPU-{index}")
+        for index, free in ((0, 70_000), (1, 50_000))
+    )  # fmt: skip
+    vram = MemoryFit(100 * MiB, 120_000 * MiB, "VRAM", gpus, (70_000, 50_000))
+    status = dataclasses.replace(
+        READY,
+        placements={
+            "chat": Placement(threads=1, cpus=(0,), shared=True, poll=0, memory=vram),
+            "embedding": Placement(threads=None),
+        },
+        pids={"chat": 4242, "embedding": 4243},
+    )
+    assert api_v2.state_details(status)["children"] == [
+        {
+            "role": "chat",
+            "pid": 4242,
+            "threads": 1,
+            "cpus": [0],
+            "shared": True,
+            "poll": 0,
+            "memory": "VRAM",
+            # by NVML index and name: never a UUID or a host path
+            "gpus": [{"index": 0, "name": "NVIDIA H200"}, {"index": 1, "name": "NVIDIA H200"}],
+            "tensor_split": [70_000, 50_000],
+        },
+        {
+            "role": "embedding",
+            "pid": 4243,
+            "threads": None,
+            "cpus": [],
+            "shared": False,
+            "poll": None,
+            "memory": None,
+            "gpus": [],
+            "tensor_split": [],
+        },
+    ]
 
 
 def test_state_details_shows_memory_in_human_units() -> None:

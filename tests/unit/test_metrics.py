@@ -6,8 +6,10 @@ import pytest
 
 from supervisor.memory import GpuInfo, MemoryProbe
 from supervisor.metrics import format_uptime, health_v2, system_metrics
+from supervisor.placement.cores import HostCores
 
 MiB = 1024 * 1024
+CORES = HostCores((0, 2), pinnable=True, source="affinity 0-3, 2 physical")
 
 
 @pytest.mark.parametrize(
@@ -20,9 +22,9 @@ def test_uptime_reads_like_seed_001(seconds: float, text: str) -> None:
 
 
 def test_system_metrics_have_seed_001s_shape_without_a_gpu() -> None:
-    body = system_metrics(MemoryProbe(gpu_reader=list))
+    body = system_metrics(MemoryProbe(gpu_reader=list), CORES)
     assert set(body) == {"cpu", "memory", "gpu", "timestamp"}
-    assert set(body["cpu"]) == {"utilization", "cores", "frequency"}
+    assert set(body["cpu"]) == {"utilization", "cores", "frequency", "for_children"}
     assert body["cpu"]["cores"]["logical"] >= 1
     assert set(body["memory"]) == {"total_mb", "available_mb", "used_mb", "percent"}
     assert body["memory"]["total_mb"] >= body["memory"]["available_mb"] > 0
@@ -34,11 +36,21 @@ def test_gpu_memory_is_reported_when_a_gpu_is_there() -> None:
     gpu = GpuInfo(index=0, name="NVIDIA H100", total=80_000 * MiB, used=20_000 * MiB,
                   free=60_000 * MiB)  # fmt: skip
     memory = SimpleNamespace(total=0, available=0)
-    body = system_metrics(MemoryProbe(virtual_memory=lambda: memory, gpu_reader=lambda: [gpu]))
+    probe = MemoryProbe(virtual_memory=lambda: memory, gpu_reader=lambda: [gpu])
+    body = system_metrics(probe, CORES)
     assert body["gpu"] == {
         "available": True,
         "name": "NVIDIA H100",
         "memory": {"total_mb": 80_000, "used_mb": 20_000, "percent": 25.0},
+    }
+
+
+def test_the_cores_children_share_are_shown_with_how_they_were_found() -> None:
+    body = system_metrics(MemoryProbe(gpu_reader=list), CORES)
+    assert body["cpu"]["for_children"] == {
+        "cpus": [0, 2],
+        "pinnable": True,
+        "source": "affinity 0-3, 2 physical",
     }
 
 

@@ -10,18 +10,26 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
 from fake_child import Answer, FakeChild, Reply, Request, Stream
-from fakes import FakeFactory, Script
+from fakes import FakeFactory, FakeProcess, Script, make_entry
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.app import create_app
+from supervisor.backends.argv import ChildCommand, Role
+from supervisor.backends.child import Backend
 from supervisor.config import Settings
+from supervisor.lifecycle.model import ManagedModel, ModelHost
+from supervisor.lifecycle.state import LoadParams, ModelState
+from supervisor.memory import GpuInfo, MemoryProbe
+from supervisor.placement.plan import MemoryFit, Placement
+from supervisor.telemetry import Telemetry
 from supervisor.tokens import TokenMeter, answer_tokens, scan_tokens
 
 MODEL = "tiny.Q4_1"
@@ -226,6 +234,59 @@ async def test_queue_depth_and_in_flight_are_read_at_scrape_time(
         samples = parse((await http.get("/metrics")).text)
         assert value(samples, "llama_supervisor_queue_depth", model=MODEL) == 0
         assert value(samples, "llama_supervisor_in_flight_requests", model=MODEL) == 0
+
+
+CHILD_METRICS = (
+    "llama_supervisor_child_threads",
+    "llama_supervisor_child_cpus",
+    "llama_supervisor_child_placement_info",
+)
+
+
+def test_each_running_childs_placement_is_read_at_scrape_time(
+    tmp_path: Path, make_gguf: MakeGGUF
+) -> None:
+    make_gguf(f"models/{MODEL}.gguf")
+    app = create_app(
+        settings(tmp_path, cpu_cores=1), factory=FakeFactory(), probe=MemoryProbe(gpu_reader=list)
+    )
+    with TestClient(app) as client:
+        assert not [s for s in scrape(client) if s[0] in CHILD_METRICS]
+        assert client.post(f"/api/v2/models/{MODEL}/load").status_code == 200
+        cores = client.get("/api/v2/metrics").json()["cpu"]["for_children"]
+        pinned = cores["cpus"] if cores["pinnable"] else []  # one CPU (cpu_cores=1), or none
+        samples = scrape(client)
+        labels = {"model": MODEL, "role": "chat"}
+        assert value(samples, "llama_supervisor_child_threads", **labels) == 1
+        assert value(samples, "llama_supervisor_child_cpus", **labels) == len(pinned)
+        info = [labels for n, labels, v in samples if n == CHILD_METRICS[2] and v == 1]
+        cpus = ",".join(str(cpu) for cpu in pinned)
+        assert info == [{"model": MODEL, "role": "chat", "cpus": cpus, "gpus": "", "memory": "RAM"}]
+        assert client.post(f"/api/v2/models/{MODEL}/unload").status_code == 200
+        assert not [s for s in scrape(client) if s[0] in CHILD_METRICS]  # no stale child
+
+
+@pytest.mark.anyio
+async def test_a_childs_gpus_and_cpu_list_are_labels_of_its_placement_info() -> None:
+    gpus = tuple(GpuInfo(i, "NVIDIA H200", 0, 0, 0, uuid=f"GPU-{i}") for i in (0, 1))
+    placement = Placement(3, (0, 1, 3), memory=MemoryFit(1, 2, "VRAM", gpus, (7, 5)))
+    entry = make_entry(pooling_type=1)
+    process = FakeProcess("tiny#embedding", ChildCommand([]), "", Script())
+    await process.start()
+    model = ManagedModel(entry, Role.EMBEDDING, cast(ModelHost, SimpleNamespace()))
+    model.state = ModelState.READY
+    model.backend = Backend(entry, Role.EMBEDDING, process, 1, 1, LoadParams(), 0.1,
+                            placement=placement)  # fmt: skip
+    telemetry = Telemetry()
+    telemetry.watch(lambda: [model])
+    samples = parse(telemetry.exposition().decode())
+    labels = {"model": entry.id, "role": "embedding"}
+    assert value(samples, "llama_supervisor_child_threads", **labels) == 3
+    assert value(samples, "llama_supervisor_child_cpus", **labels) == 3
+    info = labels | {"cpus": "0-1,3", "gpus": "0,1", "memory": "VRAM"}
+    assert value(samples, "llama_supervisor_child_placement_info", **info) == 1
+    process.die(1)  # a dead child shows no placement, even before its model notices
+    assert not [s for s in parse(telemetry.exposition().decode()) if s[0] in CHILD_METRICS]
 
 
 @contextlib.asynccontextmanager
