@@ -25,6 +25,8 @@ from .sse import EventKind, SSEScanner, classify
 REQUEST_TIMEOUT_S = 300.0
 # Raised before any byte of an answer arrived: the request never reached a live handler.
 STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# What a whole (non-streamed) answer holds: chat and completions, native, embeddings.
+ANSWER_KEYS = (b'"choices"', b'"content"', b'"embedding"')
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Outcome:
     error: str | None = None
     disconnect: str | None = None
     retried: bool = False
+    retry_after: str | None = None  # the Retry-After header of an error answer, if any
 
 
 @dataclass
@@ -266,11 +269,12 @@ async def _exchange(
             if response.status_code >= 400:
                 await response.aread()
                 outcome.error = f"http {response.status_code}"
+                outcome.retry_after = response.headers.get("retry-after")
             elif stream:
                 await _read_stream(response, started, outcome)
             else:
                 body = await response.aread()
-                if b'"choices"' not in body and b'"content"' not in body:
+                if not any(key in body for key in ANSWER_KEYS):
                     outcome.error = "malformed answer"
         finally:
             await response.aclose()

@@ -5,6 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .markdown import counts as _counts
+from .markdown import num as _f
+from .markdown import spread as _spread
+from .markdown import table as _table
+from .markdown import verdict_cell as _pass
+from .several_report import several_section, standalone_header
+
 TARGET_ORDER = ("direct", "router", "nginx", "gateway")
 MACHINE_LABELS = {
     "cpu": "CPU",
@@ -97,6 +104,7 @@ METHOD = """\
 ```bash
 make bench          # the full run: rewrites this file and bench/results/latest.json
 make bench-quick    # a few minutes with smaller counts; prints the report
+.venv/bin/python -m bench --only several    # the several-models phase alone: about 6 minutes
 .venv/bin/python -m bench --help    # --rounds, --requests, --threads, --model, --no-relay, ...
 ```
 
@@ -107,6 +115,14 @@ cached. `--keep` keeps the work directory with every process's log.
 
 def render(results: Mapping[str, Any]) -> str:
     meta, summary, raw = results["meta"], results["summary"], results["raw"]
+    several = (
+        several_section(summary["several"], raw["several"], meta["several"])
+        if "several" in summary
+        else ""
+    )
+    if "latency" not in summary:  # the several-models phase alone (--only several)
+        phases = _phases(raw.get("phases_s", {}))
+        return standalone_header(meta, _machine(meta), phases) + "\n" + several
     parts = [
         _header(meta, raw.get("phases_s", {})),
         _verdicts(summary["verdicts"]),
@@ -117,6 +133,7 @@ def render(results: Mapping[str, Any]) -> str:
         _gateway_process(summary["gateway"], summary.get("model_cpu_s_per_1k_tokens", {})),
         _cold(summary["cold_load_s"], summary["swap"]),
         _relay(summary["relay"], meta["plan"]),
+        several,
         METHOD,
     ]
     return "\n".join(part for part in parts if part)
@@ -124,9 +141,7 @@ def render(results: Mapping[str, Any]) -> str:
 
 def _header(meta: Mapping[str, Any], phases: Mapping[str, float]) -> str:
     settings, plan = meta["settings"], meta["plan"]
-    machine = _table(
-        ("", ""), [(MACHINE_LABELS.get(k, k), f"{v}") for k, v in meta["machine"].items()]
-    )
+    machine = _machine(meta)
     nginx = meta.get("nginx")
     nginx_line = (
         f"nginx: {nginx}, a reference for one extra proxy hop."
@@ -140,13 +155,19 @@ def _header(meta: Mapping[str, Any], phases: Mapping[str, float]) -> str:
     shared_line = (
         f"\nStreams sharing one llama-server, per side and round: {shared}." if shared else ""
     )
+    several_line = (
+        "; then several models on one machine, with settings of their own (Several models)"
+        if meta.get("several")
+        else ""
+    )
     return f"""\
 # Benchmarks
 
 <!-- Written by `python -m bench` (bench/report.py): rerun it rather than editing by hand. -->
 
 The gateway against a direct llama-server, llama-server's router mode and nginx in front of a
-llama-server, on the same model and settings, in one run; then against a zero-cost upstream.
+llama-server, on the same model and settings, in one run; then against a zero-cost
+upstream{several_line}.
 Latest run: {meta["date"]}, {meta["duration_s"] / 60:.1f} minutes:
 
 ```bash
@@ -168,6 +189,12 @@ Time taken: {_phases(phases)}.
 """
 
 
+def _machine(meta: Mapping[str, Any]) -> str:
+    return _table(
+        ("", ""), [(MACHINE_LABELS.get(k, k), f"{v}") for k, v in meta["machine"].items()]
+    )
+
+
 def _phases(phases: Mapping[str, float]) -> str:
     return "; ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items()) or "n/a"
 
@@ -175,12 +202,6 @@ def _phases(phases: Mapping[str, float]) -> str:
 def _verdicts(verdicts: Iterable[Mapping[str, Any]]) -> str:
     rows = [(v["target"], v["measured"], _pass(v["pass"])) for v in verdicts]
     return "## Targets (issue 6)\n\n" + _table(("target", "measured", "result"), rows)
-
-
-def _pass(value: bool | None) -> str:
-    if value is None:
-        return "not judged"
-    return "**pass**" if value else "**FAIL**"
 
 
 def _latency(latency: Mapping[str, Any]) -> str:
@@ -317,30 +338,5 @@ def _rank(name: str) -> tuple[int, str]:
     return (TARGET_ORDER.index(name) if name in TARGET_ORDER else len(TARGET_ORDER), name)
 
 
-def _counts(counts: Mapping[str, int]) -> str:
-    total = sum(counts.values())
-    if not total:
-        return "0"
-    return f"{total} (" + "; ".join(f"{k}: {v}" for k, v in counts.items()) + ")"
-
-
-def _f(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
-def _spread(values: list[float | None] | None, form: str) -> str:
-    """`` (low to high)`` over the rounds, when there are several."""
-    known = sorted(v for v in values or [] if v is not None)
-    if len(known) < 2:
-        return ""
-    return f" ({form.format(known[0])} to {form.format(known[-1])})"
-
-
 def _signed(value: float | None) -> str:
     return "" if value is None else f"{value:+.2f} ms"
-
-
-def _table(head: tuple[str, ...], rows: Iterable[tuple[object, ...]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from supervisor.backends.binary import find_llama_server
 from supervisor.config import default_cache_dir
 from supervisor.demo_model import fetch_demo_model
 
-from . import lifecycle, machine, targets
+from . import lifecycle, machine, several, targets
 from .meter import ProcessMeter
 from .nginx import find_nginx, start_nginx, version
 from .report import render
@@ -38,10 +38,17 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Measure the gateway against a direct llama-server, llama-server's "
         "router mode and nginx (where installed) on the same model and settings, and against "
-        "a zero-cost upstream.",
+        "a zero-cost upstream; then several models on one machine against llama-servers "
+        "started by hand.",
     )
-    parser.add_argument("--quick", action="store_true", help="small counts: about 3 minutes")
-    parser.add_argument("--rounds", type=int, help="rounds of every workload (medians over them)")
+    parser.add_argument("--quick", action="store_true", help="small counts: about 5 minutes")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of every workload (medians over them); the several-models references "
+        "that are not judged (llama.cpp's defaults and router mode with two models) run in the "
+        "first round only",
+    )
     parser.add_argument(
         "--requests", type=int, help="size of the gateway's error check (full: 10,000)"
     )
@@ -59,6 +66,21 @@ def _parser() -> argparse.ArgumentParser:
         "load generator and the relay under test have a core of their own)",
     )
     parser.add_argument("--no-relay", action="store_true", help="skip the zero-cost upstream")
+    parser.add_argument(
+        "--only",
+        choices=["several"],
+        help="several: run the several-models phase alone (two models at once, chat and "
+        "embeddings at once, one model alone; bench/several.py): about 6 minutes, 2 with "
+        "--quick; the report then has that section only. Its llama-servers have their own "
+        "settings (--parallel 4, 512 tokens of context per slot), whatever --parallel, "
+        "--ctx-size and --threads say",
+    )
+    parser.add_argument("--no-several", action="store_true", help="skip the several-models phase")
+    parser.add_argument(
+        "--several-seconds",
+        type=float,
+        help="each several-models setup's measured window (full: 15 s, quick: 8 s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     return parser
 
@@ -70,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, rounds=args.rounds, cold_repeats=min(plan.cold_repeats, args.rounds))
     if args.requests:
         plan = replace(plan, error_requests=args.requests)
+    several_plan = _several_plan(args)
+    main_phases = args.only != "several"
     workdir = Path(tempfile.mkdtemp(prefix="llama-bench-"))
     try:
         binary = find_llama_server(args.llama_server, default_cache_dir())
@@ -78,11 +102,15 @@ def main(argv: list[str] | None = None) -> int:
             binary, model.resolve(), args.ctx_size, args.parallel, args.threads
         )
         started = time.monotonic()
-        nginx = find_nginx()
-        if nginx is None:
+        nginx = find_nginx() if main_phases else None
+        if nginx is None and main_phases:
             _say("nginx not found (PATH, /usr/sbin/nginx): skipping the nginx target")
-        raw = asyncio.run(_measure(settings, plan, workdir, nginx, relay=not args.no_relay))
+        raw = asyncio.run(
+            _measure(settings, plan, workdir, nginx, not args.no_relay, several_plan, main_phases)
+        )
         meta = _meta(settings, plan, argv, time.monotonic() - started, nginx)
+        if several_plan is not None:
+            meta["several"] = several.describe(settings.model, several_plan)
     finally:
         if args.keep:
             _say(f"work dir kept: {workdir}")
@@ -98,6 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out:
         print(report)
     return 0
+
+
+def _several_plan(args: argparse.Namespace) -> several.SeveralPlan | None:
+    if args.no_several:
+        if args.only == "several":
+            _parser().error("--only several and --no-several leave nothing to run")
+        return None
+    plan = several.QUICK if args.quick else several.FULL
+    if args.rounds:
+        plan = replace(plan, rounds=args.rounds)
+    if args.several_seconds:
+        plan = replace(plan, seconds=args.several_seconds)
+    return plan
 
 
 class Phases:
@@ -118,10 +159,36 @@ class Phases:
 
 
 async def _measure(
-    settings: targets.LlamaSettings, plan: Plan, workdir: Path, nginx: str | None, relay: bool
+    settings: targets.LlamaSettings,
+    plan: Plan,
+    workdir: Path,
+    nginx: str | None,
+    relay: bool,
+    several_plan: several.SeveralPlan | None,
+    main_phases: bool,
+) -> dict[str, Any]:
+    """The phases in order, the several-models one last (so that the others' figures are
+    what they were before it existed)."""
+    phases = Phases()
+    raw = await _main_phases(settings, plan, workdir, nginx, relay, phases) if main_phases else {}
+    if several_plan is not None:
+        with phases.phase("several models: two at once, chat and embeddings, one alone"):
+            raw["several"] = await several.measure(
+                settings.binary, settings.model, several_plan, workdir, _say
+            )
+    raw["phases_s"] = phases.seconds
+    return raw
+
+
+async def _main_phases(
+    settings: targets.LlamaSettings,
+    plan: Plan,
+    workdir: Path,
+    nginx: str | None,
+    relay: bool,
+    phases: Phases,
 ) -> dict[str, Any]:
     raw: dict[str, Any] = {"latency": {}, "streaming": {}, "cold": {}, "swap": []}
-    phases = Phases()
     with ExitStack() as running:
         with phases.phase("start the targets; load the model in each"):
             direct = running.enter_context(targets.start_direct(settings, workdir))
@@ -150,7 +217,6 @@ async def _measure(
         raw["cpu"] |= relay_cpu
         tallies |= relay_tallies
     raw["tallies"] = tallies
-    raw["phases_s"] = phases.seconds
     return raw
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .several_summary import summarize_several
 from .stats import difference, median, per_thousand, ratio
 
 Row = Mapping[str, float | int | None]
@@ -65,6 +66,14 @@ def paired(
 
 
 def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Each phase's figures, for the phases that ran (``--only several`` runs one)."""
+    summary = _main_phases(raw) if "latency" in raw else {}
+    if "several" in raw:
+        summary["several"] = summarize_several(raw["several"])
+    return summary
+
+
+def _main_phases(raw: Mapping[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "latency": {
             c: {
