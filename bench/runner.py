@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         choices=["several"],
         help="several: run the several-models phase alone (two models at once, chat and "
-        "embeddings at once, one model alone; bench/several.py): about 6 minutes, 2 with "
+        "embeddings at once, one model alone; bench/several.py): about 8 minutes, 2 with "
         "--quick; the report then has that section only. Its llama-servers have their own "
         "settings (--parallel 4, 512 tokens of context per slot), whatever --parallel, "
         "--ctx-size and --threads say",

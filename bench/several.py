@@ -64,8 +64,9 @@ class SeveralPlan:
     reference_rounds: int = 1
 
 
-# The full run: 14 measurements of about 23 s (start, prime, warm-up, window, stop), about
-# 5.5 minutes; quick: 8 of about 13 s, about 2 minutes.
+# The full run: 20 measurements of about 23 s (start, prime, warm-up, window, stop), about
+# 8 minutes (three rounds: the one-model-alone target sits close to the rounds' noise);
+# quick: 8 of about 13 s, about 2 minutes.
 FULL = SeveralPlan(rounds=3, seconds=15.0, warmup_s=5.0)
 QUICK = SeveralPlan(rounds=1, seconds=8.0, warmup_s=3.0)
 
