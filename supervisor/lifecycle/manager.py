@@ -29,7 +29,7 @@ from .placer import Placer
 from .state import LoadParams, ModelState, ModelStatus
 
 LOG = logging.getLogger(__name__)
-PLACEMENT_CHECK_S = 1.0  # how often the placement loop looks at who is busy
+PLACEMENT_CHECK_S = 1.0  # how often the placement loop compares children with the plan
 REPLACE_BACKOFF_S = 60.0  # after a failed re-placement, leave that child alone this long
 STALE_PLAN_RESTARTS = 2  # a child that started on a plan made stale meanwhile starts again
 
@@ -215,7 +215,7 @@ class ModelManager:
         started = time.monotonic()
         try:
             placement = self._placer.place(model, entry, params, self._models.values())
-            await self._make_way(model)
+            await self._make_way(model, entry, params)
             backend = await self._starter.start(self._settings, entry, role, params, placement)
             for _ in range(STALE_PLAN_RESTARTS):
                 # Another child started meanwhile and changed the plan: this one has served
@@ -234,16 +234,17 @@ class ModelManager:
         self._events.load_finished(entry.id, role, time.monotonic() - started, ok=True)
         return backend
 
-    async def _make_way(self, starting: ManagedModel) -> None:
-        """Bring the other running children in line with the plan that counts ``starting``,
-        so that it never starts on cores another child's threads still claim. A child in the
-        middle of its own load, swap or unload is left to the placement loop."""
+    async def _make_way(
+        self, starting: ManagedModel, entry: ModelEntry, params: LoadParams
+    ) -> None:
+        """Bring the other running children in line with the plan that counts ``starting``
+        (with ``entry`` and ``params``), so that it never starts on cores another child's
+        threads still claim. A child in the middle of its own load, swap or unload is left to
+        the placement loop."""
         if not self._placer.settings.place_children:
             return
-        shares = self._placer.shares(
-            self._models.values(),
-            ChildDemand(starting.name, self._placer.asked_threads(starting.entry, starting.params)),
-        )
+        asked = self._placer.asked_threads(entry, params)
+        shares = self._placer.shares(self._models.values(), ChildDemand(starting.name, asked))
         for other in list(self._models.values()):
             share, backend = shares.get(other.name), other.serving()
             if other is starting or share is None or backend is None or other.transitioning:
