@@ -9,7 +9,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -21,7 +20,7 @@ from ..config import ModelSettings, Settings
 from ..errors import InsufficientMemory, SupervisorError
 from ..memory import MemoryEstimate, MemoryProbe, format_bytes, process_tree_rss
 from ..placement.cores import CoreReader, cpu_list
-from ..placement.plan import ChildDemand, CpuShare, MemoryFit
+from ..placement.plan import MemoryFit
 from ..registry import ModelEntry
 from .events import LifecycleEvents, NoEvents
 from .model import ManagedModel, SwapReport
@@ -30,7 +29,6 @@ from .state import LoadParams, ModelState, ModelStatus
 
 LOG = logging.getLogger(__name__)
 PLACEMENT_CHECK_S = 1.0  # how often the placement loop compares children with the plan
-REPLACE_BACKOFF_S = 60.0  # after a failed re-placement, leave that child alone this long
 STALE_PLAN_RESTARTS = 2  # a child that started on a plan made stale meanwhile starts again
 
 
@@ -55,7 +53,6 @@ class ModelManager:
         self._health_misses: dict[Backend, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._replan = asyncio.Event()
-        self._replace_failed: dict[str, float] = {}  # child name -> when re-placing it failed
 
     def _make_placer(self, settings: Settings) -> Placer:
         cores = self._cores.host_cores(settings.cpu_cores)
@@ -215,7 +212,7 @@ class ModelManager:
         started = time.monotonic()
         try:
             placement = self._placer.place(model, entry, params, self._models.values())
-            await self._make_way(model, entry, params)
+            await self._placer.make_way(self._models.values(), model, entry, params)
             backend = await self._starter.start(self._settings, entry, role, params, placement)
             for _ in range(STALE_PLAN_RESTARTS):
                 # Another child started meanwhile and changed the plan: this one has served
@@ -233,26 +230,6 @@ class ModelManager:
             self._replan.set()
         self._events.load_finished(entry.id, role, time.monotonic() - started, ok=True)
         return backend
-
-    async def _make_way(
-        self, starting: ManagedModel, entry: ModelEntry, params: LoadParams
-    ) -> None:
-        """Bring the other running children in line with the plan that counts ``starting``
-        (with ``entry`` and ``params``), so that it never starts on cores another child's
-        threads still claim. A child in the middle of its own load, swap or unload is left to
-        the placement loop."""
-        if not self._placer.settings.place_children:
-            return
-        asked = self._placer.asked_threads(entry, params)
-        shares = self._placer.shares(self._models.values(), ChildDemand(starting.name, asked))
-        for other in list(self._models.values()):
-            share, backend = shares.get(other.name), other.serving()
-            if other is starting or share is None or backend is None or other.transitioning:
-                continue
-            if share.threads != backend.placement.threads:
-                await self._replace(other, share)
-            elif share.cpus != backend.placement.cpus and self._placer.cores.pinnable:
-                self._move(other, backend, share)
 
     def child_died(self, model: ManagedModel, restart: bool) -> None:
         """Pinned models (and children killed for not answering) come back by themselves,
@@ -346,42 +323,10 @@ class ModelManager:
                 LOG.exception("placement check failed")
 
     async def follow_plan(self) -> None:
-        """Bring running children in line with the plan for the children running now: re-pin
-        those that only move, replace one whose thread count changes. One replacement per call;
-        the loop calls again at once, with the plan made afresh."""
-        if not self._placer.settings.place_children:
-            return
-        shares = self._placer.shares(self._models.values())
-        for model in list(self._models.values()):
-            backend, share = model.serving(), shares.get(model.name)
-            if backend is None or share is None or model.removed or model.transitioning:
-                continue
-            if share.threads != backend.placement.threads:
-                if await self._replace(model, share):
-                    self._replan.set()
-                    return
-            elif share.cpus != backend.placement.cpus and self._placer.cores.pinnable:
-                self._move(model, backend, share)
-
-    async def _replace(self, model: ManagedModel, share: CpuShare) -> bool:
-        now = time.monotonic()
-        failed = self._replace_failed.get(model.name)
-        if failed is not None and now - failed < REPLACE_BACKOFF_S:
-            return False
-        LOG.info("[%s] re-placing: %d threads on CPUs %s", model.name, share.threads,
-                 cpu_list(share.cpus))  # fmt: skip
-        try:
-            return await model.replace_child()
-        except SupervisorError as exc:
-            self._replace_failed[model.name] = now
-            LOG.warning("[%s] re-placing failed, its child serves on: %s", model.name, exc.message)
-            return False
-
-    @staticmethod
-    def _move(model: ManagedModel, backend: Backend, share: CpuShare) -> None:
-        if backend.process.pin(share.cpus):
-            backend.placement = replace(backend.placement, cpus=share.cpus, shared=share.shared)
-            LOG.info("[%s] moved to CPUs %s", model.name, cpu_list(share.cpus))
+        """One step of bringing the running children in line with the plan (``Placer``); the
+        loop comes back at once after a replacement."""
+        if await self._placer.follow_plan(list(self._models.values())):
+            self._replan.set()
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -11,13 +11,17 @@ runs.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 
 from ..backends.argv import launch_spec, parallel_slots
+from ..backends.child import Backend
 from ..config import ModelSettings, Settings
+from ..errors import SupervisorError
 from ..memory import MemoryEstimate, MemoryProbe, estimate_memory
-from ..placement.cores import HostCores
+from ..placement.cores import HostCores, cpu_list
 from ..placement.plan import (
     ChildDemand,
     CpuShare,
@@ -31,6 +35,9 @@ from ..registry import ModelEntry
 from .model import ManagedModel
 from .state import LoadParams, ModelState
 
+LOG = logging.getLogger(__name__)
+REPLACE_BACKOFF_S = 60.0  # after a failed re-placement, leave that child alone this long
+
 
 class Placer:
     def __init__(
@@ -42,6 +49,7 @@ class Placer:
         self.settings = settings
         self.cores = cores
         self._probe = probe
+        self._replace_failed: dict[str, float] = {}  # child name -> when re-placing it failed
 
     # -- memory ----------------------------------------------------------------------------
     def estimate(self, entry: ModelEntry, params: LoadParams) -> MemoryEstimate:
@@ -120,3 +128,65 @@ class Placer:
         share = self.shares(models, ChildDemand(model.name, asked))[model.name]
         cpus = share.cpus if self.cores.pinnable else ()
         return Placement(share.threads, cpus, share.shared, 0 if share.shared else None, memory)
+
+    # -- following the plan ------------------------------------------------------------------
+    async def make_way(
+        self,
+        models: Iterable[ManagedModel],
+        starting: ManagedModel,
+        entry: ModelEntry,
+        params: LoadParams,
+    ) -> None:
+        """Bring the other running children in line with the plan that counts ``starting``
+        (with ``entry`` and ``params``), so that it never starts on cores another child's
+        threads still claim. A child in the middle of its own load, swap or unload is left to
+        the placement loop."""
+        if not self.settings.place_children:
+            return
+        models = list(models)
+        asked = self.asked_threads(entry, params)
+        shares = self.shares(models, ChildDemand(starting.name, asked))
+        for other in models:
+            if other is not starting:
+                await self._follow(other, shares.get(other.name))
+
+    async def follow_plan(self, models: list[ManagedModel]) -> bool:
+        """Re-pin running children that only move; replace one whose thread count changes
+        (True: call again, with the plan made afresh)."""
+        if not self.settings.place_children:
+            return False
+        shares = self.shares(models)
+        for model in models:
+            if await self._follow(model, shares.get(model.name)):
+                return True
+        return False
+
+    async def _follow(self, model: ManagedModel, share: CpuShare | None) -> bool:
+        backend = model.serving()
+        if share is None or backend is None or model.removed or model.transitioning:
+            return False
+        if share.threads != backend.placement.threads:
+            return await self._replace(model, share)
+        if share.cpus != backend.placement.cpus and self.cores.pinnable:
+            self._move(model, backend, share)
+        return False
+
+    async def _replace(self, model: ManagedModel, share: CpuShare) -> bool:
+        now = time.monotonic()
+        failed = self._replace_failed.get(model.name)
+        if failed is not None and now - failed < REPLACE_BACKOFF_S:
+            return False
+        LOG.info("[%s] re-placing: %d threads on CPUs %s", model.name, share.threads,
+                 cpu_list(share.cpus))  # fmt: skip
+        try:
+            return await model.replace_child()
+        except SupervisorError as exc:
+            self._replace_failed[model.name] = now
+            LOG.warning("[%s] re-placing failed, its child serves on: %s", model.name, exc.message)
+            return False
+
+    @staticmethod
+    def _move(model: ManagedModel, backend: Backend, share: CpuShare) -> None:
+        if backend.process.pin(share.cpus):
+            backend.placement = replace(backend.placement, cpus=share.cpus, shared=share.shared)
+            LOG.info("[%s] moved to CPUs %s", model.name, cpu_list(share.cpus))
