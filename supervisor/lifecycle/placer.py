@@ -152,8 +152,10 @@ class Placer:
 
     async def follow_plan(self, models: list[ManagedModel]) -> bool:
         """Re-pin running children that only move; replace one whose thread count changes
-        (True: call again, with the plan made afresh)."""
-        if not self.settings.place_children:
+        (True: call again, with the plan made afresh). Not while any child is in a load, swap,
+        unload or replacement: a child being replaced drops out of the plan until it starts
+        again, and the others must not grow into its cores meanwhile."""
+        if not self.settings.place_children or any(m.transitioning for m in models):
             return False
         shares = self.shares(models)
         for model in models:

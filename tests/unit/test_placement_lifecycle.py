@@ -123,6 +123,28 @@ async def test_the_last_model_gets_every_core_back(client: httpx.AsyncClient) ->
     assert factory.made[-1].name == "a"
 
 
+async def test_nothing_is_re_placed_while_a_child_is_in_a_transition(
+    client: httpx.AsyncClient,
+) -> None:
+    """A draining child has dropped out of the plan; the others must not grow into its cores
+    until it has settled (here: unloaded)."""
+    factory = FakeFactory()
+    models = manager(client, factory)
+    (await models.acquire(entry("a"))).release()
+    (await models.acquire(entry("b"))).release()
+    a_lease = await models.acquire(entry("a"))
+    made = len(factory.made)
+    unloading = asyncio.create_task(models.unload(entry("a")))
+    await settle()
+    assert models.status(entry("a")).state is ModelState.DRAINING
+    await models.follow_plan()
+    assert len(factory.made) == made  # b keeps its half meanwhile
+    a_lease.release()
+    await asyncio.wait_for(unloading, 1)
+    await models.follow_plan()
+    assert placed(factory.made[-1]) == ("4", (0, 1, 2, 3)) and factory.made[-1].name == "b"
+
+
 async def test_children_started_together_settle_on_one_plan(client: httpx.AsyncClient) -> None:
     """b's load begins while a's child is still starting on a plan without b: a's child,
     which has served nothing yet, starts again on the new plan."""
