@@ -105,3 +105,50 @@ def test_launcher_reports_a_missing_program() -> None:
 
 def test_launcher_usage_error() -> None:
     assert subprocess.run([sys.executable, LAUNCHER, "1"], capture_output=True).returncode == 2
+
+
+affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity")
+SHOW_AFFINITY = "import os; print(sorted(os.sched_getaffinity(0)))"
+
+
+@affinity
+def test_launcher_pins_the_program_to_the_cpus_it_is_given() -> None:
+    cpu = min(os.sched_getaffinity(0))
+    argv = [sys.executable, LAUNCHER, str(os.getpid()), "--cpus", str(cpu), "--",
+            sys.executable, "-c", SHOW_AFFINITY]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"[{cpu}]"
+
+
+@affinity
+def test_a_running_child_is_moved_thread_by_thread() -> None:
+    """BackendProcess.pin: every thread of the child (here a Python with a second thread) is
+    moved, as the placement loop moves a llama-server without restarting it."""
+    import asyncio
+
+    from supervisor.backends.argv import ChildCommand
+    from supervisor.backends.process import BackendProcess
+
+    code = (
+        "import threading, time; "
+        "threading.Thread(target=time.sleep, args=(60,)).start(); time.sleep(60)"
+    )
+    cpu = min(os.sched_getaffinity(0))
+
+    async def run() -> set[tuple[int, ...]]:
+        child = BackendProcess("t", ChildCommand([sys.executable, "-c", code]), "http://x")
+        await child.start()
+        try:
+            assert child.pid is not None
+            process = psutil.Process(child.pid)
+            for _ in range(500):  # the launcher execs, then the second thread starts
+                if process.num_threads() >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert child.pin((cpu,))
+            return {tuple(psutil.Process(t.id).cpu_affinity()) for t in process.threads()}
+        finally:
+            await child.stop(grace=1)
+
+    assert asyncio.run(run()) == {(cpu,)}
