@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 
-from ..backends.argv import launch_spec, parallel_slots
+from ..backends.argv import LaunchSpec, launch_spec, parallel_slots
 from ..backends.child import Backend
 from ..config import ModelSettings, Settings
 from ..errors import SupervisorError
@@ -53,7 +53,9 @@ class Placer:
 
     # -- memory ----------------------------------------------------------------------------
     def estimate(self, entry: ModelEntry, params: LoadParams) -> MemoryEstimate:
-        spec = launch_spec(self.settings, entry, entry.path, params=params)
+        return self._estimate(entry, launch_spec(self.settings, entry, entry.path, params=params))
+
+    def _estimate(self, entry: ModelEntry, spec: LaunchSpec) -> MemoryEstimate:
         kv_bytes = 4.0 if spec.kv_cache_type == "f32" else 2.0
         estimate = estimate_memory(
             entry, spec.ctx_size, parallel_slots(self.settings, entry), kv_bytes
@@ -73,7 +75,7 @@ class Placer:
         if layers is None and budget.gpus:
             layers = -1  # llama.cpp's default, "auto", offloads what fits
         fraction = offloaded_fraction(layers, entry.info.block_count)
-        estimate = self.estimate(entry, params)
+        estimate = self._estimate(entry, spec)
         total = estimate.total
         if shares_weights and not params.use_mlock and fraction == 0:
             total -= estimate.weights
