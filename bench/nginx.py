@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from supervisor.backends.process import free_port
+from supervisor.children.process import free_port
 
 from .targets import LlamaSettings, Target, ready, spawn, start_direct
 

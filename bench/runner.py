@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from supervisor.backends.binary import find_llama_server
+from supervisor.children.binary import find_llama_server
 from supervisor.config import default_cache_dir
-from supervisor.demo_model import fetch_demo_model
+from supervisor.models.demo import fetch_demo_model
 
 from . import lifecycle, machine, several, targets
 from .meter import ProcessMeter

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import psutil  # type: ignore[import-untyped]  # no stubs in the dev deps
 
-from supervisor.backends.process import free_port
+from supervisor.children.process import free_port
 
 from .machine import cpu_count
 from .targets import Target, link_or_copy, ready, spawn

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import psutil  # type: ignore[import-untyped]  # no stubs in the dev deps
 
-from supervisor.backends.process import free_port
+from supervisor.children.process import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 120.0

@@ -15,24 +15,29 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from . import __version__
-from .auth import KeyRing
-from .backends.child import ProcessFactory
-from .body_limit import BodyLimit
-from .config import Settings
-from .fastlane import FastLane
-from .gateway import Gateway, SettingsLoader, build_gateway
-from .guard import GatewayGuard
-from .http_errors import SlashRedirect, install_error_handlers
-from .intake import Intake, IntakeLimits
-from .memory import MemoryProbe
-from .relay_lane import RelayLane
-from .routes import api_v2, logs, myllm, myllm_chat, openai, root
-from .routes.relayed import relayed_router
-from .schemas import build_openapi
-from .sdnotify import Notifier
-from .shutdown import Drain
-from .telemetry import Telemetry, TelemetryMiddleware
+from supervisor import __version__
+from supervisor.children.child import ProcessFactory
+from supervisor.config import Settings
+from supervisor.gateway import Gateway, SettingsLoader, build_gateway
+from supervisor.http.auth import KeyRing
+from supervisor.http.body_limit import BodyLimit
+from supervisor.http.drain import Drain
+from supervisor.http.error_responses import SlashRedirect, install_error_handlers
+from supervisor.http.guard import GatewayGuard
+from supervisor.http.intake import Intake, IntakeLimits
+from supervisor.http.sdnotify import Notifier
+from supervisor.models.memory import MemoryProbe
+from supervisor.relay.asgi_shortcut import FastLane
+from supervisor.relay.lane import RelayLane
+from supervisor.surfaces.api import chat_routes as myllm_chat
+from supervisor.surfaces.api import routes as myllm
+from supervisor.surfaces.api_v2 import logs
+from supervisor.surfaces.api_v2 import routes as api_v2
+from supervisor.surfaces.openai import routes as openai
+from supervisor.surfaces.relayed import relayed_router
+from supervisor.surfaces.root import routes as root
+from supervisor.surfaces.schemas import build_openapi
+from supervisor.telemetry.prometheus import Telemetry, TelemetryMiddleware
 
 
 def create_app(
@@ -109,9 +114,9 @@ def create_app(
 class GatewayApp(FastAPI):
     """FastAPI with the gateway's own ASGI layers (``front``) outside all of FastAPI's
     middleware. Every request passes telemetry, CORS (when configured), the guard and the body
-    limit (``body_limit.py``) first; then the passthrough routes' fast lane skips FastAPI
+    limit (``http/body_limit.py``) first; then the passthrough routes' fast lane skips FastAPI
     entirely: its error, exception-telemetry and body-limit middlewares, its routing and its
-    dependency solving (``fastlane.py``)."""
+    dependency solving (``relay/asgi_shortcut.py``)."""
 
     front: Callable[[ASGIApp], ASGIApp] | None = None
 

@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .errors import ConfigError
+from supervisor.errors import ConfigError
 
 ENV_PREFIX = "LLAMA_SUPERVISOR_"
 # llama-server flags that say where a child listens: the gateway's alone (loopback only).
@@ -66,7 +66,7 @@ class ModelSettings(BaseModel):
     @classmethod
     def _no_listen_flags(cls, value: list[str]) -> list[str]:
         """Where a child listens is the gateway's choice (loopback, a free port): see
-        backends/argv.py, which also puts its own --host and --port last."""
+        children/argv.py, which also puts its own --host and --port last."""
         taken = sorted({arg.split("=", 1)[0] for arg in value} & CHILD_LISTEN_FLAGS)
         if taken:
             raise ValueError(f"extra_args may not set {', '.join(taken)}: children listen on "

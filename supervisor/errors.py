@@ -14,7 +14,7 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
     ├── MethodNotAllowed            405 a route asked with the wrong method
     ├── PayloadTooLarge             413 a request body over ``max_body_bytes``
     ├── HeadTooLarge                431 a request's line and headers past ``MAX_HEAD_BYTES``
-    ├── RequestTimeout              408 a request's head or body came too slowly (``intake.py``)
+    ├── RequestTimeout              408 a request's head or body came too slowly (``intake``)
     ├── GatewayBusy                 503 (Retry-After) too many connections or unfinished bodies
     ├── QueueFull                   429 (Retry-After) the model's queue is full
     ├── ModelUnavailable            503 (Retry-After) model not loaded and not loadable now
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 
-from .redact import redact_paths
+from supervisor.redact import redact_paths
 
 # Session ids clients send are free text: only ids of this form are stored or echoed.
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")

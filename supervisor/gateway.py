@@ -12,21 +12,21 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .auth import KeyRing, load_keys
-from .backends.argv import Role
-from .backends.child import ChildStarter, Lease, ProcessFactory
-from .child_logs import ChildLogs
-from .config import Settings
-from .errors import ModelUnavailable, SupervisorError
-from .lifecycle.manager import ModelManager
-from .limits import RequestLimits
-from .memory import MemoryProbe
-from .proxy import Proxy, make_client
-from .redact import redact_paths
-from .registry import ModelEntry, Registry
-from .sessions import SessionStore
-from .telemetry import Telemetry
-from .upstream import UpstreamPool
+from supervisor.children.child import ChildStarter, Lease, ProcessFactory
+from supervisor.children.logs import ChildLogs
+from supervisor.children.spec import Role
+from supervisor.config import Settings
+from supervisor.errors import ModelUnavailable, SupervisorError
+from supervisor.http.auth import KeyRing, load_keys
+from supervisor.lifecycle.manager import ModelManager
+from supervisor.models.memory import MemoryProbe
+from supervisor.models.registry import ModelEntry, Registry
+from supervisor.redact import redact_paths
+from supervisor.relay.asgi import Proxy, make_client
+from supervisor.relay.limits import RequestLimits
+from supervisor.relay.upstream import UpstreamPool
+from supervisor.sessions.store import SessionStore
+from supervisor.telemetry.prometheus import Telemetry
 
 LOG = logging.getLogger(__name__)
 SettingsLoader = Callable[[], Settings]

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 
-from supervisor.backends.argv import ChildCommand
-from supervisor.child_logs import LineSink
+from supervisor.children.argv import ChildCommand
+from supervisor.children.logs import LineSink
 from supervisor.config import ModelSettings
 from supervisor.errors import ModelLoadError
-from supervisor.gguf_meta import GGUFInfo
-from supervisor.registry import ModelEntry
+from supervisor.models.gguf import GGUFInfo
+from supervisor.models.registry import ModelEntry
 
 FAKE_HOST = "fake-child.test"
 FAKE_URL = f"http://{FAKE_HOST}"  # respx intercepts it; a FakeChild server has a real one

@@ -1,6 +1,6 @@
 """The app served by a real uvicorn on a socket, as ``llama-supervisor serve`` serves it: with
 the gateway's HTTP protocol (``server.http_protocol``), so relayed POSTs take the relay lane
-(supervisor/relay_lane.py), which no ASGI test client reaches."""
+(supervisor/relay/lane.py), which no ASGI test client reaches."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from supervisor.app import create_app
 from supervisor.config import Settings
-from supervisor.server import http_protocol
+from supervisor.http.server import http_protocol
 
 START_TIMEOUT_S = 10.0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..backends.argv import Role
+from supervisor.children.spec import Role
 
 
 class LifecycleEvents(Protocol):

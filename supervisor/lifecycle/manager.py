@@ -14,18 +14,18 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from ..backends.argv import Role, serving_role
-from ..backends.child import Backend, ChildStarter, Lease
-from ..config import ModelSettings, Settings
-from ..errors import InsufficientMemory, SupervisorError
-from ..memory import MemoryEstimate, MemoryProbe, format_bytes, process_tree_rss
-from ..placement.cores import CoreReader, cpu_list
-from ..placement.plan import MemoryFit
-from ..registry import ModelEntry
-from .events import LifecycleEvents, NoEvents
-from .model import ManagedModel, SwapReport
-from .placer import Placer
-from .state import LoadParams, ModelState, ModelStatus
+from supervisor.children.child import Backend, ChildStarter, Lease
+from supervisor.children.spec import LoadParams, Role, serving_role
+from supervisor.config import ModelSettings, Settings
+from supervisor.errors import InsufficientMemory, SupervisorError
+from supervisor.lifecycle.events import LifecycleEvents, NoEvents
+from supervisor.lifecycle.model import ManagedModel, SwapReport
+from supervisor.lifecycle.placer import Placer
+from supervisor.lifecycle.state import ModelState, ModelStatus
+from supervisor.models.memory import MemoryEstimate, MemoryProbe, format_bytes, process_tree_rss
+from supervisor.models.registry import ModelEntry
+from supervisor.placement.cores import CoreReader, cpu_list
+from supervisor.placement.plan import MemoryFit
 
 LOG = logging.getLogger(__name__)
 PLACEMENT_CHECK_S = 1.0  # how often the placement loop compares children with the plan

@@ -16,10 +16,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..backends.argv import Role, child_name
-from ..backends.child import Backend, Lease
-from ..config import Settings
-from ..errors import (
+from supervisor.children.child import Backend, Lease
+from supervisor.children.spec import LoadParams, Role, child_name
+from supervisor.config import Settings
+from supervisor.errors import (
     ModelLoadError,
     ModelNotFound,
     ModelUnavailable,
@@ -27,10 +27,10 @@ from ..errors import (
     QueueTimeout,
     SupervisorError,
 )
-from ..redact import redact_paths
-from ..registry import ModelEntry
-from .events import LifecycleEvents
-from .state import LoadParams, ModelState, check_transition
+from supervisor.lifecycle.events import LifecycleEvents
+from supervisor.lifecycle.state import ModelState, check_transition
+from supervisor.models.registry import ModelEntry
+from supervisor.redact import redact_paths
 
 LOG = logging.getLogger(__name__)
 

@@ -16,13 +16,17 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 
-from ..backends.argv import LaunchSpec, launch_spec, parallel_slots
-from ..backends.child import Backend
-from ..config import ModelSettings, Settings
-from ..errors import SupervisorError
-from ..memory import MemoryEstimate, MemoryProbe, estimate_memory
-from ..placement.cores import HostCores, cpu_list
-from ..placement.plan import (
+from supervisor.children.argv import LaunchSpec, launch_spec, parallel_slots
+from supervisor.children.child import Backend
+from supervisor.children.spec import LoadParams
+from supervisor.config import ModelSettings, Settings
+from supervisor.errors import SupervisorError
+from supervisor.lifecycle.model import ManagedModel
+from supervisor.lifecycle.state import ModelState
+from supervisor.models.memory import MemoryEstimate, MemoryProbe, estimate_memory
+from supervisor.models.registry import ModelEntry
+from supervisor.placement.cores import HostCores, cpu_list
+from supervisor.placement.plan import (
     ChildDemand,
     CpuShare,
     MemoryFit,
@@ -31,9 +35,6 @@ from ..placement.plan import (
     offloaded_fraction,
     share_cores,
 )
-from ..registry import ModelEntry
-from .model import ManagedModel
-from .state import LoadParams, ModelState
 
 LOG = logging.getLogger(__name__)
 REPLACE_BACKOFF_S = 60.0  # after a failed re-placement, leave that child alone this long

@@ -1,5 +1,5 @@
-"""A model's lifecycle states, their legal transitions, load parameters and the status snapshot
-that routes show."""
+"""A model's lifecycle states, their legal transitions and the status snapshot that routes
+show."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from ..errors import IllegalTransition
-from ..placement.plan import Placement
+from supervisor.children.spec import LoadParams
+from supervisor.errors import IllegalTransition
+from supervisor.placement.plan import Placement
 
 
 class ModelState(StrEnum):
@@ -35,18 +36,6 @@ TRANSITIONS: dict[ModelState, frozenset[ModelState]] = {
 def check_transition(current: ModelState, target: ModelState) -> None:
     if target not in TRANSITIONS[current]:
         raise IllegalTransition(f"model state cannot go from {current} to {target}")
-
-
-@dataclass(frozen=True)
-class LoadParams:
-    """Seed 001's load body; ``None`` means "the configured default"."""
-
-    n_gpu_layers: int | None = None
-    n_ctx: int | None = None
-    n_batch: int | None = None
-    threads: int | None = None
-    use_mlock: bool | None = None
-    f16_kv: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from supervisor.errors import ConfigError
 
 AffinityReader = Callable[[], set[int]]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..memory import GpuInfo, MiB
+from supervisor.models.memory import GpuInfo, MiB
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from harness import RunningGateway
 
-from supervisor.backends.binary import find_llama_server
+from supervisor.children.binary import find_llama_server
 from supervisor.config import default_cache_dir
-from supervisor.demo_model import fetch_demo_model
 from supervisor.errors import SupervisorError
+from supervisor.models.demo import fetch_demo_model
 
 REQUIRED = os.environ.get("LLAMA_SUPERVISOR_REQUIRE_INTEGRATION") == "1"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from supervisor.backends.process import free_port
-from supervisor.demo_model import MODEL_FILE
+from supervisor.children.process import free_port
+from supervisor.models.demo import MODEL_FILE
 
 MODEL_ID = MODEL_FILE.removesuffix(".gguf")
 

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from harness import MODEL_ID, RunningGateway
 
-from supervisor.demo_model import MODEL_FILE
+from supervisor.models.demo import MODEL_FILE
 
 CONFIG = "ctx_size = 512\nparallel = 1\nthreads = 1\nmax_tokens_limit = 6\ncors_origins = []\n"
 BROKEN = "broken-copy"  # the demo model with a LoRA adapter that is not there: it cannot load

@@ -26,14 +26,13 @@ import pytest
 from fake_child import FakeChild
 from harness import MODEL_ID, RunningGateway, wait_for, wait_until_gone
 
-from supervisor.backends import child as child_module
-from supervisor.backends.argv import Role
-from supervisor.backends.child import ChildStarter
+from supervisor.children import child as child_module
+from supervisor.children.child import ChildStarter
+from supervisor.children.spec import LoadParams, Role
 from supervisor.config import Settings
 from supervisor.errors import ModelLoadError
-from supervisor.lifecycle.state import LoadParams
-from supervisor.proxy import make_client
-from supervisor.registry import Registry
+from supervisor.models.registry import Registry
+from supervisor.relay.asgi import make_client
 
 pytestmark = pytest.mark.integration
 MakeGGUF = Callable[..., Path]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from harness import MODEL_ID, RunningGateway
 
-from supervisor.demo_model import MODEL_FILE
+from supervisor.models.demo import MODEL_FILE
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from harness import MODEL_ID, RunningGateway
 
-from supervisor.intake import FD_RESERVE
+from supervisor.http.intake import FD_RESERVE
 
 OPEN_FILES = 256
 CAP = (OPEN_FILES - FD_RESERVE) // 2

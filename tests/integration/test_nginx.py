@@ -21,7 +21,7 @@ from harness import MODEL_ID, RunningGateway, wait_for
 from nginx_site import RunningNginx, site_for, write_nginx_conf
 
 from bench.nginx import find_nginx
-from supervisor.backends.process import free_port
+from supervisor.children.process import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from harness import RunningGateway, wait_for
 
-from supervisor.demo_model import MODEL_FILE
+from supervisor.models.demo import MODEL_FILE
 from supervisor.placement.cores import CoreReader
 from supervisor.placement.plan import ChildDemand, CpuShare, share_cores
 

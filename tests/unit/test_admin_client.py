@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from supervisor.admin_client import AdminClient, LogLine, error_message, normalise_url, sse_data
+from supervisor.cli.admin_client import AdminClient, LogLine, error_message, normalise_url, sse_data
 from supervisor.errors import AdminRequestFailed, GatewayUnreachable
 
 Handler = Callable[[httpx.Request], httpx.Response]

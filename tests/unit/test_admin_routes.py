@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from supervisor.app import create_app
 from supervisor.config import Settings
-from supervisor.memory import MemoryProbe
+from supervisor.models.memory import MemoryProbe
 
 MakeGGUF = Callable[..., Path]
 

@@ -20,8 +20,8 @@ from metrics_read import token_counts
 from pydantic import SecretStr
 from served import gateway_client
 
-from supervisor.dialects import anthropic
 from supervisor.errors import BackendError, ModelNotFound, QueueFull
+from supervisor.surfaces.anthropic import dialect as anthropic
 
 MODEL = "tiny.Q4_1"
 MESSAGES = "/v1/messages"

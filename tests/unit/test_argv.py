@@ -6,10 +6,10 @@ from pathlib import Path
 
 from fakes import make_entry as entry
 
-from supervisor.backends.argv import Role, build_argv, child_name, launch_spec, serving_role
-from supervisor.backends.child import server_binary
+from supervisor.children.argv import build_argv, launch_spec
+from supervisor.children.child import server_binary
+from supervisor.children.spec import LoadParams, Role, child_name, serving_role
 from supervisor.config import ModelSettings, Settings
-from supervisor.lifecycle.state import LoadParams
 
 BINARY = Path("/opt/llama/llama-server")
 

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from supervisor.app import create_app
-from supervisor.auth import Access, KeyRing, load_keys, presented_key, required_access
 from supervisor.config import Settings
 from supervisor.errors import ConfigError, Forbidden, Unauthorized
+from supervisor.http.auth import Access, KeyRing, load_keys, presented_key, required_access
 
 MakeGGUF = Callable[..., Path]
 INFERENCE, ADMIN = "sk-inference-0123", "sk-admin-4567"

@@ -16,10 +16,10 @@ from fakes import FakeFactory
 from fastapi.testclient import TestClient
 
 from supervisor.app import create_app
-from supervisor.child_logs import ChildLog, ChildLogs, EchoPolicy, echo_level
+from supervisor.children.logs import ChildLog, ChildLogs, EchoPolicy, echo_level
 from supervisor.config import Settings
 from supervisor.log_setup import configure_logging
-from supervisor.routes.logs import _follow
+from supervisor.surfaces.api_v2.logs import _follow
 
 MakeGGUF = Callable[..., Path]
 

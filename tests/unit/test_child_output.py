@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from supervisor.backends import output
-from supervisor.backends.output import LineSplitter, PipeReader
+from supervisor.children import output
+from supervisor.children.output import LineSplitter, PipeReader
 
 pytestmark = pytest.mark.anyio
 

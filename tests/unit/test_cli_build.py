@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cli import main
-from supervisor.cli_build import BuildEvent, find_build_script, parse_build_line
+from supervisor.cli.build import BuildEvent, find_build_script, parse_build_line
+from supervisor.cli.program import main
 
 FAKE_SCRIPT = """\
 #!/usr/bin/env bash
@@ -96,7 +96,7 @@ def test_a_missing_script_is_a_clear_error(
 def test_the_default_script_is_the_checkouts() -> None:
     script = find_build_script()
     assert script.name == "build_llamacpp.sh"
-    assert (script.parent / "supervisor" / "cli_build.py").is_file()
+    assert (script.parent / "supervisor" / "cli" / "build.py").is_file()
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import httpx
 import pytest
 import respx
 
-from supervisor.backends.process import free_port
-from supervisor.cli import main
+from supervisor.children.process import free_port
+from supervisor.cli.program import main
 
 URL = "http://gateway.test:9999"
 CLIENT = ["--url", URL]

@@ -29,12 +29,12 @@ SETTLE_S = 5.0  # the gateway notices the hang-up on its own loop: wait for the 
 
 # (request head and a tenth of its announced body, the route template it is counted under)
 CUT_UPLOADS = {
-    # The relay lane (relay_lane.py) reads it off the socket, without ASGI.
+    # The relay lane (relay/lane.py) reads it off the socket, without ASGI.
     "relay lane": (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
         "/v1/chat/completions",
     ),
-    # Chunked: the relay lane passes it by, the fast lane (fastlane.py) takes it.
+    # Chunked: the relay lane passes it by, the fast lane (relay/asgi_shortcut.py) takes it.
     "chunked relay": (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
         b"\r\n64\r\n0123456789",

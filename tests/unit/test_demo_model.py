@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import demo_model
-from supervisor.demo_model import fetch_demo_model
 from supervisor.errors import DemoModelError
+from supervisor.models import demo as demo_model
+from supervisor.models.demo import fetch_demo_model
 
 WEIGHTS = b"GGUF" + b"\0" * 1000
 

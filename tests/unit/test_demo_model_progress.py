@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import demo_model
-from supervisor.cli import main
-from supervisor.cli_render import download_bar
+from supervisor.cli.program import main
+from supervisor.cli.render import download_bar
 from supervisor.errors import DemoModelError
+from supervisor.models import demo as demo_model
 
 
 def fake_pip(code: str) -> list[str]:

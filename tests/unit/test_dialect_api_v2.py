@@ -6,13 +6,14 @@ from typing import Any
 
 import pytest
 
-from supervisor.dialects import api_v2
+from supervisor.children.spec import LoadParams
 from supervisor.errors import BadRequest
-from supervisor.gguf_meta import GGUFInfo
-from supervisor.lifecycle.state import LoadParams, ModelState, ModelStatus
-from supervisor.memory import GpuInfo
+from supervisor.lifecycle.state import ModelState, ModelStatus
+from supervisor.models.gguf import GGUFInfo
+from supervisor.models.memory import GpuInfo
+from supervisor.models.registry import ModelEntry
 from supervisor.placement.plan import MemoryFit, Placement
-from supervisor.registry import ModelEntry
+from supervisor.surfaces.api_v2 import dialect as api_v2
 
 MODIFIED = 1705314600.0  # 2024-01-15T10:30:00Z
 LOADED_AT = 1705320000.75  # 2024-01-15T12:00:00Z (fractions are dropped)

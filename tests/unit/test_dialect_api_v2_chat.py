@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.dialects import api_v2_chat as v2
 from supervisor.errors import BadRequest
+from supervisor.surfaces.api_v2 import chat as v2
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 USER = {"role": "user", "content": "What is the capital of France?"}

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor.dialects import myllm
-from supervisor.gguf_meta import GGUFInfo
 from supervisor.lifecycle.state import ModelState, ModelStatus
-from supervisor.registry import ModelEntry
+from supervisor.models.gguf import GGUFInfo
+from supervisor.models.registry import ModelEntry
+from supervisor.surfaces.api import dialect as myllm
 
 PATH = Path("/models/Meta-Llama-3-8B-Instruct.Q4_K_M.gguf")
 ENTRY = ModelEntry(

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.dialects import myllm_chat as mc
 from supervisor.errors import BadRequest
+from supervisor.surfaces.api import chat as mc
 
 USER = {"role": "user", "content": "Hello!"}
 

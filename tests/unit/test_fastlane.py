@@ -1,4 +1,5 @@
-"""The passthrough routes' short way in (supervisor/fastlane.py) answers as FastAPI's routes
+"""The passthrough routes' short way in
+(supervisor/relay/asgi_shortcut.py) answers as FastAPI's routes
 would: the same routes, errors in the surface's format, the same metrics labels."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fake_child import FakeChild, Reply
 from fakes import FakeFactory
 from served import gateway_client
 
-from supervisor.relays import RELAYS
+from supervisor.relay.table import RELAYS
 
 MakeGGUF = Callable[..., Path]
 

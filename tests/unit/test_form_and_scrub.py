@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from supervisor.dialects.form import MAX_FIELD, form_field
 from supervisor.errors import BadRequest
 from supervisor.redact import scrub_paths
+from supervisor.surfaces.form import MAX_FIELD, form_field
 
 BOUNDARY = "----form-7MA4YWxkTrZu0gW"
 FORM = f"multipart/form-data; boundary={BOUNDARY}".encode()

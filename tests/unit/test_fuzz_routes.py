@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from supervisor.app import create_app
 from supervisor.config import Settings
-from supervisor.relays import RELAYS
+from supervisor.relay.table import RELAYS
 
 MODEL = "tiny.Q4_1"
 EXAMPLES = 25  # per operation

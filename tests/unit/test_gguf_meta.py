@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.gguf_meta import GGUFInfo, InvalidModelFile, file_type_name, read_gguf_info
+from supervisor.models.gguf import GGUFInfo, InvalidModelFile, file_type_name, read_gguf_info
 
 MakeGGUF = Callable[..., Path]
 

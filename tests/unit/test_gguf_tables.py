@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gguf
 
-from supervisor import gguf_tables
+from supervisor.models import gguf_tables
 
 
 def test_value_types_match_the_package() -> None:

@@ -1,4 +1,5 @@
-"""A request's head is bounded (supervisor/intake_protocol.py): through a real uvicorn on a socket,
+"""A request's head is bounded
+(supervisor/http/intake_protocol.py): through a real uvicorn on a socket,
 a header past the bound gets a 431 and a closed connection, while ordinary requests, kept
 alive one after another, and bodies far larger than the bound pass as before."""
 
@@ -16,8 +17,8 @@ from served import served
 
 from supervisor.app import create_app
 from supervisor.config import Settings
-from supervisor.intake_protocol import MAX_HEAD_BYTES, IntakeProtocol
-from supervisor.server import http_protocol
+from supervisor.http.intake_protocol import MAX_HEAD_BYTES, IntakeProtocol
+from supervisor.http.server import http_protocol
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The intake's judgement (supervisor/intake.py) on scripted connections and a fake clock:
+"""The intake's judgement (supervisor/http/intake.py) on scripted connections and a fake clock:
 which heads and bodies are too slow, the connection cap, the body-bytes bound, and the cap
 fitted to the open-files limit. test_intake_socket.py shows the same over real sockets."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from supervisor.config import Settings
 from supervisor.errors import SupervisorError
-from supervisor.intake import FD_RESERVE, Intake, IntakeLimits, Phase, Progress
+from supervisor.http.intake import FD_RESERVE, Intake, IntakeLimits, Phase, Progress
 
 LIMITS = IntakeLimits(
     head_timeout_s=10,

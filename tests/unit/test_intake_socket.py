@@ -1,4 +1,4 @@
-"""The intake's bounds (supervisor/intake.py, intake_protocol.py) over real sockets, with short
+"""The intake's bounds (supervisor/http/intake.py, intake_protocol.py) over real sockets, with short
 timeouts (issue 21, items 2 and 5): silent and trickling clients get a 408 or a closed
 connection in the surface's format, one connection past the cap and a body past the bytes
 bound a 503, while fair clients pass; and a request pipelined behind one the relay lane

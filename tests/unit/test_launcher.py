@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.backends import launcher
+from supervisor.children import launcher
 
 LAUNCHER = str(Path(launcher.__file__))
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PDEATHSIG")
@@ -127,8 +127,8 @@ def test_a_running_child_is_moved_thread_by_thread() -> None:
     moved, as the placement loop moves a llama-server without restarting it."""
     import asyncio
 
-    from supervisor.backends.argv import ChildCommand
-    from supervisor.backends.process import BackendProcess
+    from supervisor.children.argv import ChildCommand
+    from supervisor.children.process import BackendProcess
 
     code = (
         "import threading, time; "

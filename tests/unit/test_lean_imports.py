@@ -16,16 +16,19 @@ def imported(code: str, watched: set[str]) -> set[str]:
 
 def test_serving_does_not_import_numpy() -> None:
     """numpy (through the gguf package) was a quarter of the gateway's idle memory."""
-    code = "import supervisor.cli, supervisor.server, supervisor.registry"
+    code = "import supervisor.cli, supervisor.http.server, supervisor.models.registry"
     assert imported(code, {"numpy", "gguf"}) == set()
 
 
 def test_the_cli_parser_imports_neither_rich_nor_the_admin_client() -> None:
     """`serve` goes through the same parser as the client and build commands."""
-    watched = {"rich", "httpx", "supervisor.admin_client", "supervisor.cli_render"}
-    assert imported("import supervisor.cli; supervisor.cli._parser()", watched) == set()
+    watched = {"rich", "httpx", "supervisor.cli.admin_client", "supervisor.cli.render"}
+    assert imported("import supervisor.cli; supervisor.cli.program._parser()", watched) == set()
 
 
 def test_serve_keeps_httpx_from_loading_its_command_line_client() -> None:
-    code = "import supervisor.cli as cli; cli._without_httpx_cli(); import supervisor.server"
+    code = (
+        "import supervisor.cli as cli; cli.program._without_httpx_cli(); "
+        "import supervisor.http.server"
+    )
     assert imported(code, {"rich", "pygments", "httpx"}) == {"httpx"}

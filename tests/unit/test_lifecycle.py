@@ -15,13 +15,13 @@ import pytest
 import respx
 from fakes import FAKE_HOST, FakeFactory, Script, make_entry
 
-from supervisor.backends.argv import Role
-from supervisor.backends.child import ChildStarter
+from supervisor.children.child import ChildStarter
+from supervisor.children.spec import LoadParams, Role
 from supervisor.config import ModelSettings, Settings
 from supervisor.errors import InsufficientMemory, ModelLoadError, QueueFull, QueueTimeout
 from supervisor.lifecycle.manager import ModelManager
-from supervisor.lifecycle.state import LoadParams, ModelState
-from supervisor.memory import MemoryProbe
+from supervisor.lifecycle.state import ModelState
+from supervisor.models.memory import MemoryProbe
 
 pytestmark = pytest.mark.anyio
 GiB = 1024**3

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.gguf_meta import GGUFInfo, read_gguf_info
-from supervisor.memory import (
+from supervisor.models.gguf import GGUFInfo, read_gguf_info
+from supervisor.models.memory import (
     GpuInfo,
     MemoryBudget,
     MemoryEstimate,
@@ -22,7 +22,7 @@ from supervisor.memory import (
     process_tree_rss,
     read_nvidia_gpus,
 )
-from supervisor.registry import ModelEntry
+from supervisor.models.registry import ModelEntry
 
 MakeGGUF = Callable[..., Path]
 MiB = 1024**2

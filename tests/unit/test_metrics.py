@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from supervisor.memory import GpuInfo, MemoryProbe
-from supervisor.metrics import format_uptime, health_v2, system_metrics
+from supervisor.models.memory import GpuInfo, MemoryProbe
 from supervisor.placement.cores import HostCores
+from supervisor.telemetry.host import format_uptime, health_v2, system_metrics
 
 MiB = 1024 * 1024
 CORES = HostCores((0, 2), pinnable=True, source="affinity 0-3, 2 physical")

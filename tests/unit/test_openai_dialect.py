@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from supervisor.dialects import openai
 from supervisor.errors import BackendError, BadRequest, ModelNotFound
+from supervisor.surfaces.openai import dialect as openai
 
 
 def test_parse_body_accepts_objects_only() -> None:

@@ -13,9 +13,9 @@ from fakes import FakeFactory
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ValidationError
 
-from supervisor import schemas
 from supervisor.app import create_app
 from supervisor.config import Settings
+from supervisor.surfaces import schemas
 
 MakeGGUF = Callable[..., Path]
 TAGS = {"shared", "openai", "native", "anthropic", "api/v2", "api"}

@@ -13,14 +13,14 @@ import httpx
 import pytest
 from fakes import FakeFactory, FakeProcess, Script, make_entry
 
-from supervisor.backends.argv import Role
-from supervisor.backends.child import ChildStarter
+from supervisor.children.child import ChildStarter
+from supervisor.children.spec import LoadParams, Role
 from supervisor.config import ModelSettings, Settings
 from supervisor.lifecycle.manager import ModelManager
-from supervisor.lifecycle.state import LoadParams, ModelState
-from supervisor.memory import GiB, GpuInfo, MemoryProbe
+from supervisor.lifecycle.state import ModelState
+from supervisor.models.memory import GiB, GpuInfo, MemoryProbe
+from supervisor.models.registry import ModelEntry
 from supervisor.placement.cores import CoreReader
-from supervisor.registry import ModelEntry
 
 pytestmark = pytest.mark.anyio
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from fakes import make_entry
 
-from supervisor.backends.argv import Role, child_command, launch_spec
+from supervisor.children.argv import child_command, launch_spec
+from supervisor.children.spec import Role
 from supervisor.config import Settings
-from supervisor.memory import GiB, GpuInfo, MiB
+from supervisor.models.memory import GiB, GpuInfo, MiB
 from supervisor.placement.plan import (
     ChildDemand,
     CpuShare,

@@ -12,9 +12,9 @@ import pytest
 from fastapi.routing import iter_route_contexts
 
 from supervisor.app import create_app
-from supervisor.auth import required_access
 from supervisor.config import Settings
-from supervisor.relays import NOT_RELAYED, RELAYS
+from supervisor.http.auth import required_access
+from supervisor.relay.table import NOT_RELAYED, RELAYS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 MOVING = "## Moving from llama-server or router mode"

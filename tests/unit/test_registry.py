@@ -9,8 +9,8 @@ import pytest
 
 from supervisor.config import ModelSettings, Settings
 from supervisor.errors import ModelNotFound
-from supervisor.gguf_meta import GGUFInfo, read_gguf_info
-from supervisor.registry import Registry, is_model_file_name
+from supervisor.models.gguf import GGUFInfo, read_gguf_info
+from supervisor.models.registry import Registry, is_model_file_name
 
 MakeGGUF = Callable[..., Path]
 
@@ -78,7 +78,7 @@ def test_alias_clashing_with_a_stem_wins_and_shadows_that_file(
     make_gguf("models/b.gguf")
     overrides = [ModelSettings(file="a.gguf", alias="b")]
 
-    with caplog.at_level(logging.WARNING, logger="supervisor.registry"):
+    with caplog.at_level(logging.WARNING, logger="supervisor.models.registry"):
         registry = make_registry(tmp_path / "models", models=overrides)
 
     # Two models listed under one id would be ambiguous, so the later one is dropped, loudly.
@@ -129,7 +129,7 @@ def test_invalid_files_are_skipped_with_warning(
     cut = make_gguf("models/cut.gguf")
     cut.write_bytes(cut.read_bytes()[:40])
 
-    with caplog.at_level(logging.WARNING, logger="supervisor.registry"):
+    with caplog.at_level(logging.WARNING, logger="supervisor.models.registry"):
         registry = make_registry(tmp_path / "models")
 
     assert ids(registry) == ["good"]
@@ -180,7 +180,7 @@ def test_symlink_outside_models_dir_is_skipped(
     os.symlink(inside, models / "friendly.gguf")
     os.symlink(tmp_path / "outside", models / "linked-dir")
 
-    with caplog.at_level(logging.WARNING, logger="supervisor.registry"):
+    with caplog.at_level(logging.WARNING, logger="supervisor.models.registry"):
         registry = make_registry(models)
 
     assert ids(registry) == ["friendly", "real"]
@@ -212,7 +212,7 @@ def test_missing_models_dir_is_a_warning(
 ) -> None:
     make_gguf("models/m.gguf")
 
-    with caplog.at_level(logging.WARNING, logger="supervisor.registry"):
+    with caplog.at_level(logging.WARNING, logger="supervisor.models.registry"):
         registry = make_registry(tmp_path / "absent", tmp_path / "models")
 
     assert ids(registry) == ["m"]
@@ -225,7 +225,7 @@ def test_duplicate_stems_first_dir_wins(
     first = make_gguf("one/m.gguf", ctx=111)
     make_gguf("two/m.gguf", ctx=222)
 
-    with caplog.at_level(logging.WARNING, logger="supervisor.registry"):
+    with caplog.at_level(logging.WARNING, logger="supervisor.models.registry"):
         registry = make_registry(tmp_path / "one", tmp_path / "two")
 
     assert ids(registry) == ["m"]
@@ -300,7 +300,7 @@ def test_rescan_reuses_cached_metadata(
         calls.append(path)
         return read_gguf_info(path)
 
-    monkeypatch.setattr("supervisor.registry.read_gguf_info", counting_read)
+    monkeypatch.setattr("supervisor.models.registry.read_gguf_info", counting_read)
     make_gguf("models/a.gguf")
     changed = make_gguf("models/b.gguf", ctx=100)
     registry = make_registry(tmp_path / "models")
@@ -326,7 +326,7 @@ def test_failed_scan_keeps_previous_index(
     def boom(path: Path) -> GGUFInfo:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("supervisor.registry.read_gguf_info", boom)
+    monkeypatch.setattr("supervisor.models.registry.read_gguf_info", boom)
     with pytest.raises(RuntimeError):
         registry.scan()
 

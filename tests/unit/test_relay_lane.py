@@ -1,4 +1,4 @@
-"""The relay lane (supervisor/relay_lane.py, relay_protocol.py) over a real socket, against a
+"""The relay lane (supervisor/relay/lane.py, http/protocol.py) over a real socket, against a
 FakeChild: which requests it takes, and what only a connection shows: pipelining, keep-alive,
 hang-ups, queues, the drain and the child dropping or breaking its connection. Its answers
 matching the ASGI way's is shown by test_fastlane.py and test_proxy_relay.py, which run both."""
@@ -23,8 +23,8 @@ from served import served
 
 from supervisor.app import create_app
 from supervisor.config import Settings
-from supervisor.relay_lane import RelayLane
-from supervisor.relays import RELAYS, ModelFrom
+from supervisor.relay.lane import RelayLane
+from supervisor.relay.table import RELAYS, ModelFrom
 
 MODEL = "tiny.Q4_1"
 CHAT = "/v1/chat/completions"

@@ -1,4 +1,4 @@
-"""The relay table (supervisor/relays.py): what it declares, checked against llama-server's
+"""The relay table (supervisor/relay/table.py): what it declares, checked against llama-server's
 own route list; then, over both ways a request is served (the fast lane over ASGI, the relay
 lane over a socket), that each relay reaches the child's same path with its body untouched,
 GETs with their query, answers without host paths, the admin relays behind an admin key, a
@@ -24,11 +24,11 @@ from fastapi.routing import iter_route_contexts
 from pydantic import SecretStr
 from served import gateway_client
 
-from supervisor import relays
 from supervisor.app import create_app
-from supervisor.backends.argv import Role
+from supervisor.children.spec import Role
 from supervisor.config import Settings
-from supervisor.relays import NOT_RELAYED, RELAYS, ModelFrom
+from supervisor.relay import table as relays
+from supervisor.relay.table import NOT_RELAYED, RELAYS, ModelFrom
 
 MODEL = "tiny.Q4_1"
 HEARING = "hear-Q4"  # a model with an audio projector

@@ -16,8 +16,8 @@ from fakes import FakeFactory
 from metrics_read import token_counts
 from served import gateway_client
 
-from supervisor.dialects import responses
 from supervisor.errors import BackendError
+from supervisor.surfaces.openai import responses
 
 MODEL = "tiny.Q4_1"
 RESPONSES = "/v1/responses"

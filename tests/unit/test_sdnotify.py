@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sdnotify import Notifier
+from supervisor.http.sdnotify import Notifier
 
 
 @pytest.fixture

@@ -22,14 +22,15 @@ from pydantic import SecretStr, ValidationError
 from served import client_of
 
 from supervisor.app import create_app
-from supervisor.auth import Access, required_access
-from supervisor.backends.argv import Role, build_argv, launch_spec
-from supervisor.backends.child_key import child_key_file
+from supervisor.children.argv import build_argv, launch_spec
+from supervisor.children.key import child_key_file
+from supervisor.children.spec import Role
 from supervisor.config import ModelSettings, Settings
 from supervisor.errors import ModelLoadError
-from supervisor.limits import RequestLimits
+from supervisor.http.auth import Access, required_access
 from supervisor.redact import redact_paths
-from supervisor.relays import RELAYS
+from supervisor.relay.limits import RequestLimits
+from supervisor.relay.table import RELAYS
 
 MakeGGUF = Callable[..., Path]
 INFERENCE, ADMIN = "sk-inference-0123", "sk-admin-4567"
@@ -154,7 +155,7 @@ def test_config_refuses_listen_flags_in_extra_args(extra: list[str]) -> None:
 
 def test_every_route_of_the_app_is_classed(tmp_path: Path) -> None:
     routes = _app_routes(Settings(models_dirs=[tmp_path], data_dir=tmp_path / "data"))
-    assert routes == set(ROUTE_ACCESS), "classify new routes in ROUTE_ACCESS (and auth.py)"
+    assert routes == set(ROUTE_ACCESS), "classify new routes in ROUTE_ACCESS (and http/auth.py)"
     for (method, template), access in ROUTE_ACCESS.items():
         for path in (_concrete(template), _concrete(template) + "/"):
             assert required_access(method, path) is access, (method, path)

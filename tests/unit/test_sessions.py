@@ -17,7 +17,7 @@ from supervisor.errors import (
     SessionStoreError,
     SupervisorError,
 )
-from supervisor.sessions import Message, SessionStore, estimate_tokens, fit_history
+from supervisor.sessions.store import Message, SessionStore, estimate_tokens, fit_history
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_acknowledged_append_survives_sigkill(db_path: Path) -> None:
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from supervisor.sessions import SessionStore\n"
+        "from supervisor.sessions.store import SessionStore\n"
         "s = SessionStore(Path(sys.argv[1]))\n"
         "sid = s.create('m', 'killed')\n"
         "s.append(sid, [('user', 'q'), ('assistant', 'a')])\n"

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from supervisor.app import create_app
 from supervisor.config import Settings
-from supervisor.shutdown import Drain
+from supervisor.http.drain import Drain
 
 MakeGGUF = Callable[..., Path]
 

@@ -19,7 +19,7 @@ from starlette.routing import Route, Router
 
 from supervisor.app import create_app
 from supervisor.config import Settings
-from supervisor.http_errors import SlashRedirect
+from supervisor.http.error_responses import SlashRedirect
 
 HEALTH_ROUTES = ["/health", "/api/v2/health"]
 

@@ -20,8 +20,8 @@ from served import client_of
 
 from supervisor.app import create_app
 from supervisor.config import Settings
-from supervisor.dialects.openai import parse_body
 from supervisor.errors import BadRequest
+from supervisor.surfaces.openai.dialect import parse_body
 
 MakeGGUF = Callable[..., Path]
 MODEL = "tiny.Q4_1"

@@ -22,15 +22,16 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.app import create_app
-from supervisor.backends.argv import ChildCommand, Role
-from supervisor.backends.child import Backend
+from supervisor.children.argv import ChildCommand
+from supervisor.children.child import Backend
+from supervisor.children.spec import LoadParams, Role
 from supervisor.config import Settings
 from supervisor.lifecycle.model import ManagedModel, ModelHost
-from supervisor.lifecycle.state import LoadParams, ModelState
-from supervisor.memory import GpuInfo, MemoryProbe
+from supervisor.lifecycle.state import ModelState
+from supervisor.models.memory import GpuInfo, MemoryProbe
 from supervisor.placement.plan import MemoryFit, Placement
-from supervisor.telemetry import Telemetry
-from supervisor.tokens import TokenMeter, answer_tokens, scan_tokens
+from supervisor.telemetry.prometheus import Telemetry
+from supervisor.telemetry.tokens import TokenMeter, answer_tokens, scan_tokens
 
 MODEL = "tiny.Q4_1"
 MakeGGUF = Callable[..., Path]

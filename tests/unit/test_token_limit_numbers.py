@@ -25,7 +25,7 @@ from served import client_of
 from supervisor.app import create_app
 from supervisor.config import Settings
 from supervisor.errors import BadRequest
-from supervisor.limits import TOKEN_FIELDS, RequestLimits
+from supervisor.relay.limits import TOKEN_FIELDS, RequestLimits
 
 MakeGGUF = Callable[..., Path]
 MODEL = "tiny.Q4_1"

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from supervisor.upstream import (
+from supervisor.relay.upstream import (
     HIGH_WATER,
     ClosedBeforeAnswer,
     UpstreamError,

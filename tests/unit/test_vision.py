@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 from fakes import make_entry
 
-from supervisor.backends.argv import Role, build_argv, launch_spec
+from supervisor.children.argv import build_argv, launch_spec
+from supervisor.children.spec import Role
 from supervisor.config import ModelSettings, Settings
-from supervisor.dialects import api_v2, openai
-from supervisor.gguf_meta import ProjectorInfo, read_projector_info
-from supervisor.projectors import pair_projectors
-from supervisor.registry import ModelEntry, Registry
-from supervisor.schemas import ModelObject, V2ModelSummary
+from supervisor.models.gguf import ProjectorInfo, read_projector_info
+from supervisor.models.projectors import pair_projectors
+from supervisor.models.registry import ModelEntry, Registry
+from supervisor.surfaces.api_v2 import dialect as api_v2
+from supervisor.surfaces.openai import dialect as openai
+from supervisor.surfaces.schemas import ModelObject, V2ModelSummary
 
 MakeGGUF = Callable[..., Path]
 BINARY = Path("/opt/llama/llama-server")
@@ -129,7 +131,7 @@ def test_a_projector_that_matches_nothing_clearly_is_a_warning(
     make_gguf("models/smol.gguf")
     write_projector(tmp_path / "models" / "mmproj-F16.gguf")
 
-    with caplog.at_level(logging.WARNING, logger="supervisor.registry"):
+    with caplog.at_level(logging.WARNING, logger="supervisor.models.registry"):
         entries = scan(tmp_path / "models")
 
     assert all(entry.mmproj is None for entry in entries.values())
@@ -161,7 +163,7 @@ def test_the_config_can_turn_pairing_off_and_a_missing_projector_is_a_warning(
     make_gguf("models/b/tiny.gguf")
     models = [ModelSettings(file="smol", mmproj=""), ModelSettings(file="tiny", mmproj="gone")]
 
-    with caplog.at_level(logging.WARNING, logger="supervisor.registry"):
+    with caplog.at_level(logging.WARNING, logger="supervisor.models.registry"):
         entries = scan(tmp_path / "models", models=models)
 
     assert entries["smol"].mmproj is None

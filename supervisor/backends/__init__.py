@@ -1,1 +1,0 @@
-"""llama-server children: argv, spawn, readiness, stop, and the pool of running children."""

@@ -1,0 +1,7 @@
+"""``python -m supervisor.cli``."""
+
+import sys
+
+from supervisor.cli.program import main
+
+sys.exit(main())

@@ -1,1 +1,0 @@
-"""Pure translation per API surface: parse requests and shape replies and errors."""

@@ -1,0 +1,1 @@
+"""Server-side conversation sessions for the ``/api`` surface's chat, kept in SQLite (``store``)."""

@@ -1,0 +1,4 @@
+"""The API surfaces, one package each: routes (thin), dialect (pure translation: parse requests,
+shape replies and errors) and documentation models together. Shared here: each surface's error
+formatters (``errors``), the relayed routes' declarations (``relayed``), the one form field the
+gateway reads (``form``) and the OpenAPI document (``openapi``, ``schemas``)."""

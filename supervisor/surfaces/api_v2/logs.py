@@ -1,0 +1,76 @@
+"""A model's llama-server output (admin): the last lines, and a live SSE follow of them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import StreamingResponse
+
+from supervisor.children.logs import ChildLog, LogLine
+from supervisor.http.drain import Drain
+from supervisor.relay.plan import gateway
+from supervisor.surfaces.schemas import ModelLogs, replies
+
+router = APIRouter(prefix="/api/v2", tags=["api/v2"])
+KEEPALIVE_S = 10.0  # a comment this often keeps proxies from timing the stream out
+Lines = Annotated[int, Query(ge=0, le=100_000, description="How many recent lines to send")]
+
+
+@router.get(
+    "/models/{model_id}/logs",
+    summary="A model's llama-server output",
+    responses=replies(ModelLogs, 401, 403, 404),
+)
+async def model_logs(request: Request, model_id: str, lines: Lines = 100) -> dict[str, Any]:
+    gw = gateway(request)
+    entry = gw.registry.resolve(model_id)
+    tail = gw.logs.of(entry.id).tail(lines)
+    return {"model": entry.id, "lines": [line.as_json() for line in tail]}
+
+
+@router.get(
+    "/models/{model_id}/logs/stream",
+    summary="Follow a model's llama-server output",
+    responses=replies(
+        None, 401, 403, 404, stream="Server-sent events: data: {time, role, pid, line} per line"
+    ),
+)
+async def follow_model_logs(
+    request: Request, model_id: str, lines: Lines = 20
+) -> StreamingResponse:
+    """The last ``lines`` lines, then each new one as the child prints it, until the client
+    goes or the gateway shuts down."""
+    gw = gateway(request)
+    entry = gw.registry.resolve(model_id)
+    drain: Drain = request.app.state.drain
+    events = _follow(gw.logs.of(entry.id), lines, drain.stopping)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
+async def _follow(log: ChildLog, count: int, stopping: asyncio.Event) -> AsyncIterator[bytes]:
+    with log.follow() as queue:  # before the tail, so no line falls between the two
+        for line in log.tail(count):
+            yield _event(line)
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            while not stop.done():
+                get = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({get, stop}, timeout=KEEPALIVE_S,
+                                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                if get in done:
+                    yield _event(get.result())
+                    continue
+                get.cancel()
+                if not stop.done():
+                    yield b": keepalive\n\n"
+        finally:
+            stop.cancel()
+
+
+def _event(line: LogLine) -> bytes:
+    return b"data: " + json.dumps(line.as_json()).encode() + b"\n\n"

@@ -1,0 +1,1 @@
+"""The routes every surface shares: ``/health``, ``/`` and ``/metrics``."""

@@ -1,0 +1,81 @@
+"""Host figures for /api/v2/metrics (seed 001), /api/v2/health and /v1/stats (seed 003)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+
+from supervisor.clock import iso
+from supervisor.models.memory import MemoryProbe
+from supervisor.placement.cores import HostCores
+
+MiB = 1024 * 1024
+
+
+def format_uptime(seconds: float) -> str:
+    """Seed 001's uptime form: "2d 3h 45m" (days and hours only when non-zero)."""
+    minutes = int(seconds // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{days}d"] if days else []
+    if days or hours:
+        parts.append(f"{hours}h")
+    parts.append(f"{minutes}m")
+    return " ".join(parts)
+
+
+def system_metrics(probe: MemoryProbe, cores: HostCores) -> dict[str, Any]:
+    """Seed 001's /api/v2/metrics body, plus the ``cores`` the gateway shares out among its
+    children. CPU utilisation is since the previous call (psutil's non-blocking form), so the
+    first call after start-up may read 0."""
+    frequency = psutil.cpu_freq()
+    memory = psutil.virtual_memory()
+    gpus = probe.gpus()
+    gpu: dict[str, Any] = {"available": bool(gpus)}
+    if gpus:
+        total = sum(g.total for g in gpus)
+        used = sum(g.used for g in gpus)
+        gpu["name"] = gpus[0].name if len(gpus) == 1 else ", ".join(g.name for g in gpus)
+        gpu["memory"] = {
+            "total_mb": total // MiB,
+            "used_mb": used // MiB,
+            "percent": round(100 * used / total, 1) if total else 0.0,
+        }
+    return {
+        "cpu": {
+            "utilization": psutil.cpu_percent(interval=None),
+            "cores": {
+                "physical": psutil.cpu_count(logical=False),
+                "logical": psutil.cpu_count(logical=True),
+            },
+            "frequency": {
+                "current": round(frequency.current) if frequency else None,
+                "min": round(frequency.min) if frequency else None,
+                "max": round(frequency.max) if frequency else None,
+            },
+            "for_children": {
+                "cpus": list(cores.cpus),
+                "pinnable": cores.pinnable,
+                "source": cores.source,
+            },
+        },
+        "memory": {
+            "total_mb": memory.total // MiB,
+            "available_mb": memory.available // MiB,
+            "used_mb": (memory.total - memory.available) // MiB,
+            "percent": memory.percent,
+        },
+        "gpu": gpu,
+        "timestamp": iso(time.time()),
+    }
+
+
+def health_v2(version: str, started_at: float, last_error: str | None) -> dict[str, Any]:
+    return {
+        "status": "healthy",
+        "version": version,
+        "uptime": format_uptime(time.time() - started_at),
+        "last_error": last_error,
+    }

@@ -1,0 +1,338 @@
+"""Prometheus metrics (``GET /metrics``): one registry per app, never the global one.
+
+Requests are observed by a pure-ASGI middleware (Starlette's BaseHTTPMiddleware would
+re-buffer streams and hide disconnects); model states, queues, in-flight requests and each
+running child's placement are read from the model manager at scrape time; lifecycle counters
+arrive as ``LifecycleEvents``; and tokens are counted from llama-server's ``usage`` or
+``timings`` by ``TokenMeter``s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from supervisor.children.spec import Role
+from supervisor.lifecycle.model import ManagedModel
+from supervisor.lifecycle.state import ModelState
+from supervisor.placement.cores import cpu_list
+from supervisor.telemetry.tokens import TokenMeter, answer_tokens
+
+PREFIX = "llama_supervisor_"
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+UNMATCHED = "unmatched"  # requests no route took: their raw paths would be unbounded labels
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# LLM work runs from milliseconds (a model list) to minutes (a long generation, a cold load).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+RECORD_KEY = "llama_supervisor.request"  # where the middleware puts a RequestRecord in scope
+
+
+@dataclass
+class RequestRecord:
+    """What the routes tell the metrics about one request: the model it used, if any."""
+
+    model: str = ""
+
+
+def note_model(scope: Scope, model_id: str) -> None:
+    """Label the request's metrics with ``model_id`` (a no-op outside the middleware)."""
+    record = scope.get(RECORD_KEY)
+    if isinstance(record, RequestRecord):
+        record.model = model_id
+
+
+class Telemetry:
+    """The app's metrics and their registry. Also the lifecycle's ``LifecycleEvents``."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        self._models: Callable[[], Iterable[ManagedModel]] = list
+        registry.register(_ModelsCollector(lambda: self._models()))
+        self.requests = Counter(
+            PREFIX + "requests",
+            "HTTP requests answered, by route template, method, model and status",
+            ["route", "method", "model", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            PREFIX + "request_duration_seconds",
+            "From the request to the end of its response (streams included)",
+            ["route", "method", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.first_token = Histogram(
+            PREFIX + "time_to_first_token_seconds",
+            "Streamed responses: from the request to the first non-empty body chunk",
+            ["route", "model"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.tokens_in = Counter(
+            PREFIX + "tokens_in",
+            "Prompt tokens (cached ones included), from llama-server's usage or timings",
+            ["model"],
+            registry=registry,
+        )
+        self.tokens_out = Counter(
+            PREFIX + "tokens_out", "Generated tokens", ["model"], registry=registry
+        )
+        self.loads = Counter(
+            PREFIX + "model_loads",
+            "Children started for a model (loads, restarts, swaps), by outcome",
+            ["model", "role", "outcome"],
+            registry=registry,
+        )
+        self.load_duration = Histogram(
+            PREFIX + "model_load_duration_seconds",
+            "From the start of a child until it answered /health",
+            ["model", "role"],
+            buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.restarts = Counter(
+            PREFIX + "model_restarts",
+            "Restart attempts of children that died or stopped answering",
+            ["model", "role"],
+            registry=registry,
+        )
+        self.evictions = Counter(
+            PREFIX + "model_evictions",
+            "Idle models unloaded to make room for another",
+            ["model"],
+            registry=registry,
+        )
+        self.swaps = Counter(
+            PREFIX + "model_swaps",
+            "Finished swaps, by mode (blue-green, stop-start, load)",
+            ["model", "role", "mode"],
+            registry=registry,
+        )
+        self.connections_cut = Counter(
+            PREFIX + "connections_cut",
+            "Client connections refused or closed before their request was read whole, by "
+            "reason: head_timeout, body_timeout, body_too_slow, head_too_large, "
+            "too_many_connections, pending_body_bytes",
+            ["reason"],
+            registry=registry,
+        )
+        self.unloads = Counter(
+            PREFIX + "model_unloads",
+            "Children stopped on purpose (unload, eviction, idle TTL, removal)",
+            ["model", "role"],
+            registry=registry,
+        )
+
+        # Labelled series by their labels: .labels() costs more than the update itself.
+        self._request_series: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
+        self._token_series: dict[str, tuple[Counter, Counter]] = {}
+
+    def connection_cut(self, reason: str) -> None:
+        self.connections_cut.labels(reason).inc()
+
+    def watch(self, models: Callable[[], Iterable[ManagedModel]]) -> None:
+        """Read the managed models (states, queues, in flight) from ``models`` when scraped."""
+        self._models = models
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # -- requests and tokens -----------------------------------------------------------------
+    def observe_request(
+        self,
+        route: str,
+        method: str,
+        model: str,
+        status: int,
+        seconds: float,
+        first_token: float | None,
+    ) -> None:
+        key = (route, method, model, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = (
+                self.requests.labels(route, method, model, str(status)),
+                self.latency.labels(route, method, model),
+            )
+        count, latency = series
+        count.inc()
+        latency.observe(seconds)
+        if first_token is not None and model:  # generations only, not log follows
+            self.first_token.labels(route, model).observe(first_token)
+
+    def meter(self, model: str) -> TokenMeter:
+        """A meter for one answer of ``model``: it counts that answer's tokens once."""
+        return TokenMeter(partial(self._count_tokens, model))
+
+    def count_answer(self, model: str, answer: object) -> None:
+        """Count the tokens of a parsed, finished answer."""
+        counts = answer_tokens(answer)
+        if counts is not None:
+            self._count_tokens(model, *counts)
+
+    def _count_tokens(self, model: str, tokens_in: int, tokens_out: int) -> None:
+        series = self._token_series.get(model)
+        if series is None:
+            series = self._token_series[model] = (
+                self.tokens_in.labels(model),
+                self.tokens_out.labels(model),
+            )
+        series[0].inc(tokens_in)
+        series[1].inc(tokens_out)
+
+    # -- LifecycleEvents -----------------------------------------------------------------------
+    def load_finished(self, model: str, role: Role, seconds: float, ok: bool) -> None:
+        self.loads.labels(model, role.value, "ok" if ok else "failed").inc()
+        if ok:
+            self.load_duration.labels(model, role.value).observe(seconds)
+
+    def restarted(self, model: str, role: Role) -> None:
+        self.restarts.labels(model, role.value).inc()
+
+    def evicted(self, model: str) -> None:
+        self.evictions.labels(model).inc()
+
+    def swapped(self, model: str, role: Role, mode: str, seconds: float) -> None:
+        self.swaps.labels(model, role.value, mode).inc()
+
+    def unloaded(self, model: str, role: Role) -> None:
+        self.unloads.labels(model, role.value).inc()
+
+
+class _ModelsCollector:
+    """Gauges read from the model manager at scrape time, so they are never stale."""
+
+    def __init__(self, models: Callable[[], Iterable[ManagedModel]]) -> None:
+        self._models = models
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        state, queued, in_flight, loaded = families[:4]
+        loaded_ids: set[str] = set()
+        for model in self._models():
+            labels = [model.entry.id, model.role.value]
+            for value in ModelState:
+                state.add_metric([*labels, value.value], 1.0 if model.state is value else 0.0)
+            queued.add_metric(labels, model.queued)
+            backend = model.backend
+            in_flight.add_metric(labels, backend.in_flight if backend else 0)
+            if backend is not None:
+                loaded_ids.add(model.entry.id)
+            self._add_placement(families[4:], model, labels)
+        loaded.add_metric([], len(loaded_ids))
+        return iter(families)
+
+    @staticmethod
+    def _add_placement(
+        families: tuple[GaugeMetricFamily, ...], model: ManagedModel, labels: list[str]
+    ) -> None:
+        """The serving child's threads, CPUs and GPUs; a child that stopped has no series."""
+        backend = model.serving()
+        if backend is None:
+            return
+        threads, cpus, info = families
+        placement = backend.placement
+        if placement.threads is not None:
+            threads.add_metric(labels, placement.threads)
+        cpus.add_metric(labels, len(placement.cpus))
+        gpus = ",".join(str(gpu.index) for gpu in placement.gpus)
+        memory = placement.memory.where if placement.memory else ""
+        info.add_metric([*labels, cpu_list(placement.cpus), gpus, memory], 1.0)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        def gauge(name: str, help_text: str, labels: list[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(PREFIX + name, help_text, labels=labels)
+
+        return (
+            gauge(
+                "model_state",
+                "1 for each model's current lifecycle state, 0 for the others",
+                ["model", "role", "state"],
+            ),
+            gauge("queue_depth", "Requests waiting for a free slot", ["model", "role"]),
+            gauge("in_flight_requests", "Requests on the model's current child", ["model", "role"]),
+            gauge("models_loaded", "Models with a running child", []),
+            gauge(
+                "child_threads",
+                "--threads of the model's running child (absent: llama.cpp's default)",
+                ["model", "role"],
+            ),
+            gauge(
+                "child_cpus",
+                "Logical CPUs the model's running child is pinned to (0: not pinned)",
+                ["model", "role"],
+            ),
+            gauge(
+                "child_placement_info",
+                "1 per running child: its CPUs (as 0-3,6), NVIDIA GPU indices and where its "
+                "memory goes (RAM or VRAM)",
+                ["model", "role", "cpus", "gpus", "memory"],
+            ),
+        )
+
+
+class TelemetryMiddleware:
+    """Observes every HTTP request: its count, latency and, for streams, time to first token.
+    Labels stay bounded: the route's template (never the raw path), a known method, the
+    model the route noted (``note_model``)."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app = app
+        self.telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        record = RequestRecord()
+        scope[RECORD_KEY] = record
+        status = 500  # if the app fails before answering, the server answers this
+        first_token: float | None = None
+        streaming = False
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status, streaming, first_token
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                streaming = _is_event_stream(message.get("headers", ()))
+            elif streaming and first_token is None and message.get("body"):
+                first_token = time.perf_counter() - started
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            seconds = time.perf_counter() - started
+            self.telemetry.observe_request(
+                route, method, record.model, status, seconds, first_token
+            )
+
+
+def _is_event_stream(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    return any(
+        key.lower() == b"content-type" and value.startswith(b"text/event-stream")
+        for key, value in headers
+    )
