@@ -18,26 +18,27 @@ from starlette.types import ASGIApp
 from supervisor import __version__
 from supervisor.children.child import ProcessFactory
 from supervisor.config import Settings
-from supervisor.gateway import Gateway, SettingsLoader, build_gateway
-from supervisor.http.auth import KeyRing
-from supervisor.http.body_limit import BodyLimit
+from supervisor.http.admission import Admission
 from supervisor.http.drain import Drain
 from supervisor.http.error_responses import SlashRedirect, install_error_handlers
 from supervisor.http.guard import GatewayGuard
 from supervisor.http.intake import Intake, IntakeLimits
+from supervisor.http.observer import RequestObserver, TelemetryMiddleware
 from supervisor.http.sdnotify import Notifier
 from supervisor.models.memory import MemoryProbe
 from supervisor.relay.asgi_shortcut import FastLane
 from supervisor.relay.lane import RelayLane
-from supervisor.surfaces.api import chat_routes as myllm_chat
-from supervisor.surfaces.api import routes as myllm
+from supervisor.reload import SettingsLoader
+from supervisor.services import build_services
+from supervisor.surfaces.api import chat_routes as api_chat
+from supervisor.surfaces.api import routes as api
 from supervisor.surfaces.api_v2 import logs
 from supervisor.surfaces.api_v2 import routes as api_v2
 from supervisor.surfaces.openai import routes as openai
 from supervisor.surfaces.relayed import relayed_router
 from supervisor.surfaces.root import routes as root
 from supervisor.surfaces.schemas import build_openapi
-from supervisor.telemetry.prometheus import Telemetry, TelemetryMiddleware
+from supervisor.telemetry.prometheus import Telemetry
 
 
 def create_app(
@@ -53,18 +54,21 @@ def create_app(
     notify = notifier or Notifier(None)
     drain = Drain(settings.shutdown_grace_s)
     telemetry = Telemetry()
-    lane = RelayLane(drain)
+    admission = Admission(drain)  # the one judge of requests, for both ways in
+    observer = RequestObserver(telemetry)
+    lane = RelayLane(admission, observer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway = build_gateway(settings, factory, load_settings, probe, telemetry)
-        app.state.gateway = gateway
-        lane.attach(gateway)
-        gateway.manager.start(gateway.registry.entries())
+        services = build_services(settings, factory, load_settings, probe, telemetry)
+        services.install(app.state)
+        admission.attach(services.reloader)  # the keys and body limit in force
+        lane.attach(services.relay)
+        services.start()
 
         def reload_on_signal() -> None:
             notify.reloading()
-            gateway.reload_in_background(done=notify.ready)
+            services.reloader.reload_in_background(done=notify.ready)
 
         hup = _on_sighup(reload_on_signal)
         try:
@@ -72,7 +76,8 @@ def create_app(
         finally:
             hup()
             lane.attach(None)
-            await gateway.close()
+            admission.attach(None)
+            await services.close()
 
     app = GatewayApp(
         title="llama-supervisor",
@@ -94,9 +99,8 @@ def create_app(
 
     def front(fastapi_stack: ASGIApp) -> ASGIApp:
         # Telemetry outermost, so that it also times and counts what the guard refuses.
-        limited = BodyLimit(FastLane(fastapi_stack), limit=partial(_max_body_bytes, app))
-        guarded = GatewayGuard(limited, drain=drain, keys=partial(_keys, app))
-        return TelemetryMiddleware(_with_cors(guarded, settings), telemetry=telemetry)
+        guarded = GatewayGuard(FastLane(fastapi_stack), admission)
+        return TelemetryMiddleware(_with_cors(guarded, settings), observer)
 
     app.front = front
     install_error_handlers(app)
@@ -105,18 +109,19 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(api_v2.router)
     app.include_router(logs.router)
-    app.include_router(myllm.router)
-    app.include_router(myllm_chat.router)
+    app.include_router(api.router)
+    app.include_router(api_chat.router)
     app.include_router(relayed_router())
     return app
 
 
 class GatewayApp(FastAPI):
     """FastAPI with the gateway's own ASGI layers (``front``) outside all of FastAPI's
-    middleware. Every request passes telemetry, CORS (when configured), the guard and the body
-    limit (``http/body_limit.py``) first; then the passthrough routes' fast lane skips FastAPI
-    entirely: its error, exception-telemetry and body-limit middlewares, its routing and its
-    dependency solving (``relay/asgi_shortcut.py``)."""
+    middleware. Every request passes telemetry (``http/observer.py``), CORS (when configured)
+    and the guard (``http/guard.py``: admission, the drain, the body limit) first; then the
+    passthrough routes' fast lane skips FastAPI entirely: its error, exception-telemetry and
+    body-limit middlewares, its routing and its dependency solving (``relay/asgi_shortcut.py``).
+    """
 
     front: Callable[[ASGIApp], ASGIApp] | None = None
 
@@ -140,36 +145,26 @@ def _with_cors(app: ASGIApp, settings: Settings) -> ASGIApp:
     )
 
 
-def _keys(app: FastAPI) -> KeyRing:
-    """The running gateway's keys (a reload may change them)."""
-    gateway: Gateway = app.state.gateway
-    return gateway.keys
-
-
-def _max_body_bytes(app: FastAPI) -> int:
-    """The running gateway's body limit (a reload may change it)."""
-    gateway: Gateway = app.state.gateway
-    return gateway.settings.max_body_bytes
-
-
 def _openapi_tags() -> list[dict[str, Any]]:
-    """One tag per surface, naming the seed document it comes from (shared/seeds)."""
+    """One tag per surface, described by its URLs and what it is for."""
     return [
         {
             "name": "shared",
-            "description": "`GET /` (seeds 002, 003), `GET /health` (llama.cpp) and "
-            "`GET /metrics` (Prometheus).",
+            "description": "The gateway's own routes, whatever surface a client speaks: `GET /` "
+            "(what is served), `GET /health` (in llama-server's shape) and `GET /metrics` "
+            "(Prometheus).",
         },
         {
             "name": "openai",
-            "description": "OpenAI-compatible `/v1` (seeds 000 and 003): bodies pass through to "
-            "llama-server; errors are the OpenAI envelope.",
+            "description": "The OpenAI-compatible surface under `/v1`: models, chat and text "
+            "completions, responses, embeddings, rerank; bodies pass through to llama-server; "
+            "errors are the OpenAI envelope.",
         },
         {
             "name": "native",
-            "description": "llama.cpp's native root routes (seed 004, BitNet; and llama-server's "
-            "others): `model` is optional (`?model=` on a GET); /completion's streams end with "
-            "`data: [DONE]`.",
+            "description": "llama-server's own routes at the root (`/completion`, `/tokenize`, "
+            "`/props`, …): `model` is optional (`?model=` on a GET); `/completion`'s streams "
+            "end with `data: [DONE]`.",
         },
         {
             "name": "anthropic",
@@ -178,13 +173,13 @@ def _openapi_tags() -> list[dict[str, Any]]:
         },
         {
             "name": "api/v2",
-            "description": "LLama.cpp API v2 (seed 001): models by file name, load parameters, "
-            "chat, metrics; plus our swap and reload admin routes.",
+            "description": "The `/api/v2` surface: models by file name, load with parameters, "
+            "chat, metrics, health and child logs; plus our swap and reload admin routes.",
         },
         {
             "name": "api",
-            "description": "MyLLM (seed 002): models, chat with server-side sessions, generate, "
-            'embeddings; errors are `{"detail": …}`.',
+            "description": "The `/api` surface: models, load and unload, chat with server-side "
+            'sessions, generate, embeddings; errors are `{"detail": …}`.',
         },
     ]
 

@@ -245,6 +245,15 @@ class Settings(BaseSettings):
     def _lower(cls, value: str) -> str:
         return value.lower()
 
+    @property
+    def relay_lane_enabled(self) -> bool:
+        """Whether ``serve`` hands relayed POSTs to the relay lane (``relay/lane.py``), which
+        answers them off the sockets, or sends every request the ASGI way. The lane writes no
+        CORS headers and no access-log lines, so ``cors_origins`` or ``access_log`` turns it
+        off: the answers are the same, each relayed request costs 0.5 to 1 ms more of the
+        gateway's CPU (docs/operations.md)."""
+        return not self.cors_origins and not self.access_log
+
 
 def load_settings(config_file: Path | None = None, **cli: Any) -> Settings:
     """Build settings from CLI values (``None`` means "not given"), environment and TOML."""

@@ -1,5 +1,5 @@
 """What an error body looks like on each surface (guide/API.md): the OpenAI envelope
-everywhere, except seed 002's ``/api/…`` (not ``/api/v2``), which answers ``{"detail": …}``,
+everywhere, except the /api surface (``/api/…``, not ``/api/v2``), which answers ``{"detail": …}``,
 and Anthropic's routes (/v1/messages…), which answer ``{"type": "error", "error": …}``."""
 
 from __future__ import annotations

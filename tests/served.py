@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from supervisor.config import Settings
 from supervisor.http.server import http_protocol
 
 START_TIMEOUT_S = 10.0
+MakeSettings = Callable[..., Settings]  # the unit tier's make_settings fixture
+Serve = Callable[..., AbstractContextManager[httpx.Client]]  # and its serve fixture
 
 
 @contextmanager
@@ -66,18 +68,25 @@ def client_of(app: FastAPI, settings: Settings, way: str) -> Iterator[httpx.Clie
         yield client
 
 
+def gateway_settings(root: Path, **overrides: Any) -> Settings:
+    """Settings of a test gateway: models in ``root/models``, data in ``root/data``, and a
+    program that exists for its children (a fake factory makes them); ``overrides`` replace
+    or add fields."""
+    common: dict[str, Any] = {
+        "models_dirs": [root / "models"],
+        "llama_server": Path(sys.executable),
+        "data_dir": root / "data",
+    }
+    return Settings(**(common | overrides))
+
+
 @contextmanager
 def gateway_client(
     way: str, root: Path, factory: FakeFactory, **overrides: Any
 ) -> Iterator[httpx.Client]:
-    """``client_of`` a gateway whose models are in ``root/models``, its children made by
-    ``factory`` (a fake child's); ``overrides``: more settings."""
-    settings = Settings(
-        models_dirs=[root / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=root / "data",
-        **overrides,
-    )
+    """``client_of`` a gateway of ``gateway_settings(root, **overrides)``, its children made
+    by ``factory`` (a fake child's)."""
+    settings = gateway_settings(root, **overrides)
     app = create_app(settings, factory=factory)
     with client_of(app, settings, way) as client:
         yield client

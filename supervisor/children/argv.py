@@ -7,6 +7,7 @@ from pathlib import Path
 
 from supervisor.children.spec import LoadParams, Role
 from supervisor.config import Settings
+from supervisor.models.memory import DEFAULT_CTX
 from supervisor.models.registry import ModelEntry
 from supervisor.placement.plan import Placement
 
@@ -89,7 +90,7 @@ def launch_spec(
         host="127.0.0.1",
         port=port,
         role=role,
-        ctx_size=_first(asked.n_ctx, own.ctx_size if own else None, settings.ctx_size),
+        ctx_size=context_size(settings, entry, asked),
         n_gpu_layers=_first(
             asked.n_gpu_layers, own.n_gpu_layers if own else None, settings.n_gpu_layers
         ),
@@ -114,6 +115,23 @@ def launch_spec(
 def parallel_slots(settings: Settings, entry: ModelEntry) -> int:
     own = entry.overrides
     return own.parallel if own and own.parallel is not None else settings.parallel
+
+
+def context_size(settings: Settings, entry: ModelEntry, params: LoadParams | None) -> int | None:
+    """A child's --ctx-size: the load request's, the model's [[models]] entry's, the global
+    default; None leaves it to llama-server."""
+    own = entry.overrides
+    asked = params or LoadParams()
+    return _first(asked.n_ctx, own.ctx_size if own else None, settings.ctx_size)
+
+
+def slot_context(entry: ModelEntry, ctx_size: int | None, parallel: int) -> int:
+    """Tokens of context in each of a child's ``parallel`` slots: an explicit --ctx-size is
+    split between them; unset or 0, llama-server gives each slot the model's trained context
+    (models/memory.py ``context_total``)."""
+    if ctx_size:
+        return ctx_size // max(1, parallel)
+    return entry.info.context_length or DEFAULT_CTX
 
 
 def build_argv(spec: LaunchSpec) -> list[str]:

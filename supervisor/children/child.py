@@ -17,7 +17,13 @@ from typing import Protocol
 
 import httpx
 
-from supervisor.children.argv import ChildCommand, child_command, launch_spec, parallel_slots
+from supervisor.children.argv import (
+    ChildCommand,
+    child_command,
+    launch_spec,
+    parallel_slots,
+    slot_context,
+)
 from supervisor.children.binary import find_llama_server
 from supervisor.children.key import child_key_file
 from supervisor.children.logs import ChildLogs, LineSink
@@ -67,6 +73,7 @@ class Backend:
     loaded_at: float = field(default_factory=time.time)
     api_key: str | None = None  # what requests to the child must carry (children/key.py)
     placement: Placement = field(default_factory=Placement)  # its cores, threads and GPUs
+    ctx_size: int | None = None  # its --ctx-size (None: llama-server's own)
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -77,6 +84,11 @@ class Backend:
     @property
     def base_url(self) -> str:
         return self.process.base_url
+
+    @property
+    def slot_context(self) -> int:
+        """Tokens of context one of its slots holds."""
+        return slot_context(self.entry, self.ctx_size, self.parallel)
 
     @property
     def has_free_slot(self) -> bool:
@@ -176,6 +188,6 @@ class ChildStarter:
             parallel = parallel_slots(settings, entry)
             return Backend(
                 entry, role, process, port, parallel, params, seconds, api_key=key,
-                placement=placement or Placement(threads=spec.threads),
+                placement=placement or Placement(threads=spec.threads), ctx_size=spec.ctx_size,
             )  # fmt: skip
         raise AssertionError("unreachable")

@@ -37,7 +37,7 @@ def serving_role(entry: ModelEntry, role: Role) -> Role:
 
 @dataclass(frozen=True)
 class LoadParams:
-    """Seed 001's load body; ``None`` means "the configured default"."""
+    """The /api/v2 surface's load body; ``None`` means "the configured default"."""
 
     n_gpu_layers: int | None = None
     n_ctx: int | None = None

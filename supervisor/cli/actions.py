@@ -94,7 +94,7 @@ def _models_status(args: argparse.Namespace, client: AdminClient) -> int:
 
 
 def load_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The load body (seed 001's names) from the flags that were given."""
+    """The load body (the /api/v2 surface's names) from the flags that were given."""
     given = {
         "n_ctx": args.ctx,
         "n_gpu_layers": args.gpu_layers,

@@ -32,7 +32,7 @@ def _client_options() -> argparse.ArgumentParser:
 
 
 def _load_options() -> argparse.ArgumentParser:
-    """Seed 001's load parameters; each left out is the gateway's configured value."""
+    """The /api/v2 surface's load parameters; each left out is the gateway's configured value."""
     options = argparse.ArgumentParser(add_help=False)
     group = options.add_argument_group("load parameters (default: the gateway's settings)")
     group.add_argument("--ctx", type=int, metavar="N", help="context size in tokens (n_ctx)")

@@ -1,57 +1,115 @@
-"""One error formatter per surface, registered once for our errors, validation errors and
-Starlette's own 404/405; the one answer to a client gone before its body was read; and what
-the router does with a path no route takes (``SlashRedirect``)."""
+"""One error formatter per surface (``error_answer``: the status, headers and bytes the relay
+lane writes as they are; ``error_response``, the same as a Starlette response), registered once
+for our errors, validation errors and Starlette's own 404/405; the one answer to a client gone
+before its body was read; and what the router does with a path no route takes
+(``SlashRedirect``)."""
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Match, Router
 from starlette.types import Receive, Scope, Send
 
-from supervisor.errors import BadRequest, MethodNotAllowed, NotFound, SupervisorError
-from supervisor.relay.asgi import CLIENT_CLOSED_REQUEST
+from supervisor.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ShuttingDown,
+    SupervisorError,
+    Unauthorized,
+)
+from supervisor.relay.failures import CLIENT_CLOSED_REQUEST
 from supervisor.relay.table import surface_of
+from supervisor.relay.upstream import RawHeaders
 from supervisor.surfaces import errors as surfaces
 
 LOG = logging.getLogger(__name__)
+JSON_TYPE = (b"content-type", b"application/json")
 
 
 def _uses_detail_format(path: str) -> bool:
-    """Seed 002's surface (/api/…, not /api/v2/…) answers errors as {"detail": …}."""
+    """The /api surface (/api/…, not /api/v2/…) answers errors as {"detail": …}."""
     return path.startswith("/api/") and not path.startswith("/api/v2/") and path != "/api/v2"
 
 
-def error_response(path: str, error: SupervisorError) -> JSONResponse:
+class ErrorAnswer(NamedTuple):
+    """An error's whole answer: what the relay lane writes as it is, and what an ASGI route
+    returns as a ``Response`` (``error_response``)."""
+
+    status: int
+    headers: RawHeaders  # Retry-After where the error has one, the body's length and type
+    body: bytes
+
+
+def error_answer(path: str, error: SupervisorError) -> ErrorAnswer:
     """``error`` in the shape of the surface ``path`` belongs to: ``{"detail": …}`` on
-    /api, Anthropic's on its routes (``relays.surface_of``), else OpenAI's envelope."""
-    body: dict[str, Any] = (
+    /api, Anthropic's on its routes (``relays.surface_of``), else OpenAI's envelope. The bytes
+    and headers are Starlette's ``JSONResponse``'s, without building one."""
+    content: dict[str, Any] = (
         {"detail": error.message}
         if _uses_detail_format(path)
         else surfaces.error_body(surface_of(path), error)
     )
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
-    return JSONResponse(body, status_code=error.status_code, headers=headers)
+    text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    body = text.encode()
+    headers = [(b"content-length", b"%d" % len(body)), JSON_TYPE]
+    if error.retry_after is not None:
+        headers.insert(0, (b"retry-after", b"%d" % error.retry_after))
+    return ErrorAnswer(error.status_code, headers, body)
 
 
-def failed_request_response(method: str, path: str, error: SupervisorError) -> JSONResponse:
+def failed_request_answer(method: str, path: str, error: SupervisorError) -> ErrorAnswer:
     """The answer to a request that failed with one of our errors; the gateway's own or its
     children's failures (5xx) are logged."""
     if error.status_code >= 500:
         LOG.warning("%s %s -> %d: %s", method, path, error.status_code, error)
-    return error_response(path, error)
+    return error_answer(path, error)
 
 
-def internal_error_response(path: str) -> JSONResponse:
+def internal_error_answer(path: str) -> ErrorAnswer:
     """A bug's answer, with no detail: the exception goes on to the server, which logs it."""
-    return error_response(path, SupervisorError("Internal error in the gateway"))
+    return error_answer(path, SupervisorError("Internal error in the gateway"))
+
+
+def refusal_answer(path: str, error: SupervisorError) -> ErrorAnswer:
+    """The answer to a request refused on its head (``http/admission.py``) or for a body past
+    the limit: with ``WWW-Authenticate`` for a missing or unknown key; closing the connection
+    for a drain or a body left unread (it would have to be read, or would garble a kept-alive
+    connection)."""
+    status, headers, body = error_answer(path, error)
+    if isinstance(error, Unauthorized):
+        headers.append((b"www-authenticate", b"Bearer"))
+    elif isinstance(error, ShuttingDown | PayloadTooLarge):
+        headers.append((b"connection", b"close"))
+    return ErrorAnswer(status, headers, body)
+
+
+def as_response(answer: ErrorAnswer) -> Response:
+    response = Response(answer.body, answer.status)
+    response.raw_headers = list(answer.headers)
+    return response
+
+
+def error_response(path: str, error: SupervisorError) -> Response:
+    return as_response(error_answer(path, error))
+
+
+def failed_request_response(method: str, path: str, error: SupervisorError) -> Response:
+    return as_response(failed_request_answer(method, path, error))
+
+
+def internal_error_response(path: str) -> Response:
+    return as_response(internal_error_answer(path))
 
 
 def client_gone_response() -> Response:
@@ -62,12 +120,12 @@ def client_gone_response() -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
-async def _on_supervisor_error(request: Request, exc: Exception) -> JSONResponse:
+async def _on_supervisor_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SupervisorError)
     return failed_request_response(request.method, request.url.path, exc)
 
 
-async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
     return internal_error_response(request.url.path)
 
 
@@ -75,7 +133,7 @@ async def _on_client_gone(request: Request, exc: Exception) -> Response:
     return client_gone_response()
 
 
-async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
@@ -83,7 +141,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     return error_response(request.url.path, BadRequest(message, param=where or None))
 
 
-async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     error: SupervisorError
     if exc.status_code == 404:

@@ -1,5 +1,7 @@
-"""The door every HTTP request passes: refused while the gateway drains, then checked for an
-API key, then counted in flight until its response (a whole stream) is sent.
+"""The door every request over ASGI passes: admitted or refused on its head
+(``http/admission.py``, the relay lane's judge too), then counted in flight until its response
+(a whole stream) is sent; a body without a declared length is counted against the limit as it
+is read (``http/body_limit.py``).
 
 A pure ASGI middleware: Starlette's BaseHTTPMiddleware would buffer the app in a task of its
 own, which breaks stream passthrough and client-disconnect handling.
@@ -7,49 +9,35 @@ own, which breaks stream passthrough and client-disconnect handling.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from supervisor.errors import ShuttingDown, SupervisorError, Unauthorized
-from supervisor.http.auth import KeyRing
-from supervisor.http.drain import Drain
-from supervisor.http.error_responses import error_response
+from supervisor.http.admission import Admission, declared_length
+from supervisor.http.body_limit import count_body
+from supervisor.http.error_responses import as_response, refusal_answer
 
 
 class GatewayGuard:
-    def __init__(self, app: ASGIApp, drain: Drain, keys: Callable[[], KeyRing]) -> None:
+    def __init__(self, app: ASGIApp, admission: Admission) -> None:
         self.app = app
-        self.drain = drain
-        self.keys = keys
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        if self.drain.draining:
-            await self._refuse(scope, receive, send, ShuttingDown("The gateway is shutting down"))
+        headers = scope["headers"]
+        length = declared_length(headers)
+        admission = self.admission
+        error = admission.refusal(scope["method"], scope["path"], headers, length)
+        if error is not None:
+            await as_response(refusal_answer(scope["path"], error))(scope, receive, send)
             return
-        keys = self.keys()
-        if not keys.open:  # an open gateway (no keys) reads no headers
-            try:
-                keys.check(scope["method"], path, Headers(scope=scope))
-            except SupervisorError as exc:
-                await self._refuse(scope, receive, send, exc)
-                return
-        self.drain.enter()
+        drain = admission.drain
+        drain.enter()
         try:
-            await self.app(scope, receive, send)
+            if length is None:
+                await count_body(self.app, scope, receive, send, admission.body_limit)
+            else:  # the server delivers exactly that many bytes: nothing to count
+                await self.app(scope, receive, send)
         finally:
-            self.drain.leave()
-
-    @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send, error: SupervisorError) -> None:
-        response = error_response(scope["path"], error)
-        if isinstance(error, Unauthorized):
-            response.headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(error, ShuttingDown):
-            response.headers["Connection"] = "close"
-        await response(scope, receive, send)
+            drain.leave()

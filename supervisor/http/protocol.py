@@ -12,7 +12,6 @@ uvicorn's own pipelining does.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Coroutine
 from typing import Any, ClassVar
 
@@ -51,7 +50,7 @@ class RelayProtocol(IntakeProtocol):
             return
         self._in_head = False
         self._relay = route
-        self._relay_began = time.perf_counter()
+        self._relay_began = self.lane.observer.now()
         self._body = []
         self._keep_alive = self.parser.should_keep_alive()
 
@@ -112,7 +111,7 @@ class RelayProtocol(IntakeProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self._relay is not None and not self._cut_off:  # gone before its body was whole
-            self.lane.gone_mid_body(self._relay, time.perf_counter() - self._relay_began)
+            self.lane.gone_mid_body(self._relay, self._relay_began)
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
             exchange.client_lost()

@@ -86,10 +86,10 @@ class GatewayServer(uvicorn.Server):
 
 
 def http_protocol(app: FastAPI, settings: Settings) -> type[IntakeProtocol]:
-    """httptools with the intake's bounds (``http/intake.py``); and the relay lane, unless CORS or
-    the access log is on (the lane writes neither their headers nor their lines)."""
+    """httptools with the intake's bounds (``http/intake.py``); and the relay lane where the
+    settings allow it (``Settings.relay_lane_enabled``)."""
     intake: Intake = app.state.intake
-    if settings.cors_origins or settings.access_log:
+    if not settings.relay_lane_enabled:
         return intake_protocol(intake)
     lane: RelayLane = app.state.relay_lane
     return relay_protocol(lane, intake)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
 from supervisor.children.child import Backend, Lease
 from supervisor.children.spec import LoadParams, Role, child_name
+from supervisor.clock import Clock
 from supervisor.config import Settings
 from supervisor.errors import (
     ModelLoadError,
@@ -42,6 +42,8 @@ class ModelHost(Protocol):
     def settings(self) -> Settings: ...
     @property
     def events(self) -> LifecycleEvents: ...
+    @property
+    def clock(self) -> Clock: ...
     async def start_child(
         self, model: ManagedModel, entry: ModelEntry, params: LoadParams
     ) -> Backend: ...
@@ -157,6 +159,7 @@ class ManagedModel:
                 break
 
     def _released(self, backend: Backend) -> None:
+        backend.last_used = self._host.clock.monotonic()  # on the clock the idle loop reads
         if backend is self.backend:
             self._wake()
 
@@ -214,6 +217,7 @@ class ManagedModel:
 
     def _install(self, backend: Backend) -> None:
         self.backend = backend
+        backend.last_used = self._host.clock.monotonic()
         self.last_error = None
         self._spawn(self._watch(backend), f"watch:{self.name}")
         self._set(ModelState.READY)
@@ -269,7 +273,8 @@ class ManagedModel:
             old = self.serving()
             if old is None or self.removed:
                 return False
-            await self._swap_stop_start(old, self.entry, self.params, time.monotonic())
+            started = self._host.clock.monotonic()
+            await self._swap_stop_start(old, self.entry, self.params, started)
             return True
 
     async def _swap(self, entry: ModelEntry, params: LoadParams | None) -> SwapReport:
@@ -280,21 +285,23 @@ class ManagedModel:
         stop-then-start, requests queued meanwhile. If the new version fails, the old one
         keeps (or, after stop-then-start, resumes) serving and the error is raised."""
         params = params if params is not None else self.params
+        clock = self._host.clock
         async with self._lock:
-            started = time.monotonic()
+            started = clock.monotonic()
             old = self.serving()
             if old is None:
                 if self.state is ModelState.READY:
                     self._set(ModelState.FAILED)
                 backend = await self._start_as_current(entry, params)
-                return SwapReport("load", time.monotonic() - started, backend)
+                return SwapReport("load", clock.monotonic() - started, backend)
             if self._host.fits_beside(self, entry, params):
                 backend = await self._host.start_child(self, entry, params)
                 self.entry, self.params, self.backend = entry, params, backend
+                backend.last_used = clock.monotonic()
                 self._spawn(self._watch(backend), f"watch:{self.name}")
                 self._wake()
                 self._spawn(self._retire(old), f"retire:{self.name}")
-                return SwapReport("blue-green", time.monotonic() - started, backend)
+                return SwapReport("blue-green", clock.monotonic() - started, backend)
             return await self._swap_stop_start(old, entry, params, started)
 
     async def _swap_stop_start(
@@ -314,7 +321,7 @@ class ManagedModel:
             raise ModelLoadError(
                 self.entry.id, "swap failed; the old version is serving again", exc.stderr_tail
             ) from exc
-        return SwapReport("stop-start", time.monotonic() - started, backend)
+        return SwapReport("stop-start", self._host.clock.monotonic() - started, backend)
 
     async def _retire(self, old: Backend) -> None:
         self._retiring.add(old)  # from now on its exit is expected, and close() stops it

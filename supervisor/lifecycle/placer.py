@@ -12,13 +12,13 @@ runs.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import replace
 
 from supervisor.children.argv import LaunchSpec, launch_spec, parallel_slots
 from supervisor.children.child import Backend
 from supervisor.children.spec import LoadParams
+from supervisor.clock import Clock, SystemClock
 from supervisor.config import ModelSettings, Settings
 from supervisor.errors import SupervisorError
 from supervisor.lifecycle.model import ManagedModel
@@ -46,10 +46,12 @@ class Placer:
         settings: Settings,
         probe: MemoryProbe,
         cores: HostCores,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.cores = cores
         self._probe = probe
+        self._clock = clock or SystemClock()
         self._replace_failed: dict[str, float] = {}  # child name -> when re-placing it failed
 
     # -- memory ----------------------------------------------------------------------------
@@ -177,7 +179,7 @@ class Placer:
         return False
 
     async def _replace(self, model: ManagedModel, share: CpuShare) -> bool:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         failed = self._replace_failed.get(model.name)
         if failed is not None and now - failed < REPLACE_BACKOFF_S:
             return False

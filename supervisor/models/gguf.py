@@ -14,7 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from supervisor.models.gguf_tables import FILE_TYPE_NAMES, QUANT_SIZES, VALUE_ARRAY, VALUE_BOOL, VALUE_FLOAT32, VALUE_FLOAT64, VALUE_INT8, VALUE_INT16, VALUE_INT32, VALUE_INT64, VALUE_STRING, VALUE_UINT8, VALUE_UINT16, VALUE_UINT32, VALUE_UINT64
+from supervisor.models.gguf_tables import (
+    FILE_TYPE_NAMES,
+    QUANT_SIZES,
+    VALUE_ARRAY,
+    VALUE_BOOL,
+    VALUE_FLOAT32,
+    VALUE_FLOAT64,
+    VALUE_INT8,
+    VALUE_INT16,
+    VALUE_INT32,
+    VALUE_INT64,
+    VALUE_STRING,
+    VALUE_UINT8,
+    VALUE_UINT16,
+    VALUE_UINT32,
+    VALUE_UINT64,
+)
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32

@@ -1,25 +1,28 @@
-"""The relay from a child back to the client, and the shared httpx client for polls.
-
-Bytes from the child are passed through untouched where the surface speaks llama-server's own
-dialect (no JSON parsing, no re-buffering); surfaces with their own event shapes get the
-child's SSE events parsed and translated.
+"""The relay over ASGI: a relayed request sent to its child (``Proxy``) and the child's answer
+given back as a Starlette response (``RelayResponse`` for a stream). The relay lane
+(``relay/lane.py``) does the same off the sockets; what both pass on is ``relay/stream.py``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-import httpx
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from supervisor.children.child import Lease
-from supervisor.errors import BackendError, SupervisorError
+from supervisor.errors import BackendError
 from supervisor.relay.disconnect import DisconnectWatch
+from supervisor.relay.failures import CLIENT_CLOSED_REQUEST, map_upstream_errors, stream_broke
+from supervisor.relay.stream import (
+    StreamTranslator,
+    is_event_stream,
+    passed_headers,
+    stream_headers,
+)
 from supervisor.relay.upstream import (
     JSON,
     RawHeaders,
@@ -29,44 +32,6 @@ from supervisor.relay.upstream import (
 )
 
 LOG = logging.getLogger(__name__)
-
-ErrorEvent = Callable[[SupervisorError], bytes]
-STREAM_HEADERS = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
-CLIENT_CLOSED_REQUEST = 499  # nginx's code; the client never sees it
-HOP_HEADERS = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"server", b"date"}
-)
-
-
-def make_client() -> httpx.AsyncClient:
-    """The client for readiness and health polls (the relay has its own, ``UpstreamPool``).
-    Idle connections are dropped after 2 s, well before llama-server's own 5 s keep-alive
-    timeout."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=10.0, read=None, write=60.0, pool=60.0),
-        limits=httpx.Limits(max_connections=None, keepalive_expiry=2.0),
-        trust_env=False,
-    )
-
-
-@contextlib.contextmanager
-def map_upstream_errors(model: str) -> Iterator[None]:
-    """Translate the upstream client's errors into ours, once, at the boundary."""
-    try:
-        yield
-    except UpstreamError as exc:
-        raise backend_failed(model, exc) from exc
-
-
-def backend_failed(model: str, error: UpstreamError) -> BackendError:
-    return BackendError(f"Model '{model}' backend failed: {error}")
-
-
-def stream_broke(model: str) -> BackendError:
-    """What a stream's client is told when the child fails after the stream began."""
-    return BackendError(
-        f"Model '{model}' backend failed during the stream; the request did not complete"
-    )
 
 
 class Proxy:
@@ -166,115 +131,11 @@ class Proxy:
         return lease, upstream, content
 
 
-def is_event_stream(headers: RawHeaders) -> bool:
-    for name, value in headers:
-        if name == b"content-type":
-            return value.startswith(b"text/event-stream")
-    return False
-
-
 def _close(upstream: UpstreamResponse | None, lease: Lease | None) -> None:
     if upstream is not None:
         upstream.close()
     if lease is not None:
         lease.release()
-
-
-def passed_headers(headers: RawHeaders) -> RawHeaders:
-    """The child's headers minus hop-by-hop ones (names come lower-cased), so ours can
-    replace its own, and minus its CORS headers: llama-server allows every origin
-    (``Access-Control-Allow-Origin: *``), which would let any web page read the gateway's
-    answers; the gateway's own CORS setting (``cors_origins``) decides instead."""
-    return [
-        (k, v) for k, v in headers if k not in HOP_HEADERS and not k.startswith(b"access-control-")
-    ]
-
-
-def stream_headers(headers: RawHeaders) -> RawHeaders:
-    """A relayed stream's headers: the child's passed ones, with ours for streams in place
-    of any it sent itself."""
-    ours = {name for name, _ in STREAM_HEADERS}
-    return [*((k, v) for k, v in passed_headers(headers) if k not in ours), *STREAM_HEADERS]
-
-
-class StreamTranslator(Protocol):
-    """What a relayed SSE stream sends: ``chunks`` turns the child's raw body, as it arrives,
-    into the surface's bytes; ``error`` is the tail sent when the child fails mid-stream; ``closed``
-    runs once when the relay is over, however it ended."""
-
-    def chunks(self, raw: AsyncIterator[bytes]) -> AsyncIterator[bytes]: ...
-    def error(self, error: SupervisorError) -> bytes: ...
-    def closed(self) -> None: ...
-
-
-DONE_EVENT = b"data: [DONE]\n\n"
-
-
-class StreamMeter(Protocol):
-    """Sees a relayed stream's bytes as they pass, and its end (the token metrics)."""
-
-    def chunk(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
-
-
-class Passthrough:
-    """The child's bytes untouched. Per chunk only whether it ended an SSE event is noted, so
-    an error event after a child's death starts on a fresh line. With ``ensure_done``, a
-    stream the child ends without ``data: [DONE]`` (llama.cpp's native /completion) gets it;
-    a ``meter`` sees each chunk."""
-
-    def __init__(
-        self,
-        error_event: ErrorEvent,
-        *,
-        ensure_done: bool = False,
-        meter: StreamMeter | None = None,
-    ) -> None:
-        self._error_event = error_event
-        self._ensure_done = ensure_done
-        self._meter = meter
-        self._event_closed = True
-        self._last = b""
-
-    async def chunks(self, raw: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in raw:
-            yield self.feed(chunk)
-        if tail := self.tail():
-            yield tail
-
-    def feed(self, chunk: bytes) -> bytes:
-        """One piece of the child's body, as the client gets it (``chunks`` one at a time)."""
-        self._event_closed = chunk.endswith(b"\n\n")
-        self._last = chunk
-        if self._meter is not None:
-            self._meter.chunk(chunk)
-        return chunk
-
-    def tail(self) -> bytes:
-        """What follows the child's last piece: ``data: [DONE]`` where it is owed."""
-        owed = self._ensure_done and not self._last.endswith(DONE_EVENT)
-        return DONE_EVENT if owed else b""
-
-    def error(self, error: SupervisorError) -> bytes:
-        return (b"" if self._event_closed else b"\n\n") + self._error_event(error)
-
-    def closed(self) -> None:
-        if self._meter is not None:
-            self._meter.close()
-
-
-async def sse_events(raw: AsyncIterator[bytes]) -> AsyncIterator[Any]:
-    """The JSON payloads of a child's SSE stream, in order; None for ``data: [DONE]``."""
-    buffer = b""
-    async for chunk in raw:
-        buffer += chunk
-        while b"\n\n" in buffer:
-            event, buffer = buffer.split(b"\n\n", 1)
-            for line in event.split(b"\n"):
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                yield None if payload == b"[DONE]" else json.loads(payload)
 
 
 class RelayResponse(Response):

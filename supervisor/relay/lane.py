@@ -6,54 +6,50 @@ the same sockets added 0.3 to 0.4 ms: uvicorn's request cycle, the ASGI layers, 
 request and response objects and the tasks in between made most of the difference, their code
 run cold after each 30 ms of llama-server's work. This lane added 0.6 ms.
 
-So a POST to a relayed route (``relays.RELAYS``) whose model is named in its JSON body, and
-whose head needs nothing else of the gateway
-(``RelayLane.admit``) is an ``Exchange``: the body is checked and routed as on the ASGI way
-(``routes.plan_relay``), sent on a pooled connection, and the child's answer written to the
-client from the connection's callbacks (``upstream.AnswerSink``). A task runs only where the
-exchange must wait: for a slot, a load or a fresh connection.
+So a POST to a relayed route (``table.RELAYS``) whose model is named in its JSON body, and
+whose head admission lets in (``http/admission.py``, the ASGI guard's judge too) is an
+``Exchange``: the body is checked and routed as on the ASGI way (``plan.plan_relay``), sent
+on a pooled connection, and the child's answer written to the client from the connection's
+callbacks (``upstream.AnswerSink``). A task runs only where the exchange must wait: for a
+slot, a load or a fresh connection. It is counted and timed by the request observer
+(``http/observer.py``), as the ASGI way's requests are.
 
-Everything else takes the ASGI way (``fastlane.FastLane`` for the relay routes), which also
-refuses what the lane does not admit: a missing or weak key, a drain, a body over the limit
-or without a length.
+Everything else takes the ASGI way (``asgi_shortcut.FastLane`` for the relay routes), which
+also answers what admission refuses (a missing or weak key, a drain, a body over the limit)
+and bodies without a length.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine, Iterable
 from typing import Any, NamedTuple, Protocol
 
-from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from supervisor.children.child import Backend, Lease
 from supervisor.errors import SupervisorError
-from supervisor.gateway import Gateway
-from supervisor.http.drain import Drain
-from supervisor.http.error_responses import failed_request_response, internal_error_response
-from supervisor.relay.asgi import (
-    CLIENT_CLOSED_REQUEST,
-    backend_failed,
-    is_event_stream,
-    passed_headers,
-    stream_broke,
-    stream_headers,
+from supervisor.http.admission import Admission
+from supervisor.http.error_responses import (
+    ErrorAnswer,
+    failed_request_answer,
+    internal_error_answer,
 )
-from supervisor.relay.plan import RelayPlan, plan_relay
+from supervisor.http.observer import RequestObserver
+from supervisor.relay.failures import CLIENT_CLOSED_REQUEST, backend_failed, stream_broke
+from supervisor.relay.plan import RelayPlan, RelayServices, plan_relay
+from supervisor.relay.stream import is_event_stream, passed_headers, stream_headers
 from supervisor.relay.table import RELAYS, ModelFrom, Relay
 from supervisor.relay.upstream import (
     Address,
-    ClosedBeforeAnswer,
     Connection,
     RawHeaders,
     UpstreamError,
     UpstreamPool,
     address_of,
     request_head,
+    stale,
 )
 
 LOG = logging.getLogger(__name__)
@@ -63,7 +59,7 @@ CHUNKED = (b"transfer-encoding", b"chunked")
 
 
 class Client(Protocol):
-    """What an exchange needs of its client's connection (``relay_protocol``)."""
+    """What an exchange needs of its client's connection (``http/protocol.py``)."""
 
     @property
     def default_headers(self) -> RawHeaders: ...
@@ -84,11 +80,13 @@ class Upstream(NamedTuple):
 
 class RelayLane:
     """Decides which requests take the lane, and starts their exchanges. The app's lifespan
-    binds it to the running gateway (``attach``); unbound, it admits nothing."""
+    binds it to the running gateway's relay services (``attach``); unbound, it admits nothing."""
 
-    def __init__(self, drain: Drain) -> None:
-        self.drain = drain
-        self.gateway: Gateway | None = None
+    def __init__(self, admission: Admission, observer: RequestObserver) -> None:
+        self.admission = admission
+        self.drain = admission.drain
+        self.observer = observer
+        self.services: RelayServices | None = None
         self._routes = {
             relay.path.encode(): relay
             for relay in RELAYS.values()
@@ -96,15 +94,15 @@ class RelayLane:
         }
         self._upstreams: dict[tuple[str, str, str | None], Upstream] = {}
 
-    def attach(self, gateway: Gateway | None) -> None:
-        self.gateway = gateway
+    def attach(self, services: RelayServices | None) -> None:
+        self.services = services
         self._upstreams.clear()
 
     def admit(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> Relay | None:
         """The relay route of a request the lane can serve whole, judged on its head; None
         sends it the ASGI way. ``headers`` as uvicorn keeps them (names lower-case)."""
         route = self._routes.get(url)  # the exact path: a query string or escapes go ASGI
-        if route is None or method != b"POST" or self.drain.draining:
+        if route is None or method != b"POST" or self.services is None:
             return None
         length = b""
         for name, value in headers:
@@ -112,27 +110,20 @@ class RelayLane:
                 length = value
             elif name == b"transfer-encoding":
                 return None
-        gw = self.gateway
-        if gw is None or not length.isdigit() or int(length) > gw.settings.max_body_bytes:
+        if not length.isdigit():  # the lane reads a body of a known length only
             return None
-        keys = gw.keys
-        if not keys.open:
-            try:
-                keys.check("POST", route.path, Headers(raw=headers))
-            except SupervisorError:
-                return None
+        if self.admission.refusal("POST", route.path, headers, int(length)) is not None:
+            return None  # the ASGI way answers the refusal
         return route
 
-    def gone_mid_body(self, route: Relay, seconds: float) -> None:
-        """A client hung up before its body was whole: counted as the ASGI way counts it."""
-        if self.gateway is not None:
-            self.gateway.telemetry.observe_request(
-                route.path, "POST", "", CLIENT_CLOSED_REQUEST, seconds, None
-            )
+    def gone_mid_body(self, route: Relay, began: float) -> None:
+        """A client hung up before its body (begun at ``began``, on the observer's clock) was
+        whole: counted as the ASGI way counts it."""
+        self.observer.finished(route.path, "POST", "", CLIENT_CLOSED_REQUEST, began, None)
 
     def exchange(self, client: Client, route: Relay, body: bytes, keep_alive: bool) -> Exchange:
-        assert self.gateway is not None  # admitted
-        return Exchange(self, self.gateway, client, route, body, keep_alive)
+        assert self.services is not None  # admitted
+        return Exchange(self, self.services, client, route, body, keep_alive)
 
     def upstream(self, backend: Backend, path: str) -> Upstream:
         """Where to send a request for ``path`` to ``backend``, and its head but for the
@@ -161,7 +152,6 @@ class Exchange:
     _lease: Lease | None = None
     _upstream = Upstream(("", 0), b"")
     _connection: Connection | None = None
-    _reused = False
     _task: asyncio.Task[None] | None = None
     _status = 0
     _streaming = False
@@ -171,7 +161,7 @@ class Exchange:
     def __init__(
         self,
         lane: RelayLane,
-        gateway: Gateway,
+        services: RelayServices,
         client: Client,
         route: Relay,
         body: bytes,
@@ -182,9 +172,9 @@ class Exchange:
         self._route = route
         self._body = body
         self._keep_alive = keep_alive
-        self._started = time.perf_counter()
-        self._gw = gateway
-        self._pool: UpstreamPool = gateway.proxy.pool
+        self._started = lane.observer.now()
+        self._services = services
+        self._pool: UpstreamPool = services.proxy.pool
         self._headers: RawHeaders = []
         self._parts: list[bytes] = []
 
@@ -192,8 +182,8 @@ class Exchange:
     def start(self) -> None:
         self._lane.drain.enter()
         try:
-            self._plan = plan = plan_relay(self._gw, self._route, self._body)
-            lease = self._gw.try_acquire(plan.entry, self._route.role)
+            self._plan = plan = plan_relay(self._services, self._route, self._body)
+            lease = self._services.manager.try_acquire(plan.entry, self._route.role)
             if lease is None:
                 self._wait(self._acquire(plan))
             else:
@@ -204,10 +194,10 @@ class Exchange:
             self._refuse(backend_failed(self._model, exc))
         except Exception:
             LOG.exception("relay lane: POST %s failed", self._route.path)
-            self._answer_error(internal_error_response(self._route.path))
+            self._answer_error(internal_error_answer(self._route.path))
 
     async def _acquire(self, plan: RelayPlan) -> None:
-        self._send(await self._gw.acquire(plan.entry, self._route.role))
+        self._send(await self._services.manager.acquire(plan.entry, self._route.role))
 
     def _send(self, lease: Lease) -> None:
         self._lease = lease
@@ -216,14 +206,13 @@ class Exchange:
         if connection is None:
             self._wait(self._connect())
         else:
-            self._post(connection, reused=True)
+            self._post(connection)
 
     async def _connect(self) -> None:
-        self._post(await self._pool.connect(self._upstream.address), reused=False)
+        self._post(await self._pool.connect(self._upstream.address))
 
-    def _post(self, connection: Connection, *, reused: bool) -> None:
+    def _post(self, connection: Connection) -> None:
         self._connection = connection
-        self._reused = reused
         connection.send(self._upstream.head, self._body, self)
 
     def _wait(self, work: Coroutine[Any, Any, None]) -> None:
@@ -241,7 +230,7 @@ class Exchange:
                     raise
             except Exception:
                 LOG.exception("relay lane: POST %s failed", self._route.path)
-                self._answer_error(internal_error_response(self._route.path))
+                self._answer_error(internal_error_answer(self._route.path))
             finally:
                 if self._task is asyncio.current_task():  # not if it handed on to another
                     self._task = None
@@ -264,8 +253,8 @@ class Exchange:
         assert self._plan is not None
         data = self._plan.stream.feed(chunk)
         if self._first_token is None:
-            self._first_token = time.perf_counter() - self._started
-        self._client.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self._first_token = self._lane.observer.now() - self._started
+        self._client.write(_chunk(data))  # nothing for no data: a 0-size chunk ends the body
         if self._client.writing_paused and self._connection is not None:
             self._connection.pause_reading()
 
@@ -283,11 +272,7 @@ class Exchange:
         self._finish(self._status)
 
     def answer_failed(self, error: UpstreamError) -> None:
-        if isinstance(error, ClosedBeforeAnswer) and self._reused:
-            # llama-server closed the pooled connection unannounced: the request never
-            # reached it, so it goes once more, on a fresh connection.
-            address = self._upstream.address
-            LOG.info("pooled connection to %s:%d was closed; sending again", *address)
+        if self._connection is not None and stale(self._connection, error):
             self._connection = None
             self._wait(self._connect())
             return
@@ -317,15 +302,13 @@ class Exchange:
 
     # -- endings ------------------------------------------------------------------------------
     def _refuse(self, error: SupervisorError) -> None:
-        self._answer_error(failed_request_response("POST", self._route.path, error))
+        self._answer_error(failed_request_answer("POST", self._route.path, error))
 
-    def _answer_error(self, response: JSONResponse) -> None:
+    def _answer_error(self, answer: ErrorAnswer) -> None:
         if self._over:
             return
-        status: int = response.status_code
-        head = self._head(status, response.raw_headers)
-        self._client.write(head + bytes(response.body))
-        self._finish(status)
+        self._client.write(self._head(answer.status, answer.headers) + answer.body)
+        self._finish(answer.status)
 
     def _head(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         lines = [STATUS_LINE[status]]
@@ -347,12 +330,12 @@ class Exchange:
         plan = self._plan
         if plan is not None:
             plan.stream.closed()
-        self._gw.telemetry.observe_request(
+        self._lane.observer.finished(
             self._route.path,
             "POST",
             plan.entry.id if plan else "",
             status,
-            time.perf_counter() - self._started,
+            self._started,
             self._first_token,
         )
         self._lane.drain.leave()
@@ -364,4 +347,5 @@ class Exchange:
 
 
 def _chunk(data: bytes) -> bytes:
+    """``data`` framed as one chunk of a chunked body; nothing for no data."""
     return b"%x\r\n%b\r\n" % (len(data), data) if data else b""

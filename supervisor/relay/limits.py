@@ -29,7 +29,7 @@ PROMPT_FIELDS: tuple[str, ...] = (
     "messages", "prompt", "input", "content", "system", "instructions",
     "input_prefix", "input_suffix", "input_extra", "query", "documents",
 )  # fmt: skip
-# Seed 003 (/v1): "Up to 4 sequences where generation stops", as OpenAI's own API.
+# The OpenAI surface (/v1): "Up to 4 sequences where generation stops", as OpenAI's own API.
 OPENAI_MAX_STOP = 4
 
 
@@ -41,7 +41,7 @@ class RequestLimits:
 
     @classmethod
     def of(cls, settings: Settings, *, openai_stop: bool = False) -> RequestLimits:
-        """The configured limits; ``openai_stop`` adds seed 003's stop-list limit (/v1)."""
+        """The configured limits; ``openai_stop`` adds the OpenAI surface's stop-list limit."""
         return cls(
             max_tokens=settings.max_tokens_limit,
             max_prompt_chars=settings.max_prompt_chars,
@@ -88,6 +88,25 @@ class RequestLimits:
             raise BadRequest(
                 f"'{field}' is {int(value)}; this gateway allows at most {limit}", param=field
             )
+
+
+class Limits:
+    """The settings' request limits, made once per settings rather than per request: every
+    surface's (``general``), and the /v1 routes' (``openai``, with the OpenAI surface's
+    stop-list limit). A reload replaces both (``apply``)."""
+
+    general: RequestLimits
+    openai: RequestLimits
+
+    def __init__(self, settings: Settings) -> None:
+        self.apply(settings)
+
+    def apply(self, settings: Settings) -> None:
+        self.general = RequestLimits.of(settings)
+        self.openai = RequestLimits.of(settings, openai_stop=True)
+
+    def of(self, *, openai_stop: bool) -> RequestLimits:
+        return self.openai if openai_stop else self.general
 
 
 def _is_int(value: object) -> TypeGuard[int]:

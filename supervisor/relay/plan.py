@@ -1,4 +1,6 @@
-"""Thin HTTP routes, one module per surface; the work happens in the gateway's services."""
+"""What a relayed request needs once its body is read (``plan_relay``: its model, checked
+against the request limits), and its relay over ASGI (``relay``), with the narrow services
+both ways in share (``RelayServices``)."""
 
 from __future__ import annotations
 
@@ -9,30 +11,39 @@ from fastapi import Request
 from starlette.responses import Response
 
 from supervisor.errors import BadRequest
-from supervisor.gateway import Gateway
+from supervisor.http.observer import note_model
+from supervisor.lifecycle.manager import ModelManager
+from supervisor.models.catalog import Catalog
 from supervisor.models.registry import ModelEntry
 from supervisor.redact import scrub_paths
-from supervisor.relay.asgi import Passthrough
+from supervisor.relay.asgi import Proxy
+from supervisor.relay.limits import Limits
+from supervisor.relay.stream import Passthrough
 from supervisor.relay.table import ModelFrom, Relay
 from supervisor.relay.upstream import JSON
 from supervisor.surfaces import errors as surfaces
 from supervisor.surfaces.form import form_field
 from supervisor.surfaces.openai import dialect as openai_dialect
-from supervisor.telemetry.prometheus import Telemetry, note_model
+from supervisor.telemetry.prometheus import Telemetry
 from supervisor.telemetry.tokens import TokenMeter
 
 
-def gateway(request: Request) -> Gateway:
-    state_gateway: Gateway = request.app.state.gateway
-    return state_gateway
+@dataclass(frozen=True)
+class RelayServices:
+    """What relaying needs, on either way in: which model (``catalog``) within which limits,
+    a slot on its child (``manager``), the upstream connections (``proxy``) and the token
+    meters (``telemetry``). Built in the app's lifespan (``app.state.relay_services``)."""
+
+    catalog: Catalog
+    limits: Limits
+    manager: ModelManager
+    proxy: Proxy
+    telemetry: Telemetry
 
 
-def pick_model(request: Request, name: str | None) -> ModelEntry:
-    """The model a request names, else the default one (``Gateway.pick_model``), noted as
-    the model the request uses for its metrics."""
-    entry = gateway(request).pick_model(name)
-    note_model(request.scope, entry.id)
-    return entry
+def relay_services(request: Request) -> RelayServices:
+    services: RelayServices = request.app.state.relay_services
+    return services
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ class RelayPlan:
 
 
 def plan_relay(
-    gw: Gateway,
+    services: RelayServices,
     route: Relay,
     body: bytes,
     *,
@@ -88,7 +99,7 @@ def plan_relay(
         data = openai_dialect.parse_body(body)
         openai_dialect.wants_stream(data)  # a bad value is our clear 400, not the child's
         if route.checked:
-            (gw.openai_limits if route.openai_stop else gw.limits).check(data)
+            services.limits.of(openai_stop=route.openai_stop).check(data)
         name = openai_dialect.requested_model(data)
     elif route.model_from is ModelFrom.FORM:
         name = form_field(body, content_type, "model")
@@ -96,31 +107,31 @@ def plan_relay(
         if route.method == "POST":
             openai_dialect.parse_json(body)  # llama-server answers bad JSON with a 500
         name = query_model or None
-    entry = gw.pick_model(name)
+    entry = services.catalog.pick(name)
     if route.needs is not None and route.needs not in entry.capabilities:
         raise BadRequest(
             f"Model '{entry.id}' cannot serve {route.path}: it has no {route.needs} projector",
             param="model",
         )
-    return RelayPlan(entry, route, gw.telemetry)
+    return RelayPlan(entry, route, services.telemetry)
 
 
 async def relay(request: Request, route: Relay) -> Response:
     """A relayed route (``relays.RELAYS``) over ASGI: the relay lane's work, for what it
     does not take."""
     body = await request.body()
-    gw = gateway(request)
+    services = relay_services(request)
     # A form goes on with its boundary; any other body is JSON, as the relay lane sends it.
     form = route.model_from is ModelFrom.FORM
     content_type = request.headers.get("content-type", "") if form else JSON
     plan = plan_relay(
-        gw, route, body, query_model=request.query_params.get("model"),
+        services, route, body, query_model=request.query_params.get("model"),
         content_type=content_type.encode("latin-1"),
     )  # fmt: skip
     note_model(request.scope, plan.entry.id)
     query = request.scope.get("query_string", b"").decode("latin-1")
-    return await gw.proxy.forward(
-        lambda: gw.acquire(plan.entry, route.role), f"{route.path}?{query}" if query else
-        route.path, body, plan.stream, request.receive, answer=plan.counted_answer,
-        method=route.method, content_type=content_type,
+    return await services.proxy.forward(
+        lambda: services.manager.acquire(plan.entry, route.role),
+        f"{route.path}?{query}" if query else route.path, body, plan.stream, request.receive,
+        answer=plan.counted_answer, method=route.method, content_type=content_type,
     )  # fmt: skip

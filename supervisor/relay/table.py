@@ -125,7 +125,7 @@ class Relay:
 
     @cached_property
     def openai_stop(self) -> bool:
-        """Seed 003's stop-list limit applies (the OpenAI routes under /v1). Cached: it is
+        """The OpenAI surface's stop-list limit applies (its routes under /v1). Cached: it is
         read for every request."""
         return self.path.startswith("/v1/") and self.surface is Surface.OPENAI
 
@@ -271,7 +271,7 @@ NOT_RELAYED: Final[Mapping[str, str]] = MappingProxyType(
         "GET /health, GET /v1/health": "the gateway's own health (its children's: /api/v2)",
         "GET /metrics": "the gateway's own Prometheus metrics, which cover every child",
         "GET /models, GET /v1/models": "the gateway's own list: every model it can load",
-        "GET / (the web UI)": "GET / is the gateway's own (seeds 002 and 003)",
+        "GET / (the web UI)": "GET / is the gateway's own (the /api and OpenAI surfaces' root)",
         "POST /props": "changes a child's settings behind the gateway's back",
         "POST /slots/{id}": "saves and restores slots to files on the host",
         "GET /v1/stream, POST /v1/streams/lookup, DELETE /v1/stream": (

@@ -2,14 +2,12 @@
 read the answer as it arrives.
 
 httpx cost about a millisecond of CPU per relayed request, half the gateway's own time (py-spy
-on the relay against a zero-cost upstream). The relay needs one thing only (POST to a
-llama-server on loopback, read a framed answer, stream it on), which this does on an asyncio
-protocol with httptools, uvicorn's own parser, for a few hundredths of that. httpx stays where
-speed does not matter: readiness and health polls, the admin client.
+on the relay against a zero-cost upstream); the relay needs only a POST to a llama-server on
+loopback, which this does on an asyncio protocol with httptools (uvicorn's own parser) for a few
+hundredths of that. httpx stays where speed does not matter: health polls, the admin client.
 
-An answer is heard by an ``AnswerSink`` as it comes off the socket. ``UpstreamPool.post``
-gives one to await (``UpstreamResponse``); the relay lane (``relay/lane.py``) is a sink
-itself and answers its client from these callbacks, without a task.
+An answer is heard by an ``AnswerSink`` as it comes off the socket: ``UpstreamPool.post`` gives
+one to await (``UpstreamResponse``); the relay lane (``relay/lane.py``) is a sink itself.
 """
 
 from __future__ import annotations
@@ -60,6 +58,7 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.idle_since = 0.0
+        self.reused = False  # taken from the pool: the child may have closed it meanwhile
         self.on_lost: Callable[[Connection], None] | None = None
         self._closed = False
         self._sink: AnswerSink | None = None
@@ -294,21 +293,17 @@ class UpstreamPool:
         content_type: str = JSON,
     ) -> UpstreamResponse:
         """POST ``body`` (JSON unless said) to ``base_url + path`` (or send ``method``: a GET
-        with no body); the answer once its head is in.
-
-        A pooled connection can be dead the moment it is reused: llama-server closes
-        keep-alive connections without saying so (after two streamed answers, seen here; and
-        after 5 s idle). If one closes before any answer, the request never reached the child
-        and goes once more on a fresh connection; if the child itself is gone, that fails to
-        connect."""
+        with no body); the answer once its head is in. A pooled connection the child had
+        closed is replaced once (``stale``)."""
         address = address_of(base_url)
         head = request_head(address, path, api_key, method=method, content_type=content_type)
         connection = self.take(address)
         if connection is not None:
             try:
                 return await self._exchange(connection, head, body)
-            except ClosedBeforeAnswer:
-                LOG.info("pooled connection to %s:%d was closed; sending again", *address)
+            except UpstreamError as exc:
+                if not stale(connection, exc):
+                    raise
         return await self._exchange(await self.connect(address), head, body)
 
     def close(self) -> None:
@@ -345,6 +340,7 @@ class UpstreamPool:
             connection = idle.pop()
             connection.on_lost = None
             if connection.usable and now - connection.idle_since < self._idle_expiry:
+                connection.reused = True
                 return connection
             connection.abort()
         return None
@@ -369,6 +365,16 @@ class UpstreamPool:
         connection.on_lost = forget
 
 
+def stale(connection: Connection, error: UpstreamError) -> bool:
+    """Whether a request failed only because ``connection`` was dead when taken from the pool
+    (llama-server closes keep-alive connections unannounced: after two streamed answers, seen
+    here, and 5 s idle): it never reached the child, and goes once more on a fresh one."""
+    if connection.reused and isinstance(error, ClosedBeforeAnswer):
+        LOG.info("pooled connection to %s:%d was closed; sending again", *connection.address)
+        return True
+    return False
+
+
 def address_of(base_url: str) -> Address:
     parts = urlsplit(base_url)
     if parts.scheme != "http" or not parts.hostname:
@@ -384,10 +390,9 @@ def request_head(
     method: str = "POST",
     content_type: str = JSON,
 ) -> bytes:
-    """A request's head, up to the value of its Content-Length, which ``Connection.send``
-    fills in: the rest is the same for every request to a child's path, so it can be kept.
-    ``path`` may carry a query string; it and ``content_type`` come from a parsed request
-    (no line breaks)."""
+    """A request's head up to its Content-Length's value, which ``Connection.send`` fills in:
+    the rest is the same for every request to a child's path, so it can be kept. ``path`` (a
+    query string too) and ``content_type`` come from a parsed request (no line breaks)."""
     authorization = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     return (
         f"{method} {path} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n{authorization}"

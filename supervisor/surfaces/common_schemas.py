@@ -32,6 +32,6 @@ class OpenAIError(BaseModel):
 
 
 class DetailError(BaseModel):
-    """The /api surface's error body (seed 002)."""
+    """The /api surface's error body."""
 
     detail: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from supervisor.errors import SupervisorError
-from supervisor.relay.asgi import ErrorEvent
+from supervisor.relay.stream import ErrorEvent
 from supervisor.relay.table import Surface
 from supervisor.surfaces.anthropic import dialect as anthropic
 from supervisor.surfaces.openai import dialect as openai

@@ -10,9 +10,9 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from supervisor.surfaces.anthropic.schemas import CountTokensRequest, MessagesRequest
 from supervisor.surfaces.api.schemas import (
-    MyllmChatRequest,
-    MyllmEmbeddingsRequest,
-    MyllmGenerateRequest,
+    ApiChatRequest,
+    ApiEmbeddingsRequest,
+    ApiGenerateRequest,
 )
 from supervisor.surfaces.api_v2.schemas import LoadParams, SwapRequest, V2ChatRequest
 from supervisor.surfaces.common_schemas import REF, OpenAIError, Responses
@@ -40,7 +40,7 @@ from supervisor.surfaces.openai.schemas import (
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, NativeCompletionRequest,
     TokenizeRequest, DetokenizeRequest, EmbeddingRequest, LoadParams, SwapRequest,
-    V2ChatRequest, MyllmChatRequest, MyllmGenerateRequest, MyllmEmbeddingsRequest,
+    V2ChatRequest, ApiChatRequest, ApiGenerateRequest, ApiEmbeddingsRequest,
     MessagesRequest, CountTokensRequest, ResponsesRequest, RerankRequest, InfillRequest,
     ControlRequest, TranscriptionForm, LoraScales,
 )  # fmt: skip
@@ -54,9 +54,7 @@ _ERRORS: dict[int, str] = {
     503: "The model cannot be loaded now; see Retry-After",
 }
 OPENAI_SSE = "Server-sent events: data: {chunk} … data: [DONE]"
-MYLLM_SSE = (
-    'Server-sent events: data: {"token", "done": false} … then {"done": true, "full_text", …}'
-)
+API_SSE = 'Server-sent events: data: {"token", "done": false} … then {"done": true, "full_text", …}'
 
 
 def json_body(

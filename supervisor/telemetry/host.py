@@ -1,4 +1,4 @@
-"""Host figures for /api/v2/metrics (seed 001), /api/v2/health and /v1/stats (seed 003)."""
+"""Host figures for the /api/v2 surface (/api/v2/metrics, /api/v2/health) and /v1/stats."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ MiB = 1024 * 1024
 
 
 def format_uptime(seconds: float) -> str:
-    """Seed 001's uptime form: "2d 3h 45m" (days and hours only when non-zero)."""
+    """The /api/v2 surface's uptime form: "2d 3h 45m" (days and hours only when non-zero)."""
     minutes = int(seconds // 60)
     days, minutes = divmod(minutes, 24 * 60)
     hours, minutes = divmod(minutes, 60)
@@ -27,7 +27,7 @@ def format_uptime(seconds: float) -> str:
 
 
 def system_metrics(probe: MemoryProbe, cores: HostCores) -> dict[str, Any]:
-    """Seed 001's /api/v2/metrics body, plus the ``cores`` the gateway shares out among its
+    """The /api/v2/metrics body, plus the ``cores`` the gateway shares out among its
     children. CPU utilisation is since the previous call (psutil's non-blocking form), so the
     first call after start-up may read 0."""
     frequency = psutil.cpu_freq()

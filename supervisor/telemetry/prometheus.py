@@ -1,17 +1,14 @@
 """Prometheus metrics (``GET /metrics``): one registry per app, never the global one.
 
-Requests are observed by a pure-ASGI middleware (Starlette's BaseHTTPMiddleware would
-re-buffer streams and hide disconnects); model states, queues, in-flight requests and each
-running child's placement are read from the model manager at scrape time; lifecycle counters
-arrive as ``LifecycleEvents``; and tokens are counted from llama-server's ``usage`` or
-``timings`` by ``TokenMeter``s.
+Requests are observed by ``http/observer.py``'s ``RequestObserver``, for both ways in; model
+states, queues, in-flight requests and each running child's placement are read from the model
+manager at scrape time; lifecycle counters arrive as ``LifecycleEvents``; and tokens are
+counted from llama-server's ``usage`` or ``timings`` by ``TokenMeter``s.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from functools import partial
 
 from prometheus_client import (
@@ -23,43 +20,28 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from supervisor.children.spec import Role
 from supervisor.lifecycle.model import ManagedModel
 from supervisor.lifecycle.state import ModelState
 from supervisor.placement.cores import cpu_list
-from supervisor.telemetry.tokens import TokenMeter, answer_tokens
+from supervisor.telemetry.performance import PerformanceTable
+from supervisor.telemetry.tokens import TokenMeter, answer_tokens, generation
 
 PREFIX = "llama_supervisor_"
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
-UNMATCHED = "unmatched"  # requests no route took: their raw paths would be unbounded labels
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # LLM work runs from milliseconds (a model list) to minutes (a long generation, a cold load).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-RECORD_KEY = "llama_supervisor.request"  # where the middleware puts a RequestRecord in scope
-
-
-@dataclass
-class RequestRecord:
-    """What the routes tell the metrics about one request: the model it used, if any."""
-
-    model: str = ""
-
-
-def note_model(scope: Scope, model_id: str) -> None:
-    """Label the request's metrics with ``model_id`` (a no-op outside the middleware)."""
-    record = scope.get(RECORD_KEY)
-    if isinstance(record, RequestRecord):
-        record.model = model_id
 
 
 class Telemetry:
-    """The app's metrics and their registry. Also the lifecycle's ``LifecycleEvents``."""
+    """The app's metrics and their registry. Also the lifecycle's ``LifecycleEvents``, and
+    what feeds each model's ``performance`` (the token meters see every answer's timings)."""
 
-    def __init__(self) -> None:
+    def __init__(self, performance: PerformanceTable | None = None) -> None:
+        self.performance = performance if performance is not None else PerformanceTable()
         self.registry = registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         self._models: Callable[[], Iterable[ManagedModel]] = list
@@ -177,14 +159,21 @@ class Telemetry:
             self.first_token.labels(route, model).observe(first_token)
 
     def meter(self, model: str) -> TokenMeter:
-        """A meter for one answer of ``model``: it counts that answer's tokens once."""
-        return TokenMeter(partial(self._count_tokens, model))
+        """A meter for one answer of ``model``: it counts that answer's tokens, and its
+        generation's speed, once."""
+        return TokenMeter(partial(self._count_tokens, model), partial(self._timed, model))
 
     def count_answer(self, model: str, answer: object) -> None:
-        """Count the tokens of a parsed, finished answer."""
+        """Count the tokens (and generation speed) of a parsed, finished answer."""
         counts = answer_tokens(answer)
         if counts is not None:
             self._count_tokens(model, *counts)
+        generated = generation(answer.get("timings")) if isinstance(answer, dict) else None
+        if generated is not None:
+            self._timed(model, *generated)
+
+    def _timed(self, model: str, tokens: int, millis: float) -> None:
+        self.performance.add(model, tokens, millis / 1000)
 
     def _count_tokens(self, model: str, tokens_in: int, tokens_out: int) -> None:
         series = self._token_series.get(model)
@@ -289,50 +278,3 @@ class _ModelsCollector:
                 ["model", "role", "cpus", "gpus", "memory"],
             ),
         )
-
-
-class TelemetryMiddleware:
-    """Observes every HTTP request: its count, latency and, for streams, time to first token.
-    Labels stay bounded: the route's template (never the raw path), a known method, the
-    model the route noted (``note_model``)."""
-
-    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
-        self.app = app
-        self.telemetry = telemetry
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        record = RequestRecord()
-        scope[RECORD_KEY] = record
-        status = 500  # if the app fails before answering, the server answers this
-        first_token: float | None = None
-        streaming = False
-
-        async def observed_send(message: Message) -> None:
-            nonlocal status, streaming, first_token
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                streaming = _is_event_stream(message.get("headers", ()))
-            elif streaming and first_token is None and message.get("body"):
-                first_token = time.perf_counter() - started
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observed_send)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            method = scope["method"] if scope["method"] in METHODS else "other"
-            seconds = time.perf_counter() - started
-            self.telemetry.observe_request(
-                route, method, record.model, status, seconds, first_token
-            )
-
-
-def _is_event_stream(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    return any(
-        key.lower() == b"content-type" and value.startswith(b"text/event-stream")
-        for key, value in headers
-    )

@@ -25,14 +25,15 @@ import psutil
 import pytest
 from fake_child import FakeChild
 from harness import MODEL_ID, RunningGateway, wait_for, wait_until_gone
+from sse import chat_body, data_lines, sse_data
 
 from supervisor.children import child as child_module
 from supervisor.children.child import ChildStarter
+from supervisor.children.poll_client import make_client
 from supervisor.children.spec import LoadParams, Role
 from supervisor.config import Settings
 from supervisor.errors import ModelLoadError
 from supervisor.models.registry import Registry
-from supervisor.relay.asgi import make_client
 
 pytestmark = pytest.mark.integration
 MakeGGUF = Callable[..., Path]
@@ -140,13 +141,6 @@ async def test_losing_the_port_every_time_is_a_clear_load_error(
 
 
 # -- a child SIGKILLed mid-stream, on each surface's streaming route -----------------------------
-def data_events(response: httpx.Response) -> Iterator[str]:
-    """The payloads of ``data:`` lines of an SSE answer, as they arrive."""
-    for line in response.iter_lines():
-        if line.startswith("data: "):
-            yield line.removeprefix("data: ")
-
-
 def chat_child(gateway: RunningGateway) -> psutil.Process:
     (child,) = [c for c in gateway.children() if "--embeddings" not in c.cmdline()]
     return child
@@ -159,7 +153,7 @@ def kill_after_first_event(
     return every event after it (the stream must end on its own: no hang, no silent cut)."""
     with httpx.stream("POST", f"{gateway.url}{path}", json=body, timeout=PATIENCE_S) as response:
         assert response.status_code == 200, response.read()
-        events = data_events(response)
+        events = data_lines(response.iter_lines(), strict=False)
         next(events)
         victim = chat_child(gateway)
         os.kill(victim.pid, signal.SIGKILL)
@@ -240,14 +234,9 @@ def test_a_client_that_does_not_read_its_stream_slows_no_one_and_loses_nothing(
                 "POST",
                 f"{gateway.url}/v1/chat/completions",
                 timeout=PATIENCE_S,
-                json={
-                    "model": MODEL_ID,
-                    "stream": True,
-                    "max_tokens": 4,
-                    "messages": [{"role": "user", "content": "Hi"}],
-                },
+                json=chat_body(MODEL_ID, stream=True, max_tokens=4),
             ) as fast:
-                assert list(data_events(fast))[-1] == "[DONE]"  # fmt: skip
+                assert list(data_lines(fast.iter_lines(), strict=False))[-1] == "[DONE]"
             reply = httpx.post(
                 f"{gateway.url}/v1/completions",
                 timeout=PATIENCE_S,
@@ -255,7 +244,7 @@ def test_a_client_that_does_not_read_its_stream_slows_no_one_and_loses_nothing(
             )
             assert reply.status_code == 200  # fmt: skip
         raw = stalled.read()
-    events = [e.removeprefix("data: ") for e in raw.decode().split("\n\n") if e]
+    events = sse_data(raw.decode(), strict=True)
     assert len(raw) > 8 * 4096  # far more than the slow client's buffer could take
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
@@ -297,7 +286,7 @@ def test_requests_on_a_sigstopped_child_end_with_an_error_or_are_served_after_it
 
     with httpx.stream("POST", f"{gateway.url}/v1/completions", json=body,
                       timeout=PATIENCE_S) as response:  # fmt: skip
-        events = data_events(response)
+        events = data_lines(response.iter_lines(), strict=False)
         next(events)
         frozen = chat_child(gateway)
         os.kill(frozen.pid, signal.SIGSTOP)
@@ -371,16 +360,16 @@ def test_broken_model_files_get_clear_errors_and_the_others_keep_serving(
     assert error["code"] == "model_load_failed" and "exited with code" in error["message"]
     detail = httpx.get(f"{gateway.url}/api/v2/models/truncated-later", timeout=30).json()
     assert detail["state"]["state"] == "failed" and detail["state"]["last_error"]
-    myllm = httpx.post(f"{gateway.url}/api/chat", timeout=PATIENCE_S, json={
+    api = httpx.post(f"{gateway.url}/api/chat", timeout=PATIENCE_S, json={
         "model": "truncated-later", "messages": [{"role": "user", "content": "Hi"}]})  # fmt: skip
-    assert myllm.status_code == 503 and "failed to load" in myllm.json()["detail"]
+    assert api.status_code == 503 and "failed to load" in api.json()["detail"]
 
     assert chat(gateway, MODEL_ID).status_code == 200  # the good model serves all along
     assert len(gateway.children()) == 1
 
 
 def chat(gateway: RunningGateway, model: str) -> httpx.Response:
-    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    body = chat_body(model, max_tokens=4)
     return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=PATIENCE_S)
 
 

@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from harness import MODEL_ID, RunningGateway
+from sse import chat_body
 
 from supervisor.models.demo import MODEL_FILE
 
@@ -115,12 +116,7 @@ def gateway(
 
 
 def chat(gateway: RunningGateway, content: object) -> httpx.Response:
-    body = {
-        "model": MODEL_ID,
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": 4,
-        "temperature": 0,
-    }
+    body = chat_body(MODEL_ID, content, max_tokens=4, temperature=0)
     return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=120)
 
 

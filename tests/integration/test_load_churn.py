@@ -30,6 +30,7 @@ import httpx
 import openai
 import pytest
 from harness import MODEL_ID, RunningGateway, wait_for
+from sse import chat_body, sse_data, sse_events
 
 pytestmark = pytest.mark.integration
 
@@ -88,8 +89,7 @@ class Session:
 
 # -- answers, per surface -------------------------------------------------------------------
 def sse_payloads(raw: str) -> list[str]:
-    events = [e for e in raw.replace("\r\n", "\n").split("\n\n") if e.strip()]
-    return [e.removeprefix("data: ") for e in events if e.startswith("data: ")]
+    return sse_data(raw.replace("\r\n", "\n"), strict=False)
 
 
 def openai_stream_complete(raw: str) -> str | None:
@@ -122,7 +122,7 @@ def typed_stream_complete(last: str) -> Check:
     and no ``event: error`` came before."""
 
     def check(_: int, raw: str) -> str | None:
-        events = [e for e in raw.replace("\r\n", "\n").split("\n\n") if e.strip()]
+        events = sse_events(raw.replace("\r\n", "\n"))
         kinds = [e.split("\n", 1)[0].removeprefix("event: ") for e in events]
         if "error" in kinds:
             return f"error event: {raw[-200:]!r}"
@@ -133,8 +133,8 @@ def typed_stream_complete(last: str) -> Check:
     return check
 
 
-def myllm_stream_complete(_: int, raw: str) -> str | None:
-    """Seed 002's stream: ``{"token", "done": false}`` events, then ``{"done": true,
+def api_stream_complete(_: int, raw: str) -> str | None:
+    """The /api surface's stream: ``{"token", "done": false}`` events, then ``{"done": true,
     "session_id", "full_text"}``, or ``{"error", "done": true}`` when it fails."""
     payloads = sse_payloads(raw)
     final = json.loads(payloads[-1]) if payloads else {}
@@ -328,7 +328,7 @@ class Load:
                                 "messages": [{"role": "user", "content": text}]}  # fmt: skip
         if session.id:
             body["session_id"] = session.id
-        check = myllm_stream_complete if stream else json_complete("session_id")
+        check = api_stream_complete if stream else json_complete("session_id")
         raw = await self.http_call(client, Call(kind, "/api/chat", body, stream, check, True))
         if raw is None:
             return
@@ -478,7 +478,7 @@ def test_64_clients_on_every_surface_lose_nothing_while_models_churn(
 
     # Both models still serve, and no retired child is left behind.
     for model in MODELS:
-        body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        body = chat_body(model, max_tokens=2)
         reply = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=120)
         assert reply.status_code == 200, reply.text
     assert wait_for(lambda: len(gateway.children()) <= len(MODELS), timeout=60)

@@ -16,6 +16,7 @@ import httpx
 import psutil
 import pytest
 from harness import MODEL_ID, RunningGateway, wait_for, wait_until_gone
+from sse import chat_body
 
 pytestmark = pytest.mark.integration
 MODEL_FILE = f"{MODEL_ID}.gguf"
@@ -55,8 +56,8 @@ def status(gateway: RunningGateway, model: str = MODEL_ID) -> dict[str, object]:
 
 
 def chat(gateway: RunningGateway, model: str = MODEL_ID, **extra: object) -> httpx.Response:
-    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
-    return httpx.post(f"{gateway.url}/v1/chat/completions", json=body | extra, timeout=120)
+    body = chat_body(model, max_tokens=4) | extra
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=120)
 
 
 def first_event(response: httpx.Response) -> Iterator[str]:
@@ -71,8 +72,7 @@ def first_event(response: httpx.Response) -> Iterator[str]:
 
 async def stream_until(url: str, stop: asyncio.Event, outcomes: list[str]) -> None:
     """One client streaming short chats back to back until ``stop``; records each outcome."""
-    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Count to ten."}],
-            "max_tokens": 16, "stream": True}  # fmt: skip
+    body = chat_body(MODEL_ID, "Count to ten.", max_tokens=16, stream=True)
     async with httpx.AsyncClient(timeout=120) as client:
         while not stop.is_set():
             try:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from harness import MODEL_ID, RunningGateway, wait_for
 from nginx_site import RunningNginx, site_for, write_nginx_conf
+from sse import data_lines
 
 from bench.nginx import find_nginx
 from supervisor.children.process import free_port
@@ -129,7 +130,7 @@ def test_a_client_hanging_up_at_nginx_frees_the_slot(
     port = quiet_gateway.child_port()
     with httpx.stream("POST", f"{nginx.url}/v1/completions", json=body, timeout=60) as resp:
         assert resp.status_code == 200
-        events = (line for line in resp.iter_lines() if line.startswith("data: "))
+        events = data_lines(resp.iter_lines(), strict=False)
         for _ in range(3):
             next(events)
         assert slots_busy(port)

@@ -14,6 +14,7 @@ import openai
 import pytest
 from harness import MODEL_ID, RunningGateway, wait_for, wait_until_gone
 from prometheus_client.parser import text_string_to_metric_families
+from sse import chat_body, data_lines
 
 pytestmark = pytest.mark.integration
 
@@ -40,13 +41,6 @@ def gateway(
 @pytest.fixture
 def client(gateway: RunningGateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0, timeout=120)
-
-
-def sse_events(lines: Iterator[str]) -> Iterator[str]:
-    for line in lines:
-        if line:
-            assert line.startswith("data: "), line
-            yield line.removeprefix("data: ")
 
 
 def test_model_list(client: openai.OpenAI) -> None:
@@ -109,12 +103,7 @@ def test_unknown_model_is_an_openai_404(client: openai.OpenAI) -> None:
 
 
 def test_raw_sse_framing(gateway: RunningGateway) -> None:
-    body = {
-        "model": MODEL_ID,
-        "messages": [{"role": "user", "content": "Say hello"}],
-        "max_tokens": 12,
-        "stream": True,
-    }
+    body = chat_body(MODEL_ID, "Say hello", max_tokens=12, stream=True)
     url = f"{gateway.url}/v1/chat/completions"
     with httpx.stream("POST", url, json=body, timeout=120) as response:
         assert response.status_code == 200
@@ -168,7 +157,7 @@ def slots_busy(port: int) -> bool:
 def test_client_disconnect_mid_stream_frees_the_slot(gateway: RunningGateway) -> None:
     body = {"model": MODEL_ID, "prompt": "Tell me a long story.", "stream": True, **LONG}
     with httpx.stream("POST", f"{gateway.url}/v1/completions", json=body, timeout=60) as resp:
-        events = sse_events(resp.iter_lines())
+        events = data_lines(resp.iter_lines(), strict=True)
         for _ in range(3):
             next(events)
         port = gateway.child_port()
@@ -207,7 +196,7 @@ def test_client_giving_up_on_a_non_streamed_request_frees_the_slot(
 def test_child_killed_mid_stream_ends_with_an_error_event(gateway: RunningGateway) -> None:
     body = {"model": MODEL_ID, "prompt": "Write an essay.", "stream": True, **LONG}
     with httpx.stream("POST", f"{gateway.url}/v1/completions", json=body, timeout=60) as resp:
-        events = sse_events(resp.iter_lines())
+        events = data_lines(resp.iter_lines(), strict=True)
         next(events)
         victims = [c for c in gateway.children() if "--embeddings" not in c.cmdline()]
         os.kill(victims[0].pid, signal.SIGKILL)

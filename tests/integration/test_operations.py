@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 from harness import MODEL_ID, RunningGateway, wait_for, wait_until_gone
+from sse import chat_body, data_lines
 
 pytestmark = pytest.mark.integration
 INFERENCE, ADMIN = "sk-test-inference", "sk-test-admin"
@@ -54,17 +55,15 @@ def test_sigterm_lets_a_stream_finish_then_exits_zero_with_no_child(
         first_chunk = threading.Event()
 
         def stream() -> None:
-            body = {
-                "model": MODEL_ID, "stream": True, "max_tokens": 120, "ignore_eos": True,
-                "messages": [{"role": "user", "content": "Count to a thousand."}],
-            }  # fmt: skip
+            body = chat_body(
+                MODEL_ID, "Count to a thousand.", stream=True, max_tokens=120, ignore_eos=True
+            )
             url = f"{gateway.url}/v1/chat/completions"
             with httpx.stream("POST", url, json=body, timeout=120) as reply:
                 assert reply.status_code == 200
-                for line in reply.iter_lines():
-                    if line.startswith("data: "):
-                        chunks.append(line.removeprefix("data: "))
-                        first_chunk.set()
+                for payload in data_lines(reply.iter_lines(), strict=False):
+                    chunks.append(payload)
+                    first_chunk.set()
 
         reader = threading.Thread(target=stream)
         reader.start()
@@ -131,11 +130,10 @@ def test_a_childs_output_is_kept_and_followed(keyed_gateway: RunningGateway) -> 
         stream_url = f"{url}/api/v2/models/{MODEL_ID}/logs/stream?lines=0"
         with httpx.stream("GET", stream_url, headers=admin, timeout=60) as reply:
             assert reply.status_code == 200
-            for line in reply.iter_lines():
-                if line.startswith("data: "):
-                    followed.append(json.loads(line.removeprefix("data: ")))
-                    if "listening" in str(followed[-1]["line"]):
-                        return
+            for payload in data_lines(reply.iter_lines(), strict=False):
+                followed.append(json.loads(payload))
+                if "listening" in str(followed[-1]["line"]):
+                    return
 
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()

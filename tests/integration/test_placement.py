@@ -15,6 +15,7 @@ import httpx
 import psutil
 import pytest
 from harness import RunningGateway, wait_for
+from sse import chat_body
 
 from supervisor.models.demo import MODEL_FILE
 from supervisor.placement.cores import CoreReader
@@ -63,7 +64,7 @@ def thread_cpus(pid: int) -> set[tuple[int, ...]]:
 
 
 def chat(url: str, model: str, stream: bool = False) -> int:
-    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
+    body = chat_body(model, max_tokens=8)
     if not stream:
         return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120).status_code
     body["stream"] = True

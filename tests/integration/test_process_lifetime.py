@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import MODEL_ID, RunningGateway, alive, wait_until_gone
+from sse import chat_body
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 def chat(gateway: RunningGateway, model: str = MODEL_ID) -> httpx.Response:
     return httpx.post(
         f"{gateway.url}/v1/chat/completions",
-        json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+        json=chat_body(model, max_tokens=4),
         timeout=120,
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from harness import MODEL_ID, RunningGateway
+from sse import sse_data
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +36,7 @@ def sse(gw: RunningGateway, path: str, body: dict[str, Any]) -> list[str]:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         raw = response.read().decode()
-    events = [e for e in raw.split("\n\n") if e.strip()]
-    assert all(e.startswith("data: ") for e in events), raw[:300]
-    return [e.removeprefix("data: ") for e in events]
+    return sse_data(raw, strict=True)
 
 
 def is_int(value: object) -> bool:
@@ -48,7 +47,7 @@ def check_usage(usage: dict[str, Any]) -> None:
     assert all(is_int(usage[k]) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
 
 
-# -- seed 004: BitNet's llama.cpp-native server --------------------------------------------
+# -- llama.cpp's native routes (BitNet's server) -------------------------------------------
 def test_seed_004_health(gw: RunningGateway) -> None:
     assert httpx.get(f"{gw.url}/health").json() == {"status": "ok"}
 
@@ -109,7 +108,7 @@ def test_seed_004_no_model_to_serve_is_a_503(
         gateway.stop()
 
 
-# -- seed 003: OffGrid LLM -----------------------------------------------------------------
+# -- the OpenAI surface (OffGrid LLM's routes) ---------------------------------------------
 def test_seed_003_root_and_models(gw: RunningGateway) -> None:
     root = httpx.get(f"{gw.url}/").json()
     assert {"name", "version", "status"} <= set(root) and root["status"] == "running"
@@ -164,7 +163,7 @@ def test_seed_003_stats(gw: RunningGateway) -> None:
     assert {"cpu", "memory", "gpu"} <= set(stats["system"])
 
 
-# -- seed 001: /api/v2 system routes -------------------------------------------------------
+# -- the /api/v2 surface's system routes ---------------------------------------------------
 def test_seed_001_metrics_and_health(gw: RunningGateway) -> None:
     metrics = httpx.get(f"{gw.url}/api/v2/metrics").json()
     assert set(metrics) == {"cpu", "memory", "gpu", "timestamp"}
@@ -203,7 +202,7 @@ def test_seed_001_chat_and_stream(gw: RunningGateway) -> None:
     assert info["performance"]["average_speed"] > 0
 
 
-# -- seed 002: MyLLM ------------------------------------------------------------------------
+# -- the /api surface -----------------------------------------------------------------------
 def test_seed_002_chat_keeps_the_session(gw: RunningGateway) -> None:
     first = post(gw, "/api/chat", {
         "model": MODEL_ID,

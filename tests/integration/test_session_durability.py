@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import MODEL_ID, RunningGateway
+from sse import sse_data
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +80,7 @@ def test_concurrent_streams_on_one_session_take_turns(
                     "options": {"max_tokens": 12},
                     "messages": [{"role": "user", "content": text}]}  # fmt: skip
             raw = httpx.post(f"{gateway.url}/api/chat", json=body, timeout=120).text
-            events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e.strip()]
+            events = sse_data(raw, strict=True)
             finals.append(json.loads(events[-1]))
 
         threads = [threading.Thread(target=stream, args=(f"question {n}",)) for n in (1, 2)]

@@ -4,16 +4,15 @@ checks, and each surface's error format."""
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fakes import FakeFactory
 from fastapi.testclient import TestClient
+from served import MakeSettings
 
 from supervisor.app import create_app
-from supervisor.config import Settings
 from supervisor.models.memory import MemoryProbe
 
 MakeGGUF = Callable[..., Path]
@@ -34,13 +33,8 @@ def models(tmp_path: Path, make_gguf: MakeGGUF) -> Path:
 
 
 @pytest.fixture
-def client(models: Path, factory: FakeFactory, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        models_dirs=[models],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-        parallel=2,
-    )
+def client(models: Path, factory: FakeFactory, make_settings: MakeSettings) -> Iterator[TestClient]:
+    settings = make_settings(models_dirs=[models], parallel=2)
     with TestClient(create_app(settings, factory=factory)) as test_client:
         yield test_client
 
@@ -75,14 +69,9 @@ def test_load_maps_seed_001_parameters_to_flags(client: TestClient, factory: Fak
 
 
 def test_each_running_child_shows_its_threads_cpus_and_memory(
-    models: Path, factory: FakeFactory, tmp_path: Path
+    models: Path, factory: FakeFactory, make_settings: MakeSettings
 ) -> None:
-    settings = Settings(
-        models_dirs=[models],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-        cpu_cores=1,
-    )
+    settings = make_settings(models_dirs=[models], cpu_cores=1)
     app = create_app(settings, factory=factory, probe=MemoryProbe(gpu_reader=list))
     with TestClient(app) as client:
         shared_out = client.get("/api/v2/metrics").json()["cpu"]["for_children"]
@@ -146,7 +135,7 @@ def test_swap_accepts_files_inside_models_dirs_only(
     assert client.get("/api/v2/models/tiny.Q4_1").json()["state"]["path"].endswith("tiny-next.gguf")
 
 
-def test_myllm_models_routes_and_detail_errors(client: TestClient) -> None:
+def test_api_models_routes_and_detail_errors(client: TestClient) -> None:
     listed = client.get("/api/models").json()["models"]
     tiny = next(m for m in listed if m["name"] == "tiny.Q4_1")
     assert set(tiny) == {

@@ -6,19 +6,17 @@ socket): the gateway's own errors and the child's in Anthropic's shape, keys in
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from error_format import assert_error_format, error_message
 from fake_child import FakeChild, Reply, Stream
-from fakes import FakeFactory
 from metrics_read import token_counts
 from pydantic import SecretStr
-from served import gateway_client
+from served import Serve
+from sse import last_event, typed_event
 
 from supervisor.errors import BackendError, ModelNotFound, QueueFull
 from supervisor.surfaces.anthropic import dialect as anthropic
@@ -26,19 +24,7 @@ from supervisor.surfaces.anthropic import dialect as anthropic
 MODEL = "tiny.Q4_1"
 MESSAGES = "/v1/messages"
 MakeGGUF = Callable[..., Path]
-Serve = Callable[..., AbstractContextManager[httpx.Client]]
 HELLO = {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
-
-
-def sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-def last_event(text: str) -> tuple[str, Any]:
-    """The name and data of the last event of an SSE answer."""
-    event = [part for part in text.split("\n\n") if part.strip()][-1]
-    lines = dict(line.split(": ", 1) for line in event.split("\n"))
-    return lines["event"], json.loads(lines["data"])
 
 
 # -- the dialect's pure functions ----------------------------------------------------------
@@ -108,27 +94,11 @@ def test_an_error_already_in_anthropics_shape_passes_unchanged() -> None:
 # -- over both ways -----------------------------------------------------------------------
 
 
-@pytest.fixture(params=["asgi", "lane"])
-def serve(
-    request: pytest.FixtureRequest, tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
-) -> Serve:
-    """A client of a gateway with the given settings, over one of the two ways."""
-    make_gguf(f"models/{MODEL}.gguf")
-
-    @contextmanager
-    def open_client(**overrides: Any) -> Iterator[httpx.Client]:
-        with gateway_client(
-            request.param, tmp_path, FakeFactory(base_url=fake_child.url), **overrides
-        ) as client:
-            yield client
-
-    return open_client
-
-
 @pytest.fixture
-def client(serve: Serve) -> Iterator[httpx.Client]:
-    with serve() as http_client:
-        yield http_client
+def serve(serve: Serve, make_gguf: MakeGGUF) -> Serve:
+    """conftest's ``serve`` (and so its ``client``), with this file's model in place."""
+    make_gguf(f"models/{MODEL}.gguf")
+    return serve
 
 
 def assert_anthropic_error(reply: httpx.Response, status: int, kind: str) -> str:
@@ -201,15 +171,15 @@ def stream_events(usage_in: dict[str, int], tokens_out: int) -> list[bytes]:
     message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [],
                "model": MODEL, "usage": {**usage_in, "output_tokens": 0}}  # fmt: skip
     return [
-        sse("message_start", {"type": "message_start", "message": message}),
-        sse("content_block_start", {"type": "content_block_start", "index": 0,
+        typed_event("message_start", {"type": "message_start", "message": message}),
+        typed_event("content_block_start", {"type": "content_block_start", "index": 0,
                                     "content_block": {"type": "text", "text": ""}}),
-        sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+        typed_event("content_block_delta", {"type": "content_block_delta", "index": 0,
                                     "delta": {"type": "text_delta", "text": "Hello"}}),
-        sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+        typed_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        typed_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
                               "usage": {"output_tokens": tokens_out}}),
-        sse("message_stop", {"type": "message_stop"}),
+        typed_event("message_stop", {"type": "message_stop"}),
     ]  # fmt: skip
 
 

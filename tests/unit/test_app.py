@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,32 +10,24 @@ import pytest
 from fake_child import FakeChild, Reply, Stream
 from fakes import FakeFactory, Script
 from fastapi.testclient import TestClient
+from served import MakeSettings
+from sse import DONE, event, sse_events
 
 from supervisor.app import create_app
-from supervisor.config import Settings
 
 MakeGGUF = Callable[..., Path]
 
 
 def chunk(text: str) -> bytes:
-    payload = {"object": "chat.completion.chunk", "choices": [{"delta": {"content": text}}]}
-    return f"data: {json.dumps(payload)}\n\n".encode()
+    return event({"object": "chat.completion.chunk", "choices": [{"delta": {"content": text}}]})
 
 
 @pytest.fixture
-def factory(fake_child: FakeChild) -> FakeFactory:
-    return FakeFactory(base_url=fake_child.url)
-
-
-@pytest.fixture
-def client(tmp_path: Path, make_gguf: MakeGGUF, factory: FakeFactory) -> Iterator[TestClient]:
+def client(
+    make_gguf: MakeGGUF, make_settings: MakeSettings, factory: FakeFactory
+) -> Iterator[TestClient]:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-    )
-    with TestClient(create_app(settings, factory=factory)) as test_client:
+    with TestClient(create_app(make_settings(), factory=factory)) as test_client:
         yield test_client
 
 
@@ -84,7 +75,7 @@ def test_child_errors_pass_through_with_their_status(
 def test_sse_is_relayed_with_no_buffering_headers(
     client: TestClient, fake_child: FakeChild
 ) -> None:
-    pieces = [chunk("Hel"), chunk("lo"), b"data: [DONE]\n\n"]
+    pieces = [chunk("Hel"), chunk("lo"), DONE]
     events = b"".join(pieces)
     fake_child.answer("POST", "/v1/chat/completions", Stream(pieces))
     with client.stream(
@@ -103,7 +94,7 @@ def test_child_dying_mid_stream_ends_with_one_error_event_and_done(
     pieces = [chunk("Hel"), chunk("lo"), b'data: {"choi']
     fake_child.answer("POST", "/v1/chat/completions", Stream(pieces, end="break"))
     response = client.post("/v1/chat/completions", json={"model": "tiny.Q4_1", "stream": True})
-    events = [e for e in response.text.split("\n\n") if e.strip()]
+    events = sse_events(response.text)
     assert events[:2] == [chunk("Hel").decode().strip(), chunk("lo").decode().strip()]
     error = json.loads(events[-2].strip().removeprefix("data: "))
     assert error["error"]["code"] == "backend_error"
@@ -146,16 +137,11 @@ def test_api_surface_errors_use_detail(client: TestClient) -> None:
 
 
 def test_load_failure_is_a_503_carrying_the_child_output(
-    tmp_path: Path, make_gguf: MakeGGUF
+    make_gguf: MakeGGUF, make_settings: MakeSettings
 ) -> None:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-    )
     factory = FakeFactory([Script(fail_with=["llama_model_load: error loading model"])])
-    with TestClient(create_app(settings, factory=factory)) as client:
+    with TestClient(create_app(make_settings(), factory=factory)) as client:
         response = client.post("/v1/chat/completions", json={"model": "tiny.Q4_1"})
     assert response.status_code == 503
     assert response.headers["retry-after"]

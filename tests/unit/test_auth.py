@@ -3,7 +3,6 @@ a missing or wrong key in its surface's error format."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from error_format import assert_error_format, uses_anthropic
 from fakes import FakeFactory
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from served import MakeSettings
 
 from supervisor.app import create_app
 from supervisor.config import Settings
@@ -97,15 +97,9 @@ def test_keys_load_from_settings_and_a_key_file(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def client(tmp_path: Path, make_gguf: MakeGGUF) -> Iterator[TestClient]:
+def client(make_gguf: MakeGGUF, make_settings: MakeSettings) -> Iterator[TestClient]:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-        api_keys=[SecretStr(INFERENCE)],
-        admin_keys=[SecretStr(ADMIN)],
-    )
+    settings = make_settings(api_keys=[SecretStr(INFERENCE)], admin_keys=[SecretStr(ADMIN)])
     with TestClient(create_app(settings, factory=FakeFactory())) as test_client:
         yield test_client
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -17,7 +16,7 @@ from error_format import assert_error_format
 from fake_child import FakeChild, Reply
 from fakes import FakeFactory
 from fastapi.testclient import TestClient
-from served import served
+from served import MakeSettings, served
 
 from supervisor.app import create_app
 from supervisor.config import Settings
@@ -28,12 +27,7 @@ MODEL = "tiny.Q4_1"
 
 
 @pytest.fixture
-def factory(fake_child: FakeChild) -> FakeFactory:
-    return FakeFactory(base_url=fake_child.url)
-
-
-@pytest.fixture
-def settings(tmp_path: Path, make_gguf: MakeGGUF) -> Settings:
+def settings(tmp_path: Path, make_gguf: MakeGGUF, make_settings: MakeSettings) -> Settings:
     """A models dir holding a model, a second version of it, and two ways out: a symlinked
     file and a symlinked directory, both leading to a valid GGUF outside."""
     make_gguf(f"models/{MODEL}.gguf")
@@ -41,12 +35,7 @@ def settings(tmp_path: Path, make_gguf: MakeGGUF) -> Settings:
     secret = make_gguf("outside/secret.gguf")
     (tmp_path / "models" / "escape.gguf").symlink_to(secret)
     (tmp_path / "models" / "linkdir").symlink_to(tmp_path / "outside", target_is_directory=True)
-    return Settings(
-        models_dirs=[tmp_path / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-        max_body_bytes=LIMIT,
-    )
+    return make_settings(max_body_bytes=LIMIT)
 
 
 @pytest.fixture

@@ -7,17 +7,16 @@ import asyncio
 import io
 import json
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fakes import FakeFactory
 from fastapi.testclient import TestClient
+from served import MakeSettings
 
 from supervisor.app import create_app
 from supervisor.children.logs import ChildLog, ChildLogs, EchoPolicy, echo_level
-from supervisor.config import Settings
 from supervisor.log_setup import configure_logging
 from supervisor.surfaces.api_v2.logs import _follow
 
@@ -58,14 +57,12 @@ async def test_a_follower_gets_the_tail_then_new_lines_until_shutdown() -> None:
         await asyncio.wait_for(pending, 2)
 
 
-def test_the_logs_route_shows_what_the_child_printed(tmp_path: Path, make_gguf: MakeGGUF) -> None:
+def test_the_logs_route_shows_what_the_child_printed(
+    make_gguf: MakeGGUF, make_settings: MakeSettings
+) -> None:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-    )  # fmt: skip
     factory = FakeFactory()
-    with TestClient(create_app(settings, factory=factory)) as client:
+    with TestClient(create_app(make_settings(), factory=factory)) as client:
         assert client.get("/api/v2/models/tiny.Q4_1/logs").json() == {
             "model": "tiny.Q4_1", "lines": []
         }  # fmt: skip

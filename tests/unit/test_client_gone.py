@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import logging
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from fake_child import FakeChild
 from fakes import FakeFactory
 from prometheus_client.parser import text_string_to_metric_families
-from served import served
+from served import MakeSettings, served
 
 from supervisor.app import create_app
-from supervisor.config import Settings
 
 MakeGGUF = Callable[..., Path]
 MODEL = "tiny.Q4_1"
@@ -46,7 +43,7 @@ CUT_UPLOADS = {
         b"\r\n0123456789",
         "/v1/chat/completions",
     ),
-    "myllm chat": (
+    "api chat": (
         b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
         "/api/chat",
     ),
@@ -59,14 +56,12 @@ CUT_UPLOADS = {
 
 
 @pytest.fixture
-def gateway_url(tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild) -> Iterator[str]:
+def gateway_url(
+    make_gguf: MakeGGUF, make_settings: MakeSettings, factory: FakeFactory
+) -> Iterator[str]:
     make_gguf(f"models/{MODEL}.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-    )
-    app = create_app(settings, factory=FakeFactory(base_url=fake_child.url))
+    settings = make_settings()
+    app = create_app(settings, factory=factory)
     with served(app, settings) as url:
         yield url
 

@@ -1,4 +1,4 @@
-"""Seed 001's chat translation (/api/v2/chat/{model_id} and /stream): literal dicts."""
+"""The /api/v2 chat translation (/api/v2/chat/{model_id} and /stream): literal dicts."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,11 +16,11 @@ import pytest
 from fake_child import DROP, Answer, FakeChild, Reply, Request, Stream
 from fakes import FakeFactory
 from fastapi import FastAPI
+from served import MakeSettings
+from starlette.datastructures import State
 from starlette.types import Message
 
 from supervisor.app import create_app
-from supervisor.config import Settings
-from supervisor.gateway import Gateway
 
 MODEL = "tiny.Q4_1"
 MakeGGUF = Callable[..., Path]
@@ -37,26 +36,21 @@ def stuck() -> Iterator[threading.Event]:
 
 
 @pytest.fixture
-def app(tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild) -> FastAPI:
+def app(make_gguf: MakeGGUF, make_settings: MakeSettings, factory: FakeFactory) -> FastAPI:
     make_gguf(f"models/{MODEL}.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-        parallel=1,
-        queue_timeout_s=0.5,
-    )
-    return create_app(settings, factory=FakeFactory(base_url=fake_child.url))
+    settings = make_settings(parallel=1, queue_timeout_s=0.5)
+    return create_app(settings, factory=factory)
 
 
 @pytest.fixture
-async def running(app: FastAPI) -> AsyncIterator[Gateway]:
+async def running(app: FastAPI) -> AsyncIterator[State]:
+    """The running app's services (``supervisor/services.py``)."""
     async with app.router.lifespan_context(app):
-        yield app.state.gateway
+        yield app.state
 
 
-def in_flight(gateway: Gateway) -> int:
-    return gateway.manager.status(gateway.registry.resolve(MODEL)).in_flight
+def in_flight(services: State) -> int:
+    return int(services.manager.status(services.catalog.resolve(MODEL)).in_flight)
 
 
 class Exchange:
@@ -132,7 +126,7 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
 )
 async def test_a_client_giving_up_on_a_child_that_never_answers_frees_its_slot(
     app: FastAPI,
-    running: Gateway,
+    running: State,
     fake_child: FakeChild,
     stuck: threading.Event,
     path: str,
@@ -157,7 +151,7 @@ async def test_a_client_giving_up_on_a_child_that_never_answers_frees_its_slot(
 
 @pytest.mark.anyio
 async def test_requests_queued_behind_a_silent_child_get_a_503_within_the_queue_bound(
-    app: FastAPI, running: Gateway, fake_child: FakeChild, stuck: threading.Event
+    app: FastAPI, running: State, fake_child: FakeChild, stuck: threading.Event
 ) -> None:
     arrived = threading.Event()
     silent = Stream([], end="hold")  # a head, then not a single token
@@ -167,14 +161,14 @@ async def test_requests_queued_behind_a_silent_child_get_a_503_within_the_queue_
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
         v1 = await client.post("/v1/completions", json=COMPLETION)
-        myllm = await client.post("/api/generate", json=COMPLETION)
+        api = await client.post("/api/generate", json=COMPLETION)
     assert v1.status_code == 503 and v1.headers["retry-after"]
     assert v1.json()["error"]["code"] == "queue_timeout"
-    assert myllm.status_code == 503 and myllm.headers["retry-after"]
-    assert "no free slot" in myllm.json()["detail"]
+    assert api.status_code == 503 and api.headers["retry-after"]
+    assert "no free slot" in api.json()["detail"]
     await holder.hang_up()
     assert await asyncio.to_thread(fake_child.hung_up.wait, PATIENCE_S)
     assert (
         in_flight(running) == 0
-        and running.manager.model(running.registry.resolve(MODEL)).queued == 0
+        and running.manager.model(running.catalog.resolve(MODEL)).queued == 0
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,10 +14,11 @@ import pytest
 from fake_child import FakeChild, Reply, Stream
 from fakes import FakeFactory
 from fastapi.testclient import TestClient
+from served import MakeSettings
+from sse import delta
 
 from supervisor.app import create_app
-from supervisor.config import Settings
-from supervisor.gateway import Gateway
+from supervisor.sessions.store import SessionStore
 
 MODEL = "tiny.Q4_1"
 MakeGGUF = Callable[..., Path]
@@ -29,36 +29,28 @@ def completion(text: str) -> Reply:
     return Reply(json={"choices": [{"message": {"role": "assistant", "content": text}}]})
 
 
-def chunk(text: str) -> bytes:
-    return f"data: {json.dumps({'choices': [{'delta': {'content': text}}]})}\n\n".encode()
-
-
 @pytest.fixture
-def client(tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild) -> Iterator[TestClient]:
+def client(
+    make_gguf: MakeGGUF, make_settings: MakeSettings, fake_child: FakeChild, factory: FakeFactory
+) -> Iterator[TestClient]:
     make_gguf(f"models/{MODEL}.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-    )
     fake_child.answer("POST", "/v1/chat/completions", completion("Hello"))
-    with TestClient(create_app(settings, factory=FakeFactory(base_url=fake_child.url))) as tc:
+    with TestClient(create_app(make_settings(), factory=factory)) as tc:
         yield tc
 
 
 def store_pragma(client: TestClient, pragma: str) -> None:
     """Set a pragma on the gateway's own sessions connection (SQLite's way to make a disk
     full, ``max_page_count``, or read-only, ``query_only``, for one connection)."""
-    gateway: Gateway = client.app.state.gateway  # type: ignore[attr-defined]
-    store = gateway.sessions
+    store: SessionStore = client.app.state.sessions  # type: ignore[attr-defined]
     with store._lock:
         store._conn.execute(f"PRAGMA {pragma}")
 
 
 def page_count(client: TestClient) -> int:
-    gateway: Gateway = client.app.state.gateway  # type: ignore[attr-defined]
-    with gateway.sessions._lock:
-        (count,) = gateway.sessions._conn.execute("PRAGMA page_count").fetchone()
+    store: SessionStore = client.app.state.sessions  # type: ignore[attr-defined]
+    with store._lock:
+        (count,) = store._conn.execute("PRAGMA page_count").fetchone()
     return int(count)
 
 
@@ -95,7 +87,7 @@ def test_a_full_or_read_only_session_store_is_a_clear_503_and_loses_nothing(
     fresh = say(client, LONG)  # a new session cannot be stored either
     assert fresh.status_code == 503 and "detail" in fresh.json()
 
-    fake_child.answer("POST", "/v1/chat/completions", Stream([chunk("Hel"), chunk("lo")]))
+    fake_child.answer("POST", "/v1/chat/completions", Stream([delta("Hel"), delta("lo")]))
     streamed = say(client, LONG, session_id, stream=True)
     events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line[:6] == "data: "]
     assert [e.get("token") for e in events[:-1]] == ["Hel", "lo"]
@@ -117,7 +109,11 @@ def test_a_full_or_read_only_session_store_is_a_clear_503_and_loses_nothing(
 
 
 def test_a_session_store_that_cannot_be_opened_costs_only_the_session_routes(
-    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
+    tmp_path: Path,
+    make_gguf: MakeGGUF,
+    make_settings: MakeSettings,
+    fake_child: FakeChild,
+    factory: FakeFactory,
 ) -> None:
     """A data dir that cannot hold the database (here a file sits where it should be; in life
     a read-only or full disk at start-up) must not keep the gateway from serving the rest, and
@@ -125,11 +121,9 @@ def test_a_session_store_that_cannot_be_opened_costs_only_the_session_routes(
     make_gguf(f"models/{MODEL}.gguf")
     blocked = tmp_path / "data"
     blocked.write_text("not a directory")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable), data_dir=blocked
-    )
+    settings = make_settings(data_dir=blocked)
     fake_child.answer("POST", "/v1/chat/completions", completion("Hello"))
-    with TestClient(create_app(settings, factory=FakeFactory(base_url=fake_child.url))) as client:
+    with TestClient(create_app(settings, factory=factory)) as client:
         chat = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
         assert client.post("/v1/chat/completions", json=chat).status_code == 200
         for refused in (say(client, "Hi"), client.get("/api/sessions")):

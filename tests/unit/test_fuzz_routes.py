@@ -31,6 +31,8 @@ from fakes import FakeFactory
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from served import gateway_settings
+from sse import DONE, event
 
 from supervisor.app import create_app
 from supervisor.config import Settings
@@ -90,7 +92,7 @@ def well_behaved(request: Request) -> Reply | Stream:
             500, json={"error": {"code": 500, "message": str(exc), "type": "server_error"}}
         )
     if isinstance(asked, dict) and asked.get("stream") is True:
-        return Stream([f"data: {json.dumps(CHUNK)}\n\n".encode(), b"data: [DONE]\n\n"])
+        return Stream([event(CHUNK), DONE])
     return Reply(json=CHAT)
 
 
@@ -100,10 +102,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     models = root / "models"
     _write_model(models / f"{MODEL}.gguf")
     _write_model(models / "v2" / "next.gguf")
-    settings_ = Settings(
-        models_dirs=[models],
-        llama_server=Path(sys.executable),
-        data_dir=root / "data",
+    settings_ = gateway_settings(
+        root,
         default_model=MODEL,  # requests naming no model go to it, as most deployments set
         max_body_bytes=64 * 1024,
         queue_timeout_s=5,

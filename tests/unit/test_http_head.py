@@ -8,25 +8,21 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from served import served
+from served import MakeSettings, served
 
 from supervisor.app import create_app
-from supervisor.config import Settings
 from supervisor.http.intake_protocol import MAX_HEAD_BYTES, IntakeProtocol
 from supervisor.http.server import http_protocol
 
 
 @pytest.fixture
-def port(tmp_path: Path) -> Iterator[int]:
+def port(tmp_path: Path, make_settings: MakeSettings) -> Iterator[int]:
     """The gateway served as ``serve`` serves it: its protocol is a IntakeProtocol."""
-    settings = Settings(
-        models_dirs=[tmp_path], llama_server=Path(sys.executable), data_dir=tmp_path / "data"
-    )
+    settings = make_settings(models_dirs=[tmp_path])
     app = create_app(settings)
     assert issubclass(http_protocol(app, settings), IntakeProtocol)
     with served(app, settings) as url:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -19,10 +18,9 @@ import httpx
 import pytest
 from fake_child import Answer, FakeChild, Reply, Request, Stream
 from fakes import FakeFactory
-from served import served
+from served import MakeSettings, served
 
 from supervisor.app import create_app
-from supervisor.config import Settings
 
 MODEL = "tiny.Q4_1"
 CHAT = "/v1/chat/completions"
@@ -52,19 +50,14 @@ class Gateway:
 
 @pytest.fixture
 def make_gateway(
-    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
+    make_gguf: MakeGGUF, make_settings: MakeSettings, factory: FakeFactory
 ) -> Iterator[Callable[..., Gateway]]:
     make_gguf(f"models/{MODEL}.gguf")
     with ExitStack() as stack:
 
         def make(config: dict[str, Any] | None = None, **overrides: Any) -> Gateway:
-            settings = Settings(
-                models_dirs=[tmp_path / "models"],
-                llama_server=Path(sys.executable),
-                data_dir=tmp_path / "data",
-                **overrides,
-            )
-            app = create_app(settings, factory=FakeFactory(base_url=fake_child.url))
+            settings = make_settings(**overrides)
+            app = create_app(settings, factory=factory)
             return Gateway(stack.enter_context(served(app, settings, **(config or {}))))
 
         yield make

@@ -1,5 +1,6 @@
 """The lifecycle with scripted fake children: queueing, loads, drains, swaps, crashes,
-eviction, idle unloads and liveness, all without a real llama-server."""
+eviction, idle unloads and liveness, all without a real llama-server. Loops and backoffs run
+on a fake clock: the tests move time instead of sleeping."""
 
 from __future__ import annotations
 
@@ -9,18 +10,24 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import cast
 
 import httpx
 import pytest
 import respx
-from fakes import FAKE_HOST, FakeFactory, Script, make_entry
+from fake_clock import FakeClock
+from fakes import FAKE_HOST, FakeFactory, FakeProcess, Script, make_entry
 
 from supervisor.children.child import ChildStarter
 from supervisor.children.spec import LoadParams, Role
+from supervisor.clock import Clock
 from supervisor.config import ModelSettings, Settings
 from supervisor.errors import InsufficientMemory, ModelLoadError, QueueFull, QueueTimeout
+from supervisor.lifecycle.context import LifecycleContext
 from supervisor.lifecycle.manager import ModelManager
 from supervisor.lifecycle.state import ModelState
+from supervisor.lifecycle.status import RSS_TTL_S, StatusReader
+from supervisor.lifecycle.table import ModelTable
 from supervisor.models.memory import MemoryProbe
 
 pytestmark = pytest.mark.anyio
@@ -42,6 +49,7 @@ def manager(
     client: httpx.AsyncClient,
     factory: FakeFactory,
     memory: MemoryProbe | None = None,
+    clock: Clock | None = None,
     **overrides: object,
 ) -> ModelManager:
     # Placement (which may restart a child when another starts) has its own tests:
@@ -50,7 +58,8 @@ def manager(
         "parallel": 1, "stop_grace_s": 1.0, "drain_timeout_s": 5.0, "place_children": False,
     }  # fmt: skip
     settings = Settings(llama_server=Path(sys.executable), **(defaults | overrides))  # type: ignore[arg-type]
-    return ModelManager(settings, ChildStarter(client, factory), memory or probe(), client)
+    starter = ChildStarter(client, factory)
+    return ModelManager(settings, starter, memory or probe(), client, clock=clock)
 
 
 async def settle() -> None:
@@ -240,19 +249,15 @@ async def test_a_crashed_child_is_reloaded_on_the_next_request(
 
 
 async def test_a_pinned_model_comes_back_by_itself(client: httpx.AsyncClient) -> None:
-    factory = FakeFactory()
+    factory, clock = FakeFactory(), FakeClock()
     pinned = make_entry(overrides=ModelSettings(file="tiny.Q4_1.gguf", pinned=True))
-    models = manager(client, factory)
+    models = manager(client, factory, clock=clock)
     models.start([pinned])
-    for _ in range(50):
-        await asyncio.sleep(0.01)
-        if models.status(pinned).state is ModelState.READY:
-            break
+    await clock.run_until(lambda: models.status(pinned).state is ModelState.READY)
     factory.made[0].die(-9)
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if len(factory.made) == 2 and models.status(pinned).state is ModelState.READY:
-            break
+    await clock.run_until(
+        lambda: len(factory.made) == 2 and models.status(pinned).state is ModelState.READY
+    )
     status = models.status(pinned)
     assert status.state is ModelState.READY and status.restart_count == 1
     await models.close()
@@ -288,33 +293,37 @@ async def test_a_model_that_cannot_fit_is_refused_with_the_figures(
 async def test_idle_models_unload_after_their_ttl_but_not_while_busy(
     client: httpx.AsyncClient,
 ) -> None:
-    models = manager(client, FakeFactory(), idle_ttl_s=0.2)
-    models.start([])
-    busy = await models.acquire(make_entry())
-    await asyncio.sleep(1.5)
-    assert models.status(make_entry()).state is ModelState.READY
-    busy.release()
-    for _ in range(40):
-        await asyncio.sleep(0.1)
-        if models.status(make_entry()).state is ModelState.UNLOADED:
-            break
-    assert models.status(make_entry()).state is ModelState.UNLOADED
+    clock = FakeClock()
+    models = manager(client, FakeFactory(), clock=clock, idle_ttl_s=5.0)
+    with respx.mock(base_url=f"http://{FAKE_HOST}") as child:
+        child.get("/health").respond(200)  # the liveness loop runs too
+        models.start([])
+        busy = await models.acquire(make_entry())
+        await clock.advance(60.0)
+        assert models.status(make_entry()).state is ModelState.READY
+        busy.release()
+        await clock.advance(4.0)
+        assert models.status(make_entry()).state is ModelState.READY  # idle, within its TTL
+        await clock.run_until(lambda: models.status(make_entry()).state is ModelState.UNLOADED)
+    assert clock.now - 1064.0 <= 5.0 + 1.0  # the TTL, and at most one tick of the loop
     await models.close()
 
 
 async def test_a_child_that_stops_answering_is_killed_and_restarted(
     client: httpx.AsyncClient,
 ) -> None:
-    factory = FakeFactory()
-    models = manager(client, factory, health_interval_s=0.02, health_failures=2)
+    factory, clock = FakeFactory(), FakeClock()
+    models = manager(client, factory, clock=clock, health_interval_s=5.0, health_failures=2)
     with respx.mock(base_url=f"http://{FAKE_HOST}") as child:
         child.get("/health").mock(side_effect=httpx.ReadTimeout("hung"))
         await models.model(make_entry()).load()
         models.start([])
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if len(factory.made) == 2 and models.status(make_entry()).state is ModelState.READY:
-                break
+        await clock.advance(5.0)
+        assert factory.made[0].alive  # one missed check is not enough
+        await clock.run_until(
+            lambda: len(factory.made) == 2 and models.status(make_entry()).state is ModelState.READY
+        )
+    assert clock.now - 1000.0 <= 10.0  # the second missed check
     assert not factory.made[0].alive
     assert models.status(make_entry()).restart_count == 1
     await models.close()
@@ -421,3 +430,94 @@ async def test_a_new_projector_swaps_the_model_and_counts_in_its_memory(
     assert "/models/mmproj-tiny.gguf" in factory.made[1].argv
     plain = models.estimate(make_entry(), LoadParams())
     assert models.estimate(vision, LoadParams()).total == plain.total + GiB
+
+
+async def test_a_pinned_model_that_cannot_come_back_is_retried_with_backoff_then_left(
+    client: httpx.AsyncClient,
+) -> None:
+    factory, clock = FakeFactory(), FakeClock()
+    pinned = make_entry(overrides=ModelSettings(file="tiny.Q4_1.gguf", pinned=True))
+    models = manager(client, factory, clock=clock, restart_max_attempts=3)
+    models.start([pinned])
+    await clock.run_until(lambda: models.status(pinned).state is ModelState.READY)
+    factory.scripts = [Script(fail_with=["out of memory"]) for _ in range(3)]
+    factory.made[0].die(-9)
+    await clock.advance(0)
+    assert len(factory.made) == 2  # the first attempt at once
+    await clock.advance(0.4)
+    assert len(factory.made) == 2  # backing off
+    await clock.advance(0.1)
+    assert len(factory.made) == 3  # 0.5 s after the first attempt
+    await clock.advance(1.0)
+    assert len(factory.made) == 4  # then 1 s
+    await clock.advance(600.0)
+    assert len(factory.made) == 4  # given up after restart_max_attempts
+    status = models.status(pinned)
+    assert (status.state, status.restart_count) == (ModelState.FAILED, 3)
+    await models.close()
+
+
+async def test_the_status_of_a_model_never_used_creates_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    pinned = make_entry(overrides=ModelSettings(file="tiny.Q4_1.gguf", pinned=True))
+    status = models.status(pinned)
+    assert models.models() == [] and factory.made == []
+    assert (status.id, status.path, status.state) == (pinned.id, pinned.path, ModelState.UNLOADED)
+    assert status.pinned and status.params == LoadParams() and status.pid is None
+    assert status.memory_estimate == models.estimate(pinned, LoadParams()).total
+    assert (status.embedding_state, status.rerank_state) == (ModelState.UNLOADED,) * 2
+
+
+async def test_the_status_of_an_embedding_only_model_shows_that_child(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    (await models.acquire(make_entry(), Role.EMBEDDING)).release()
+    status = models.status(make_entry())
+    assert (status.state, status.embedding_state) == (ModelState.UNLOADED, ModelState.READY)
+    assert status.pids == {"embedding": factory.made[0].pid}
+    assert [m.role for m in models.models()] == [Role.EMBEDDING]
+
+
+def ctx_size(process: FakeProcess) -> str | None:
+    argv = process.argv
+    return argv[argv.index("--ctx-size") + 1] if "--ctx-size" in argv else None
+
+
+async def test_a_load_with_other_parameters_swaps_every_running_child_to_them(
+    client: httpx.AsyncClient,
+) -> None:
+    factory = FakeFactory()
+    models = manager(client, factory)
+    await models.load(make_entry(), LoadParams(n_ctx=512))
+    (await models.acquire(make_entry(), Role.EMBEDDING)).release()
+    await models.load(make_entry())  # no parameters: whatever runs stays
+    await models.load(make_entry(), LoadParams(n_ctx=1024))
+    await settle()
+    shown = [(p.name, ctx_size(p), p.alive) for p in factory.made]
+    assert shown == [
+        ("tiny.Q4_1", "512", False),
+        ("tiny.Q4_1#embedding", None, False),
+        ("tiny.Q4_1", "1024", True),
+        ("tiny.Q4_1#embedding", "1024", True),
+    ]
+    await models.load(make_entry(), LoadParams(n_ctx=1024))
+    assert len(factory.made) == 4  # already on them
+
+
+async def test_a_childs_memory_is_read_once_per_interval() -> None:
+    clock, reads = FakeClock(), []
+
+    def read_rss(pid: int) -> int:
+        reads.append(pid)
+        return 1000 * len(reads)
+
+    context = cast(LifecycleContext, SimpleNamespace(clock=clock))
+    status = StatusReader(context, cast(ModelTable, None), read_rss)  # only the clock is read
+    assert [status.rss(7), status.rss(7), status.rss(8)] == [1000, 1000, 2000]
+    await clock.advance(RSS_TTL_S)
+    assert status.rss(7) == 3000 and reads == [7, 8, 7]

@@ -1,9 +1,10 @@
 """The generated OpenAPI document: every surface tagged, bodies and replies documented, every
-reference resolvable; seed examples fit the request models, and live replies the reply models."""
+reference resolvable; example requests (from shared/seeds) fit the request models, and live
+replies the reply models."""
 
 from __future__ import annotations
 
-import sys
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,13 @@ import pytest
 from fakes import FakeFactory
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ValidationError
+from served import MakeSettings
 
 from supervisor.app import create_app
-from supervisor.config import Settings
 from supervisor.surfaces import schemas
 
 MakeGGUF = Callable[..., Path]
 TAGS = {"shared", "openai", "native", "anthropic", "api/v2", "api"}
-SEEDLESS = {"shared", "anthropic"}  # tags of no seed: the gateway's own, llama-server's
 METHODS = {"get", "post", "put", "patch", "delete"}
 # POST routes that take no body: the model or session is in the path.
 BODILESS = {
@@ -38,17 +38,9 @@ STREAM_ONLY = {"/api/v2/chat/{model_id}/stream", "/api/v2/models/{model_id}/logs
 TEXT_ONLY = {"/metrics"}
 
 
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        models_dirs=[tmp_path / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-    )
-
-
 @pytest.fixture
-def document(tmp_path: Path) -> dict[str, Any]:
-    return create_app(settings(tmp_path), factory=FakeFactory()).openapi()
+def document(make_settings: MakeSettings) -> dict[str, Any]:
+    return create_app(make_settings(), factory=FakeFactory()).openapi()
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -80,13 +72,22 @@ def refs(node: Any) -> Iterator[str]:
             yield from refs(item)
 
 
-def test_document_is_cached_and_tags_are_described(tmp_path: Path) -> None:
-    app = create_app(settings(tmp_path), factory=FakeFactory())
+def test_document_is_cached_and_tags_are_described(make_settings: MakeSettings) -> None:
+    app = create_app(make_settings(), factory=FakeFactory())
     document = app.openapi()
     assert app.openapi() is document
     assert {tag["name"] for tag in document["tags"]} == TAGS
-    seeded = [tag for tag in document["tags"] if tag["name"] not in SEEDLESS]
-    assert all("seed" in tag["description"] for tag in seeded)
+
+
+def test_each_tag_names_a_url_of_its_surface(document: dict[str, Any]) -> None:
+    paths: dict[str, list[str]] = {}
+    for path, _, operation in operations(document):
+        paths.setdefault(operation["tags"][0], []).append(path)
+    for tag in document["tags"]:
+        # `GET /health`, `/v1`: a backticked URL, the route itself or a prefix of it.
+        urls = [span.split()[-1] for span in re.findall(r"`([^`]+)`", tag["description"])]
+        named = [p for p in paths[tag["name"]] for u in urls if p == u or p.startswith(u + "/")]
+        assert named, tag
 
 
 def test_every_operation_has_exactly_one_surface_tag(document: dict[str, Any]) -> None:
@@ -157,8 +158,8 @@ def test_document_is_valid_openapi(document: dict[str, Any]) -> None:
     validator.validate(document)
 
 
-SEED_REQUESTS: list[tuple[type[BaseModel], dict[str, Any]]] = [
-    (  # seed 001: load
+EXAMPLE_REQUESTS: list[tuple[type[BaseModel], dict[str, Any]]] = [
+    (  # /api/v2: load
         schemas.LoadParams,
         {
             "n_gpu_layers": 32,
@@ -169,7 +170,7 @@ SEED_REQUESTS: list[tuple[type[BaseModel], dict[str, Any]]] = [
             "f16_kv": True,
         },
     ),
-    (  # seed 001: chat
+    (  # /api/v2: chat
         schemas.V2ChatRequest,
         {
             "messages": [
@@ -181,8 +182,8 @@ SEED_REQUESTS: list[tuple[type[BaseModel], dict[str, Any]]] = [
             "n_predict": 100,
         },
     ),
-    (  # seed 002: chat
-        schemas.MyllmChatRequest,
+    (  # /api: chat
+        schemas.ApiChatRequest,
         {
             "model": "llama-3-8b",
             "messages": [
@@ -194,8 +195,8 @@ SEED_REQUESTS: list[tuple[type[BaseModel], dict[str, Any]]] = [
             "options": {"temperature": 0.7, "top_p": 0.9, "max_tokens": 512},
         },
     ),
-    (  # seed 002: generate
-        schemas.MyllmGenerateRequest,
+    (  # /api: generate
+        schemas.ApiGenerateRequest,
         {
             "model": "llama-3-8b",
             "prompt": "Once upon a time",
@@ -203,8 +204,8 @@ SEED_REQUESTS: list[tuple[type[BaseModel], dict[str, Any]]] = [
             "options": {"temperature": 0.8, "max_tokens": 100},
         },
     ),
-    (schemas.MyllmEmbeddingsRequest, {"model": "llama-3-8b", "input": "Hello world"}),
-    (  # seed 003: chat
+    (schemas.ApiEmbeddingsRequest, {"model": "llama-3-8b", "input": "Hello world"}),
+    (  # OpenAI (/v1): chat
         schemas.ChatCompletionRequest,
         {
             "model": "llama-2-7b.Q4_K_M",
@@ -225,7 +226,7 @@ SEED_REQUESTS: list[tuple[type[BaseModel], dict[str, Any]]] = [
             "max_tokens": 100,
         },
     ),
-    (  # seed 004: completion, and chat without a model
+    (  # llama.cpp native: completion, and chat without a model
         schemas.NativeCompletionRequest,
         {
             "prompt": "The capital of France is",
@@ -242,8 +243,8 @@ SEED_REQUESTS: list[tuple[type[BaseModel], dict[str, Any]]] = [
 ]
 
 
-@pytest.mark.parametrize(("model", "body"), SEED_REQUESTS)
-def test_seed_requests_fit_their_models(model: type[BaseModel], body: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("model", "body"), EXAMPLE_REQUESTS)
+def test_example_requests_fit_their_models(model: type[BaseModel], body: dict[str, Any]) -> None:
     model.model_validate(body)
 
 
@@ -251,7 +252,7 @@ def test_request_models_say_what_the_routes_reject() -> None:
     with pytest.raises(ValidationError):
         schemas.LoadParams.model_validate({"n_gpu_layer": 3})  # unknown keys are a 400
     with pytest.raises(ValidationError):
-        schemas.MyllmChatRequest.model_validate(
+        schemas.ApiChatRequest.model_validate(
             {"messages": [{"role": "user", "content": "Hi"}], "options": {"top_p": 2}}
         )
     extra = schemas.ChatCompletionRequest.model_validate(
@@ -261,9 +262,9 @@ def test_request_models_say_what_the_routes_reject() -> None:
 
 
 @pytest.fixture
-def client(tmp_path: Path, make_gguf: MakeGGUF) -> Iterator[TestClient]:
+def client(make_gguf: MakeGGUF, make_settings: MakeSettings) -> Iterator[TestClient]:
     make_gguf("models/tiny.Q4_1.gguf")
-    with TestClient(create_app(settings(tmp_path), factory=FakeFactory())) as test_client:
+    with TestClient(create_app(make_settings(), factory=FakeFactory())) as test_client:
         yield test_client
 
 
@@ -280,8 +281,8 @@ def test_live_replies_fit_the_documented_models(client: TestClient) -> None:
         ("/api/v2/models/tiny.Q4_1.gguf", schemas.V2ModelInfo),
         ("/api/v2/metrics", schemas.Metrics),
         ("/api/v2/health", schemas.V2Health),
-        ("/api/models", schemas.MyllmModelList),
-        ("/api/models/tiny.Q4_1", schemas.MyllmModel),
+        ("/api/models", schemas.ApiModelList),
+        ("/api/models/tiny.Q4_1", schemas.ApiModel),
         ("/api/sessions", schemas.SessionList),
     ]
     for path, model in checks:
@@ -290,7 +291,7 @@ def test_live_replies_fit_the_documented_models(client: TestClient) -> None:
         model.model_validate(reply.json())
     unload = client.post("/api/v2/models/tiny.Q4_1.gguf/unload")
     schemas.UnloadResponse.model_validate(unload.json())
-    schemas.MyllmLoadResponse.model_validate(client.post("/api/models/tiny.Q4_1/load").json())
+    schemas.ApiLoadResponse.model_validate(client.post("/api/models/tiny.Q4_1/load").json())
     schemas.OpenAIError.model_validate(client.get("/v1/models/nope").json())
     schemas.DetailError.model_validate(client.get("/api/models/nope").json())
     served = client.get("/openapi.json").json()

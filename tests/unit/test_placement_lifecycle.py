@@ -8,19 +8,27 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import cast
 
 import httpx
 import pytest
+from fake_clock import FakeClock
 from fakes import FakeFactory, FakeProcess, Script, make_entry
 
 from supervisor.children.child import ChildStarter
 from supervisor.children.spec import LoadParams, Role
+from supervisor.clock import Clock
 from supervisor.config import ModelSettings, Settings
+from supervisor.errors import ModelLoadError
 from supervisor.lifecycle.manager import ModelManager
+from supervisor.lifecycle.model import ManagedModel
+from supervisor.lifecycle.placer import REPLACE_BACKOFF_S
 from supervisor.lifecycle.state import ModelState
+from supervisor.lifecycle.watch import PLACEMENT_CHECK_S
 from supervisor.models.memory import GiB, GpuInfo, MemoryProbe
 from supervisor.models.registry import ModelEntry
 from supervisor.placement.cores import CoreReader
+from supervisor.placement.plan import Placement
 
 pytestmark = pytest.mark.anyio
 
@@ -44,6 +52,7 @@ def manager(
     factory: FakeFactory,
     cpus: int = 4,
     memory: MemoryProbe | None = None,
+    clock: Clock | None = None,
     **overrides: object,
 ) -> ModelManager:
     defaults: dict[str, object] = {
@@ -51,9 +60,8 @@ def manager(
     }  # fmt: skip
     settings = Settings(llama_server=Path(sys.executable), **(defaults | overrides))  # type: ignore[arg-type]
     cores = CoreReader(Path("/nonexistent"), affinity=lambda: set(range(cpus)), pinnable=True)
-    return ModelManager(
-        settings, ChildStarter(client, factory), memory or probe(), client, cores=cores
-    )
+    starter = ChildStarter(client, factory)
+    return ModelManager(settings, starter, memory or probe(), client, cores=cores, clock=clock)
 
 
 def entry(name: str, **own: object) -> ModelEntry:
@@ -121,6 +129,24 @@ async def test_the_last_model_gets_every_core_back(client: httpx.AsyncClient) ->
     await models.follow_plan()
     assert placed(factory.made[-1]) == ("4", (0, 1, 2, 3))
     assert factory.made[-1].name == "a"
+
+
+async def test_the_placement_loop_follows_the_plan_on_its_tick(
+    client: httpx.AsyncClient,
+) -> None:
+    factory, clock = FakeFactory(), FakeClock()
+    models = manager(client, factory, clock=clock)
+    (await models.acquire(entry("a"))).release()
+    (await models.acquire(entry("b"))).release()
+    models.start([])
+    await clock.advance(0)  # the loop's first pass follows b's start: nothing to change
+    await models.unload(entry("b"))
+    made = len(factory.made)
+    await clock.advance(PLACEMENT_CHECK_S / 2)
+    assert len(factory.made) == made  # not before the tick
+    await clock.advance(PLACEMENT_CHECK_S / 2)
+    assert placed(factory.made[-1]) == ("4", (0, 1, 2, 3)) and factory.made[-1].name == "a"
+    await models.close()
 
 
 async def test_nothing_is_re_placed_while_a_child_is_in_a_transition(
@@ -214,6 +240,40 @@ async def test_a_replacement_that_fails_brings_the_old_child_back(
     assert b.alive and b.name == "b"
     await models.follow_plan()  # the backoff: not tried again at once
     assert len(factory.made) == 4
+
+
+class Unmovable:
+    """A running child off the plan whose every replacement fails."""
+
+    name, removed, transitioning, state = "a", False, False, ModelState.READY
+
+    def __init__(self) -> None:
+        self.entry, self.params, self.tries = entry("a"), LoadParams(), 0
+        self.backend = SimpleNamespace(placement=Placement(threads=1, cpus=(0,)))
+
+    def serving(self) -> object:
+        return self.backend
+
+    async def replace_child(self) -> bool:
+        self.tries += 1
+        raise ModelLoadError("a", "out of memory")
+
+
+async def test_a_failed_replacement_is_tried_again_only_after_a_backoff(
+    client: httpx.AsyncClient,
+) -> None:
+    clock = FakeClock()
+    placer = manager(client, FakeFactory(), clock=clock).placer
+    child = Unmovable()
+    models = [cast(ManagedModel, child)]
+    assert not await placer.follow_plan(models)  # alone it should have 4 threads: replaced
+    assert child.tries == 1
+    await clock.advance(REPLACE_BACKOFF_S - 1)
+    await placer.follow_plan(models)
+    assert child.tries == 1  # left alone meanwhile
+    await clock.advance(1)
+    await placer.follow_plan(models)
+    assert child.tries == 2
 
 
 async def test_placement_off_leaves_children_their_defaults(client: httpx.AsyncClient) -> None:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -23,7 +24,10 @@ from served import served
 
 from supervisor.app import create_app
 from supervisor.config import Settings
-from supervisor.relay.lane import RelayLane
+from supervisor.http.protocol import RelayProtocol
+from supervisor.http.server import http_protocol
+from supervisor.relay.lane import Exchange, RelayLane
+from supervisor.relay.stream import Passthrough
 from supervisor.relay.table import RELAYS, ModelFrom
 
 MODEL = "tiny.Q4_1"
@@ -416,3 +420,47 @@ def wait_until(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)
+
+
+# Framing
+
+
+class RecordingClient:
+    """An exchange's client connection that keeps what is written to it."""
+
+    writing_paused = False
+
+    def __init__(self) -> None:
+        self.default_headers: list[tuple[bytes, bytes]] = []
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def test_an_empty_piece_of_a_stream_does_not_end_its_chunked_body() -> None:
+    """A stream translator may give nothing for a piece of the child's body: framed as a
+    chunk, nothing is the chunked body's end (``0\\r\\n\\r\\n``), and what follows would be
+    garbage to the client."""
+    client = RecordingClient()
+    services = SimpleNamespace(proxy=SimpleNamespace(pool=None))
+    lane = SimpleNamespace(observer=SimpleNamespace(now=time.perf_counter))
+    exchange = Exchange(lane, services, client, RELAYS["POST", CHAT], b"{}", True)
+    exchange._plan = SimpleNamespace(stream=Passthrough(lambda error: b""))
+    exchange.answer_head(200, [(b"content-type", b"text/event-stream")])
+    for piece in (b"data: 1\n\n", b"", b"data: 2\n\n"):
+        exchange.answer_body(piece)
+    body = b"".join(client.written).split(b"\r\n\r\n", 1)[1]
+    assert body == b"9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n"
+
+
+def test_cors_or_the_access_log_sends_every_request_the_asgi_way(tmp_path: Path) -> None:
+    """The lane writes neither CORS headers nor access-log lines: either setting turns it off,
+    through the one switch ``Settings.relay_lane_enabled``."""
+    base = {"models_dirs": [tmp_path], "llama_server": Path(sys.executable)}
+    for overrides, lane in [({}, True), ({"cors_origins": ["https://a.example"]}, False),
+                            ({"access_log": True}, False)]:  # fmt: skip
+        settings = Settings(**base, **overrides)
+        assert settings.relay_lane_enabled is lane
+        protocol = http_protocol(create_app(settings), settings)
+        assert issubclass(protocol, RelayProtocol) is lane

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import gguf
 import httpx
@@ -22,7 +20,7 @@ from fake_child import FakeChild, Reply
 from fakes import FakeFactory
 from fastapi.routing import iter_route_contexts
 from pydantic import SecretStr
-from served import gateway_client
+from served import Serve
 
 from supervisor.app import create_app
 from supervisor.children.spec import Role
@@ -34,7 +32,6 @@ MODEL = "tiny.Q4_1"
 HEARING = "hear-Q4"  # a model with an audio projector
 INFERENCE, ADMIN = "sk-inference-0123", "sk-admin-4567"
 MakeGGUF = Callable[..., Path]
-Serve = Callable[..., AbstractContextManager[httpx.Client]]
 
 # llama-server's routes, as tools/server/server.cpp (llama.cpp of llama-cpp-python 0.3.36)
 # registers them.
@@ -158,30 +155,12 @@ def write_projector(path: Path, *, audio: bool) -> None:
 
 
 @pytest.fixture
-def factory(fake_child: FakeChild) -> FakeFactory:
-    return FakeFactory(base_url=fake_child.url)
-
-
-@pytest.fixture(params=["asgi", "lane"])
-def serve(
-    request: pytest.FixtureRequest, tmp_path: Path, make_gguf: MakeGGUF, factory: FakeFactory
-) -> Serve:
+def serve(serve: Serve, tmp_path: Path, make_gguf: MakeGGUF) -> Serve:
+    """conftest's ``serve`` (and so its ``client``), with this file's models in place."""
     make_gguf(f"models/{MODEL}.gguf")
     make_gguf(f"models/hear/{HEARING}.gguf")
     write_projector(tmp_path / "models/hear/mmproj-hear-f16.gguf", audio=True)
-
-    @contextmanager
-    def open_client(**overrides: Any) -> Iterator[httpx.Client]:
-        with gateway_client(request.param, tmp_path, factory, **overrides) as client:
-            yield client
-
-    return open_client
-
-
-@pytest.fixture
-def client(serve: Serve) -> Iterator[httpx.Client]:
-    with serve() as http_client:
-        yield http_client
+    return serve
 
 
 def test_each_post_reaches_the_childs_same_path_with_its_body_untouched(

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from fake_child import FakeChild, Reply, Stream
-from fakes import FakeFactory
 from metrics_read import token_counts
-from served import gateway_client
+from served import Serve
+from sse import last_event, typed_event
 
 from supervisor.errors import BackendError
 from supervisor.surfaces.openai import responses
@@ -26,7 +26,7 @@ ASK = {"model": MODEL, "input": "Hi"}
 
 
 def sse(data: dict[str, Any]) -> bytes:
-    return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return typed_event(data["type"], data)
 
 
 def stream_events(usage: dict[str, Any]) -> list[bytes]:
@@ -42,14 +42,10 @@ def stream_events(usage: dict[str, Any]) -> list[bytes]:
     ]  # fmt: skip
 
 
-@pytest.fixture(params=["asgi", "lane"])
-def client(
-    request: pytest.FixtureRequest, tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
-) -> Iterator[httpx.Client]:
+@pytest.fixture
+def client(serve: Serve, make_gguf: MakeGGUF) -> Iterator[httpx.Client]:
     make_gguf(f"models/{MODEL}.gguf")
-    with gateway_client(
-        request.param, tmp_path, FakeFactory(base_url=fake_child.url)
-    ) as http_client:
+    with serve() as http_client:
         yield http_client
 
 
@@ -82,10 +78,8 @@ def test_a_child_dying_mid_stream_ends_it_with_an_error_event(
     reply = client.post(RESPONSES, json={**ASK, "stream": True})
     assert reply.status_code == 200
     assert reply.content.startswith(b"".join(pieces) + half)
-    last = [part for part in reply.text.split("\n\n") if part.strip()][-1]
-    name, data = last.split("\n")
-    assert name == "event: error"
-    error = json.loads(data.removeprefix("data: "))
+    name, error = last_event(reply.text)
+    assert name == "error"
     assert error["type"] == "error" and error["code"] == "backend_error"
     assert "backend failed during the stream" in error["message"]
     assert "[DONE]" not in reply.text

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import stat
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from fakes import FakeFactory, Script, make_entry
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
-from served import client_of
+from served import MakeSettings, client_of
 
 from supervisor.app import create_app
 from supervisor.children.argv import build_argv, launch_spec
@@ -162,13 +161,9 @@ def test_every_route_of_the_app_is_classed(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def keyed(tmp_path: Path, make_gguf: MakeGGUF) -> Iterator[TestClient]:
+def keyed(make_gguf: MakeGGUF, make_settings: MakeSettings) -> Iterator[TestClient]:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data", api_keys=[SecretStr(INFERENCE)],
-        admin_keys=[SecretStr(ADMIN)],
-    )  # fmt: skip
+    settings = make_settings(api_keys=[SecretStr(INFERENCE)], admin_keys=[SecretStr(ADMIN)])
     with TestClient(create_app(settings, factory=FakeFactory())) as client:
         yield client
 
@@ -220,16 +215,13 @@ def test_a_failed_load_tells_clients_no_host_paths_and_the_log_everything() -> N
 
 
 def test_load_failures_reach_every_surface_without_host_paths(
-    tmp_path: Path, make_gguf: MakeGGUF
+    tmp_path: Path, make_gguf: MakeGGUF, make_settings: MakeSettings
 ) -> None:
     make_gguf("models/tiny.Q4_1.gguf")
     models = tmp_path / "models"
     tail = [f"llama_model_load: error loading model: {models}/tiny.Q4_1.gguf: tensor error"]
     factory = FakeFactory(scripts=[Script(fail_with=tail) for _ in range(4)])
-    settings = Settings(
-        models_dirs=[models], llama_server=Path(sys.executable), data_dir=tmp_path / "data"
-    )
-    with TestClient(create_app(settings, factory=factory)) as client:
+    with TestClient(create_app(make_settings(), factory=factory)) as client:
         replies = [
             client.post("/v1/chat/completions", json={"model": "tiny.Q4_1", "messages": []}),
             client.post("/api/generate", json={"model": "tiny.Q4_1", "prompt": "hi"}),
@@ -249,13 +241,10 @@ def test_load_failures_reach_every_surface_without_host_paths(
 
 
 def _cors_client(
-    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild, origins: list[str]
+    make_settings: MakeSettings, make_gguf: MakeGGUF, fake_child: FakeChild, origins: list[str]
 ) -> TestClient:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data", cors_origins=origins, default_model="tiny.Q4_1",
-    )  # fmt: skip
+    settings = make_settings(cors_origins=origins, default_model="tiny.Q4_1")
     # llama-server's own answers allow every origin: the relay must not pass that on.
     allow_all = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"}
     fake_child.answer("POST", "/v1/chat/completions", Reply(json={"ok": 1}, headers=allow_all))
@@ -271,10 +260,10 @@ def _cors_headers(reply: Any) -> dict[str, str]:
 
 
 def test_no_cors_headers_unless_configured(
-    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
+    make_settings: MakeSettings, make_gguf: MakeGGUF, fake_child: FakeChild
 ) -> None:
     origin = {"origin": "https://evil.example"}
-    with _cors_client(tmp_path, make_gguf, fake_child, []) as client:
+    with _cors_client(make_settings, make_gguf, fake_child, []) as client:
         relayed = client.post("/v1/chat/completions", json={"messages": []}, headers=origin)
         streamed = client.post("/completion", json={"stream": True}, headers=origin)
         routed = client.get("/v1/models", headers=origin)
@@ -290,10 +279,10 @@ def test_no_cors_headers_unless_configured(
 
 
 def test_configured_cors_covers_fast_lane_and_routes(
-    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
+    make_settings: MakeSettings, make_gguf: MakeGGUF, fake_child: FakeChild
 ) -> None:
     allowed, other = "https://app.example", "https://evil.example"
-    with _cors_client(tmp_path, make_gguf, fake_child, [allowed]) as client:
+    with _cors_client(make_settings, make_gguf, fake_child, [allowed]) as client:
         relayed = client.post("/v1/chat/completions", json={}, headers={"origin": allowed})
         routed = client.get("/v1/models", headers={"origin": allowed})
         foreign = client.post("/v1/chat/completions", json={}, headers={"origin": other})
@@ -339,13 +328,10 @@ def test_limits_are_checked_on_every_prompt_and_token_field() -> None:
 
 @pytest.mark.parametrize("way", ["asgi", "lane"])
 def test_limits_refuse_on_every_generation_route_in_its_format(
-    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild, way: str
+    make_settings: MakeSettings, make_gguf: MakeGGUF, fake_child: FakeChild, way: str
 ) -> None:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data", max_tokens_limit=16, max_prompt_chars=50,
-    )  # fmt: skip
+    settings = make_settings(max_tokens_limit=16, max_prompt_chars=50)
     long, many = "x" * 51, 17
     chat = [{"role": "user", "content": long}]
     cases: list[tuple[str, dict[str, Any]]] = [
@@ -411,13 +397,13 @@ def test_limits_refuse_on_every_generation_route_in_its_format(
 
 
 def test_a_bug_answers_a_bare_500_in_each_surfaces_format(
-    tmp_path: Path, make_gguf: MakeGGUF, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    make_gguf: MakeGGUF,
+    make_settings: MakeSettings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-    )  # fmt: skip
+    settings = make_settings()
     secret = f"boom in {tmp_path}/secret.py"
 
     def broken(*args: object, **kwargs: object) -> None:
@@ -425,7 +411,7 @@ def test_a_bug_answers_a_bare_500_in_each_surfaces_format(
 
     app = create_app(settings, factory=FakeFactory())
     with TestClient(app, raise_server_exceptions=False) as client:
-        monkeypatch.setattr(app.state.gateway, "pick_model", broken)
+        monkeypatch.setattr(app.state.catalog, "pick", broken)
         replies = {
             "/v1/chat/completions": client.post("/v1/chat/completions", json={"model": "x"}),
             "/completion": client.post("/completion", json={"prompt": "x"}),
@@ -455,13 +441,10 @@ def test_child_key_file_is_private_and_gone_after_use() -> None:
 
 
 def test_relayed_requests_carry_the_childs_own_key(
-    tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
+    make_gguf: MakeGGUF, make_settings: MakeSettings, fake_child: FakeChild
 ) -> None:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data", api_keys=[SecretStr(INFERENCE)],
-    )  # fmt: skip
+    settings = make_settings(api_keys=[SecretStr(INFERENCE)])
     fake_child.answer("POST", "/v1/chat/completions", Reply(json={"ok": 1}))
     factory = FakeFactory(base_url=fake_child.url)
     with TestClient(create_app(settings, factory=factory)) as client:
@@ -471,9 +454,8 @@ def test_relayed_requests_carry_the_childs_own_key(
         [child] = factory.made
         key_file = Path(_last_value(child.argv, "--api-key-file"))
         assert not key_file.exists()  # read by the child at start, then removed
-        backend = client.app.state.gateway.manager.model(
-            client.app.state.gateway.registry.resolve("tiny.Q4_1")
-        ).backend
+        state = client.app.state
+        backend = state.manager.model(state.catalog.resolve("tiny.Q4_1")).backend
     [seen] = fake_child.received("POST", "/v1/chat/completions")
     assert backend.api_key and seen.headers["authorization"] == f"Bearer {backend.api_key}"
     assert INFERENCE not in str(seen.headers)  # the client's own key stays at the gateway

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from fakes import FakeFactory
 from fastapi.testclient import TestClient
+from served import MakeSettings
 
 from supervisor.app import create_app
-from supervisor.config import Settings
 from supervisor.http.drain import Drain
 
 MakeGGUF = Callable[..., Path]
@@ -34,15 +33,10 @@ def test_drain_finishes_when_idle_or_when_the_grace_is_over() -> None:
 
 
 def test_a_draining_gateway_answers_503_with_retry_after(
-    tmp_path: Path, make_gguf: MakeGGUF
+    make_gguf: MakeGGUF, make_settings: MakeSettings
 ) -> None:
     make_gguf("models/tiny.Q4_1.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-    )
-    app = create_app(settings, factory=FakeFactory())
+    app = create_app(make_settings(), factory=FakeFactory())
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200
         app.state.drain.begin()

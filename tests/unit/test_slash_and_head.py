@@ -5,14 +5,13 @@ routes answers as ``GET`` does, without a body, key or no key."""
 from __future__ import annotations
 
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from error_format import assert_error_format
 from fastapi.testclient import TestClient
-from served import served
+from served import MakeSettings, served
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, Router
@@ -25,14 +24,9 @@ HEALTH_ROUTES = ["/health", "/api/v2/health"]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, make_settings: MakeSettings) -> Settings:
     """A gateway with keys: the health routes must stay public for HEAD as for GET."""
-    return Settings(
-        models_dirs=[tmp_path],
-        llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-        admin_keys=["admin-key"],
-    )
+    return make_settings(models_dirs=[tmp_path], admin_keys=["admin-key"])
 
 
 @pytest.fixture

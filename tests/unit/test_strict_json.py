@@ -7,7 +7,6 @@ now answers each with a 400 in the surface's format, and the child never sees it
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,11 +14,8 @@ import httpx
 import pytest
 from error_format import assert_error_format
 from fake_child import FakeChild, Reply
-from fakes import FakeFactory
-from served import client_of
+from served import Serve
 
-from supervisor.app import create_app
-from supervisor.config import Settings
 from supervisor.errors import BadRequest
 from supervisor.surfaces.openai.dialect import parse_body
 
@@ -90,20 +86,13 @@ def test_what_llama_server_takes_still_parses(body: bytes) -> None:
 # -- through the app, over ASGI and through the relay lane -------------------------------------
 
 
-@pytest.fixture(params=["asgi", "lane"])
-def client(
-    request: pytest.FixtureRequest, tmp_path: Path, make_gguf: MakeGGUF, fake_child: FakeChild
-) -> Iterator[httpx.Client]:
+@pytest.fixture
+def client(serve: Serve, make_gguf: MakeGGUF, fake_child: FakeChild) -> Iterator[httpx.Client]:
     make_gguf(f"models/{MODEL}.gguf")
-    settings = Settings(
-        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data",
-    )  # fmt: skip
     for path in ("/v1/chat/completions", "/v1/completions", "/completion"):
         fake_child.answer("POST", path, Reply(json=ANSWER))
-    app = create_app(settings, factory=FakeFactory(base_url=fake_child.url))
-    with client_of(app, settings, request.param) as test_client:
-        yield test_client
+    with serve() as http_client:
+        yield http_client
 
 
 # A body each route takes; ``VALUE`` marks where the non-standard value goes.

@@ -10,7 +10,6 @@ lane) and on the surfaces that rebuild bodies (/api, /api/v2), which refuse floa
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,8 @@ import httpx
 import pytest
 from error_format import assert_error_format
 from fake_child import FakeChild, Reply
-from fakes import FakeFactory
-from served import client_of
+from served import Serve
 
-from supervisor.app import create_app
-from supervisor.config import Settings
 from supervisor.errors import BadRequest
 from supervisor.relay.limits import TOKEN_FIELDS, RequestLimits
 
@@ -80,23 +76,12 @@ def test_the_messages_say_what_was_asked_and_what_is_allowed() -> None:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, make_gguf: MakeGGUF) -> Settings:
+def client(serve: Serve, make_gguf: MakeGGUF, fake_child: FakeChild) -> Iterator[httpx.Client]:
     make_gguf(f"models/{MODEL}.gguf")
-    return Settings(
-        models_dirs=[tmp_path / "models"], llama_server=Path(sys.executable),
-        data_dir=tmp_path / "data", max_tokens_limit=LIMIT,
-    )  # fmt: skip
-
-
-@pytest.fixture(params=["asgi", "lane"])
-def client(
-    request: pytest.FixtureRequest, settings: Settings, fake_child: FakeChild
-) -> Iterator[httpx.Client]:
     for path in RELAYED:
         fake_child.answer("POST", path, ANSWER)
-    app = create_app(settings, factory=FakeFactory(base_url=fake_child.url))
-    with client_of(app, settings, request.param) as test_client:
-        yield test_client
+    with serve(max_tokens_limit=LIMIT) as http_client:
+        yield http_client
 
 
 def test_relay_routes_judge_floats_and_booleans(

@@ -1,12 +1,13 @@
-"""The /api surface (seed 002, "MyLLM"): chat, generate, embeddings. Pure functions.
+"""The /api surface: chat, generate, embeddings. Pure functions.
 
 Requests become bodies for llama-server's /v1 chat, completions and embeddings endpoints;
-replies and stream chunks become seed 002's shapes. Seed 002's option names are also
+replies and stream chunks become the /api surface's shapes. Its option names are also
 llama-server's (``top_k``, ``repeat_penalty`` as extensions), so options pass unrenamed; a
 ``null`` option is dropped, and ``stop`` (a string or strings) is always sent as a list.
 
-Seed 002 defines no event for a stream that fails once begun; we send ``{"error", "done": true}``
-so a loop that stops at ``done`` stops, and one that looks for ``error`` finds it.
+The /api surface defines no event for a stream that fails once begun; we send
+``{"error", "done": true}`` so a loop that stops at ``done`` stops, and one that looks for
+``error`` finds it.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _parse_stop(value: object, param: str) -> list[str]:
 
 
 def parse_options(options: object) -> dict[str, Any]:
-    """Seed 002's ``InferenceOptions``, validated; unknown keys are a 400 naming the key."""
+    """The /api surface's ``InferenceOptions``, validated; unknown keys are a 400 naming the key."""
     if options is None:
         return {}
     if not isinstance(options, dict):
@@ -202,7 +203,7 @@ def _usage(usage: object) -> dict[str, int]:
 
 
 def chat_reply(completion: dict[str, Any], session_id: str) -> dict[str, Any]:
-    """Seed 002's non-streaming chat reply, from an OpenAI ``chat.completion``."""
+    """The /api surface's non-streaming chat reply, from an OpenAI ``chat.completion``."""
     message = _first_choice(completion).get("message")
     content = message.get("content") if isinstance(message, dict) else None
     return {
@@ -213,7 +214,7 @@ def chat_reply(completion: dict[str, Any], session_id: str) -> dict[str, Any]:
 
 
 def generate_reply(completion: dict[str, Any]) -> dict[str, Any]:
-    """Seed 002's non-streaming generate reply, from an OpenAI ``text_completion``."""
+    """The /api surface's non-streaming generate reply, from an OpenAI ``text_completion``."""
     text = _first_choice(completion).get("text")
     return {"text": text if isinstance(text, str) else "", "usage": _usage(completion.get("usage"))}
 

@@ -1,4 +1,4 @@
-"""The /api surface's inference routes (seed 002, MyLLM): chat with server-side sessions,
+"""The /api surface's inference routes: chat with server-side sessions,
 generate, embeddings, and the sessions themselves. Errors are ``{"detail": …}``."""
 
 from __future__ import annotations
@@ -7,30 +7,34 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from supervisor.children.argv import context_size, parallel_slots, slot_context
 from supervisor.children.spec import Role
 from supervisor.errors import ChildRejected, SessionNotFound, SupervisorError
-from supervisor.gateway import Gateway
+from supervisor.lifecycle.manager import ModelManager
 from supervisor.models.registry import ModelEntry
-from supervisor.relay.asgi import CLIENT_CLOSED_REQUEST, RelayResponse, sse_events
-from supervisor.relay.plan import gateway, pick_model
-from supervisor.sessions.store import Message, fit_history
+from supervisor.relay.asgi import RelayResponse
+from supervisor.relay.failures import CLIENT_CLOSED_REQUEST
+from supervisor.relay.stream import sse_events
+from supervisor.sessions.store import Message, SessionStore, fit_history
+from supervisor.surfaces import services
 from supervisor.surfaces.api import chat as dialect
 from supervisor.surfaces.openai.dialect import parse_body
 from supervisor.surfaces.schemas import (
-    MYLLM_SSE,
+    API_SSE,
+    ApiChatReply,
+    ApiChatRequest,
+    ApiEmbeddingsReply,
+    ApiEmbeddingsRequest,
+    ApiGenerateReply,
+    ApiGenerateRequest,
     DetailError,
-    MyllmChatReply,
-    MyllmChatRequest,
-    MyllmEmbeddingsReply,
-    MyllmEmbeddingsRequest,
-    MyllmGenerateReply,
-    MyllmGenerateRequest,
     SessionDeleted,
     SessionDetail,
     SessionList,
@@ -45,8 +49,8 @@ DEFAULT_REPLY_TOKENS = 512  # room kept for the answer when fitting a session's 
 Finish = Callable[[str, dict[str, int] | None], Awaitable[bytes]]
 
 
-class SeedStream:
-    """Seed 002's stream: ``{"token", "done": false}`` per piece of text, then whatever
+class ApiStream:
+    """The /api surface's stream: ``{"token", "done": false}`` per piece of text, then whatever
     ``finish`` makes of the whole text (after storing it, for chat)."""
 
     def __init__(
@@ -86,25 +90,25 @@ async def _call(
     request: Request, entry: ModelEntry, path: str, body: dict[str, Any], role: Role
 ) -> dict[str, Any] | None:
     """A non-streamed call to the child: its JSON answer, or None if the client left."""
-    gw = gateway(request)
-    answer = await gw.proxy.fetch_json(
-        lambda: gw.acquire(entry, role), path, json.dumps(body).encode(), request.receive
+    manager = services.manager(request)
+    answer = await services.proxy(request).fetch_json(
+        lambda: manager.acquire(entry, role), path, json.dumps(body).encode(), request.receive
     )
     if answer is None:
         return None
     status, data = answer
     if status >= 400 or not isinstance(data, dict | list):
         raise ChildRejected(status, data)
-    gw.record_timings(entry.id, data)
+    services.telemetry(request).count_answer(entry.id, data)
     return data if isinstance(data, dict) else {"data": data}
 
 
 async def _stream(
-    request: Request, entry: ModelEntry, path: str, body: dict[str, Any], stream: SeedStream
+    request: Request, entry: ModelEntry, path: str, body: dict[str, Any], stream: ApiStream
 ) -> Response:
-    gw = gateway(request)
+    acquire = partial(services.manager(request).acquire, entry)
     raw = json.dumps(body).encode()
-    response = await gw.proxy.forward(lambda: gw.acquire(entry), path, raw, stream, request.receive)
+    response = await services.proxy(request).forward(acquire, path, raw, stream, request.receive)
     if not isinstance(response, RelayResponse) and response.status_code >= 400:
         # The child refused before streaming: answer in this surface's error format.
         raise ChildRejected(response.status_code, _json_or_none(bytes(response.body)))
@@ -122,25 +126,24 @@ def _json_or_none(content: bytes) -> object:
 @router.post(
     "/chat",
     summary="Chat on a session",
-    openapi_extra=json_body(MyllmChatRequest),
-    responses=replies(MyllmChatReply, 400, 404, 429, 502, 503, error=DetailError, stream=MYLLM_SSE),
+    openapi_extra=json_body(ApiChatRequest),
+    responses=replies(ApiChatReply, 400, 404, 429, 502, 503, error=DetailError, stream=API_SSE),
 )
 async def chat(request: Request) -> Response:
     """Chat on a server-side session: with ``session_id`` the conversation continues (its
     history goes first); without, a new session starts and its id comes back. The new turns
     are stored, in one transaction, before the answer (or the stream's last event) is sent."""
-    gw = gateway(request)
     asked = dialect.parse_chat_request(parse_body(await request.body()))
     # The new turns only: the stored history is trimmed to fit the context anyway.
-    gw.limits.check({"messages": asked.messages, **asked.options})
+    services.limits(request).general.check({"messages": asked.messages, **asked.options})
     session_id = asked.session_id or str(uuid.uuid4())
     # Requests on one session take turns: the lock is held until the answer is stored and,
     # for a stream, until the relay is over (the stream releases it when it closes).
-    lock = gw.session_lock(session_id)
+    lock = services.session_locks(request).lock(session_id)
     await lock.acquire()
     release = _once(lock.release)
     try:
-        response = await _chat_in_turn(request, gw, asked, session_id, release)
+        response = await _chat_in_turn(request, asked, session_id, release)
     except BaseException:
         release()
         raise
@@ -163,22 +166,23 @@ def _once(action: Callable[[], None]) -> Callable[[], None]:
 
 async def _chat_in_turn(
     request: Request,
-    gw: Gateway,
     asked: dialect.ChatRequest,
     session_id: str,
     release: Callable[[], None],
 ) -> Response:
     history: tuple[Message, ...] = ()
     model_name = asked.model
+    sessions = services.sessions(request)
     if asked.session_id:
-        stored = await anyio.to_thread.run_sync(gw.sessions.get, asked.session_id)
+        stored = await anyio.to_thread.run_sync(sessions.get, asked.session_id)
         history, model_name = stored.messages, model_name or stored.model
-    entry = pick_model(request, model_name)
-    messages = fit_history([*history, *asked.messages], _history_budget(gw, entry, asked.options))
+    entry = services.pick_model(request, model_name)
+    budget = _history_budget(services.manager(request), entry, asked.options)
+    messages = fit_history([*history, *asked.messages], budget)
 
     async def store(reply: str) -> None:
         turns = [(m["role"], m["content"]) for m in asked.messages]
-        await anyio.to_thread.run_sync(_save, gw, session_id, entry.id, asked.session_id,
+        await anyio.to_thread.run_sync(_save, sessions, session_id, entry.id, asked.session_id,
                                        [*turns, ("assistant", reply)])  # fmt: skip
 
     if asked.stream:
@@ -191,7 +195,8 @@ async def _chat_in_turn(
             return dialect.chat_done_event(session_id, text, usage)
 
         body = dialect.chat_upstream_body(messages, asked.options, stream=True)
-        stream = SeedStream(finish, gw.telemetry.meter(entry.id), on_closed=release)
+        meter = services.telemetry(request).meter(entry.id)
+        stream = ApiStream(finish, meter, on_closed=release)
         return await _stream(request, entry, "/v1/chat/completions", body, stream)
     body = dialect.chat_upstream_body(messages, asked.options, stream=False)
     completion = await _call(request, entry, "/v1/chat/completions", body, Role.CHAT)
@@ -203,48 +208,58 @@ async def _chat_in_turn(
 
 
 def _save(
-    gw: Gateway, session_id: str, model: str, existing: str | None, turns: list[tuple[str, str]]
+    store: SessionStore,
+    session_id: str,
+    model: str,
+    existing: str | None,
+    turns: list[tuple[str, str]],
 ) -> None:
     # A new session is created with its first turns in one transaction: a failed write
     # (disk full, read-only) must not leave an empty session behind.
     if existing is None:
-        gw.sessions.create(model, session_id, turns)
+        store.create(model, session_id, turns)
     else:
-        gw.sessions.append(session_id, turns)
+        store.append(session_id, turns)
 
 
-def _history_budget(gw: Gateway, entry: ModelEntry, options: dict[str, Any]) -> int:
+def _history_budget(manager: ModelManager, entry: ModelEntry, options: dict[str, Any]) -> int:
     """Tokens a session's history may use: the slot's context less room for the reply."""
-    settings = gw.settings
-    own = entry.overrides
-    ctx = (own.ctx_size if own and own.ctx_size else None) or settings.ctx_size
-    slot = ctx // settings.parallel if ctx else (entry.info.context_length or 4096)
     reply = options.get("max_tokens") or DEFAULT_REPLY_TOKENS
-    return max(slot - int(reply), 256)
+    return max(_slot_context(manager, entry) - int(reply), 256)
+
+
+def _slot_context(manager: ModelManager, entry: ModelEntry) -> int:
+    """The context of one slot of the model's chat child: the running child's own (as it was
+    launched: its load parameters, its model's --parallel), else what one started now gets."""
+    chat = next(
+        (m for m in manager.models() if m.entry.id == entry.id and m.role is Role.CHAT), None
+    )
+    if chat is not None and chat.backend is not None:
+        return chat.backend.slot_context
+    settings = manager.settings
+    ctx_size = context_size(settings, entry, chat.params if chat is not None else None)
+    return slot_context(entry, ctx_size, parallel_slots(settings, entry))
 
 
 # -- generate, embeddings -------------------------------------------------------------------
 @router.post(
     "/generate",
     summary="Generate text",
-    openapi_extra=json_body(MyllmGenerateRequest),
-    responses=replies(
-        MyllmGenerateReply, 400, 404, 429, 502, 503, error=DetailError, stream=MYLLM_SSE
-    ),
+    openapi_extra=json_body(ApiGenerateRequest),
+    responses=replies(ApiGenerateReply, 400, 404, 429, 502, 503, error=DetailError, stream=API_SSE),
 )
 async def generate(request: Request) -> Response:
     """Stateless text generation from a prompt; streamed like chat, without a session."""
-    gw = gateway(request)
     asked = dialect.parse_generate_request(parse_body(await request.body()))
-    gw.limits.check({"prompt": asked.prompt, **asked.options})
-    entry = pick_model(request, asked.model)
+    services.limits(request).general.check({"prompt": asked.prompt, **asked.options})
+    entry = services.pick_model(request, asked.model)
     if asked.stream:
 
         async def finish(text: str, usage: dict[str, int] | None) -> bytes:
             return dialect.generate_done_event(text, usage)
 
         body = dialect.generate_upstream_body(asked.prompt, asked.options, stream=True)
-        stream = SeedStream(finish, gw.telemetry.meter(entry.id))
+        stream = ApiStream(finish, services.telemetry(request).meter(entry.id))
         return await _stream(request, entry, "/v1/completions", body, stream)
     body = dialect.generate_upstream_body(asked.prompt, asked.options, stream=False)
     completion = await _call(request, entry, "/v1/completions", body, Role.CHAT)
@@ -256,13 +271,13 @@ async def generate(request: Request) -> Response:
 @router.post(
     "/embeddings",
     summary="Embed text",
-    openapi_extra=json_body(MyllmEmbeddingsRequest),
-    responses=replies(MyllmEmbeddingsReply, 400, 404, 429, 502, 503, error=DetailError),
+    openapi_extra=json_body(ApiEmbeddingsRequest),
+    responses=replies(ApiEmbeddingsReply, 400, 404, 429, 502, 503, error=DetailError),
 )
 async def embeddings(request: Request) -> Response:
     model, text = dialect.parse_embeddings_request(parse_body(await request.body()))
-    gateway(request).limits.check({"input": text})
-    entry = pick_model(request, model)
+    services.limits(request).general.check({"input": text})
+    entry = services.pick_model(request, model)
     body = dialect.embeddings_upstream_body(text)
     answer = await _call(request, entry, "/v1/embeddings", body, Role.EMBEDDING)
     if answer is None:
@@ -273,7 +288,7 @@ async def embeddings(request: Request) -> Response:
 # -- sessions ---------------------------------------------------------------------------------
 @router.get("/sessions", summary="List sessions", responses=replies(SessionList))
 async def list_sessions(request: Request) -> dict[str, Any]:
-    summaries = await anyio.to_thread.run_sync(gateway(request).sessions.list)
+    summaries = await anyio.to_thread.run_sync(services.sessions(request).list)
     return {"sessions": [asdict(s) for s in summaries]}
 
 
@@ -283,7 +298,7 @@ async def list_sessions(request: Request) -> dict[str, Any]:
     responses=replies(SessionDetail, 404, error=DetailError),
 )
 async def get_session(request: Request, session_id: str) -> dict[str, Any]:
-    session = await anyio.to_thread.run_sync(gateway(request).sessions.get, session_id)
+    session = await anyio.to_thread.run_sync(services.sessions(request).get, session_id)
     return asdict(session)
 
 
@@ -293,9 +308,8 @@ async def get_session(request: Request, session_id: str) -> dict[str, Any]:
     responses=replies(SessionDeleted, 404, error=DetailError),
 )
 async def delete_session(request: Request, session_id: str) -> dict[str, Any]:
-    gw = gateway(request)
-    async with gw.session_lock(session_id):
-        deleted = await anyio.to_thread.run_sync(gw.sessions.delete, session_id)
+    async with services.session_locks(request).lock(session_id):
+        deleted = await anyio.to_thread.run_sync(services.sessions(request).delete, session_id)
     if not deleted:
         raise SessionNotFound(session_id)
     return {"status": "success", "message": f"Session '{session_id}' deleted"}

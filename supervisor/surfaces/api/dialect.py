@@ -1,8 +1,8 @@
-"""The /api surface (seed 002, "MyLLM"): models list, model info, load, unload. Pure functions.
+"""The /api surface: models list, model info, load, unload. Pure functions.
 
-Seed 002 names models by ``ModelEntry.id`` (the alias, else the file stem).
+The /api surface names models by ``ModelEntry.id`` (the alias, else the file stem).
 
-``template``: the seed shows a chat-format name such as "llama3". A GGUF file only tells us
+``template``: the /api surface shows a chat-format name such as "llama3". A GGUF file only tells us
 whether it embeds a chat template (llama-server then applies that template as is), not which
 family it belongs to, so by default a model with an embedded template reports "chat" and one
 without reports None. A caller that knows better (configuration, say) passes ``template=``.
@@ -35,7 +35,7 @@ def model_entry(
     *,
     template: str | _Default | None = _Default.TEMPLATE,
 ) -> dict[str, Any]:
-    """One model in seed 002's shape (``GET /api/models`` items and ``GET /api/models/{name}``).
+    """One model in the /api shape (``GET /api/models`` items and ``GET /api/models/{name}``).
 
     ``parameters`` are the model's default inference options (``temperature``, ``top_p`` …)."""
     info = entry.info

@@ -1,4 +1,4 @@
-"""The /api surface (seed 002, MyLLM): models list and info, load and unload."""
+"""The /api surface: models list and info, load and unload."""
 
 from __future__ import annotations
 
@@ -6,55 +6,53 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from supervisor.relay.plan import gateway, pick_model
-from supervisor.surfaces.api import dialect as myllm
+from supervisor.surfaces import services
+from supervisor.surfaces.api import dialect as api_dialect
 from supervisor.surfaces.schemas import (
+    ApiLoadResponse,
+    ApiModel,
+    ApiModelList,
     DetailError,
-    MyllmLoadResponse,
-    MyllmModel,
-    MyllmModelList,
     replies,
 )
 
 router = APIRouter(prefix="/api", tags=["api"])
 
 
-@router.get("/models", summary="List models", responses=replies(MyllmModelList))
+@router.get("/models", summary="List models", responses=replies(ApiModelList))
 async def list_models(request: Request) -> dict[str, Any]:
-    gw = gateway(request)
-    return myllm.models_list([(e, gw.manager.status(e)) for e in gw.registry.entries()])
+    manager = services.manager(request)
+    entries = services.catalog(request).entries()
+    return api_dialect.models_list([(e, manager.status(e)) for e in entries])
 
 
 @router.get(
     "/models/{model_name}",
     summary="Get a model",
-    responses=replies(MyllmModel, 404, error=DetailError),
+    responses=replies(ApiModel, 404, error=DetailError),
 )
 async def model_info(request: Request, model_name: str) -> dict[str, Any]:
-    gw = gateway(request)
-    entry = pick_model(request, model_name)
-    return myllm.model_entry(entry, gw.manager.status(entry))
+    entry = services.pick_model(request, model_name)
+    return api_dialect.model_entry(entry, services.manager(request).status(entry))
 
 
 @router.post(
     "/models/{model_name}/load",
     summary="Load a model",
-    responses=replies(MyllmLoadResponse, 404, 503, error=DetailError),
+    responses=replies(ApiLoadResponse, 404, 503, error=DetailError),
 )
 async def load_model(request: Request, model_name: str) -> dict[str, Any]:
-    gw = gateway(request)
-    entry = pick_model(request, model_name)
-    await gw.manager.model(entry).load()
-    return myllm.load_response(entry.id)
+    entry = services.pick_model(request, model_name)
+    await services.manager(request).load(entry)
+    return api_dialect.load_response(entry.id)
 
 
 @router.post(
     "/models/{model_name}/unload",
     summary="Unload a model",
-    responses=replies(MyllmLoadResponse, 404, error=DetailError),
+    responses=replies(ApiLoadResponse, 404, error=DetailError),
 )
 async def unload_model(request: Request, model_name: str) -> dict[str, Any]:
-    gw = gateway(request)
-    entry = pick_model(request, model_name)
-    await gw.manager.unload(entry)
-    return myllm.unload_response(entry.id)
+    entry = services.pick_model(request, model_name)
+    await services.manager(request).unload(entry)
+    return api_dialect.unload_response(entry.id)

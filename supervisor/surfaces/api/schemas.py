@@ -1,4 +1,4 @@
-"""/api models (seed 002, MyLLM): documentation only."""
+"""/api surface models: documentation only."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from supervisor.surfaces.common_schemas import Stop
 from supervisor.surfaces.openai.schemas import Usage
 
 
-# -- /api (seed 002, MyLLM) -------------------------------------------------------------------
-class MyllmModel(BaseModel):
+# -- /api -------------------------------------------------------------------------------------
+class ApiModel(BaseModel):
     name: str
     family: str | None
     size_mb: int
@@ -23,11 +23,11 @@ class MyllmModel(BaseModel):
     loaded: bool
 
 
-class MyllmModelList(BaseModel):
-    models: list[MyllmModel]
+class ApiModelList(BaseModel):
+    models: list[ApiModel]
 
 
-class MyllmLoadResponse(BaseModel):
+class ApiLoadResponse(BaseModel):
     status: Literal["success"] = "success"
     message: str
 
@@ -44,7 +44,7 @@ class InferenceOptions(BaseModel):
     repeat_penalty: float | None = Field(None, ge=0)
 
 
-class MyllmChatRequest(BaseModel):
+class ApiChatRequest(BaseModel):
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
     session_id: str | None = Field(None, description="Continue this session; unset starts one")
@@ -52,30 +52,30 @@ class MyllmChatRequest(BaseModel):
     options: InferenceOptions | None = None
 
 
-class MyllmChatReply(BaseModel):
+class ApiChatReply(BaseModel):
     message: Message
     session_id: str
     usage: Usage
 
 
-class MyllmGenerateRequest(BaseModel):
+class ApiGenerateRequest(BaseModel):
     model: str | None = None
     prompt: str
     stream: bool = False
     options: InferenceOptions | None = None
 
 
-class MyllmGenerateReply(BaseModel):
+class ApiGenerateReply(BaseModel):
     text: str
     usage: Usage
 
 
-class MyllmEmbeddingsRequest(BaseModel):
+class ApiEmbeddingsRequest(BaseModel):
     model: str | None = None
     input: str | list[str] = Field(description="A string, or a non-empty list of strings")
 
 
-class MyllmEmbeddingsReply(BaseModel):
+class ApiEmbeddingsReply(BaseModel):
     embedding: list[float] | None = Field(None, description="For a string input")
     embeddings: list[list[float]] | None = Field(None, description="For a list input")
     model: str
@@ -107,5 +107,5 @@ class SessionDetail(BaseModel):
     messages: list[SessionMessage]
 
 
-class SessionDeleted(MyllmLoadResponse):
+class SessionDeleted(ApiLoadResponse):
     pass

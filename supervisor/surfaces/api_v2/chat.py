@@ -1,6 +1,6 @@
-"""The /api/v2 chat surface (seed 001): ``/api/v2/chat/{model_id}`` and ``/stream``. Pure.
+"""The /api/v2 chat surface: ``/api/v2/chat/{model_id}`` and ``/stream``. Pure.
 
-Seed 001's chat body is llama.cpp-flavoured OpenAI: ``messages``, ``temperature``, ``top_p`` and
+The /api/v2 chat body is llama.cpp-flavoured OpenAI: ``messages``, ``temperature``, ``top_p`` and
 ``n_predict``. We validate those and send llama-server's ``/v1/chat/completions`` an OpenAI body;
 every other key passes through untouched (llama.cpp accepts many: ``top_k``, ``seed``,
 ``stop`` …), except ``model`` (the model is in the path) and ``stream`` (the route decides).
@@ -31,7 +31,7 @@ def _n_predict(value: object) -> int:
 
 
 def parse_v2_chat(body: dict[str, Any], stream: bool) -> dict[str, Any]:
-    """Seed 001's chat body as the ``/v1/chat/completions`` body for llama-server."""
+    """The /api/v2 chat body as the ``/v1/chat/completions`` body for llama-server."""
     messages = parse_messages(body.get("messages"))
     upstream: dict[str, Any] = {key: value for key, value in body.items() if key not in _OWNED}
     upstream["messages"] = list(messages)
@@ -48,5 +48,5 @@ def parse_v2_chat(body: dict[str, Any], stream: bool) -> dict[str, Any]:
 
 
 def v2_reply(completion: dict[str, Any], model_id: str) -> dict[str, Any]:
-    """The ``chat.completion`` (or a stream chunk) naming the model as seed 001 does: its file."""
+    """The ``chat.completion`` (or a stream chunk) naming the model as /api/v2 does: its file."""
     return {**completion, "model": model_id}

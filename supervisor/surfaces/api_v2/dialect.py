@@ -1,6 +1,6 @@
-"""The /api/v2 surface (seed 001): models list, model info, load, unload, swap. Pure functions.
+"""The /api/v2 surface: models list, model info, load, unload, swap. Pure functions.
 
-Seed 001 names models by file name, so every id here is ``ModelEntry.file_name``. Its status
+/api/v2 names models by file name, so every id here is ``ModelEntry.file_name``. Its status
 words are "loaded" (our READY) and, for info, "unloaded"; any other lifecycle state is shown as
 its own value ("loading", "draining", "stopping", "failed"). Each model also carries our
 extension key ``"state"`` with the full status snapshot operators need, its running children's
@@ -20,14 +20,14 @@ from supervisor.models.memory import format_bytes
 from supervisor.models.registry import ModelEntry
 from supervisor.placement.plan import Placement
 
-# (key, minimum) for seed 001's integer load parameters; -1 GPU layers means "all".
+# (key, minimum) for the /api/v2 integer load parameters; -1 GPU layers means "all".
 _INT_PARAMS: dict[str, int] = {"n_gpu_layers": -1, "n_ctx": 0, "n_batch": 1, "threads": 1}
 _INT_MAX = 2**31 - 1  # llama-server reads these flags as C ints
 _BOOL_PARAMS: tuple[str, ...] = ("use_mlock", "f16_kv")
 
 
 def status_word(state: ModelState) -> str:
-    """Seed 001's word for a lifecycle state: READY is "loaded", the rest keep their value."""
+    """The /api/v2 word for a lifecycle state: READY is "loaded", the rest keep their value."""
     return "loaded" if state is ModelState.READY else state.value
 
 
@@ -162,7 +162,7 @@ def model_info(
 
 
 def parse_load_params(body: dict[str, Any] | None) -> LoadParams:
-    """Seed 001's load body. Every key is optional; JSON ``null`` means "the default"."""
+    """The /api/v2 load body. Every key is optional; JSON ``null`` means "the default"."""
     if body is None:
         return LoadParams()
     if not isinstance(body, dict):

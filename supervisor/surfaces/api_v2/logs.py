@@ -12,7 +12,7 @@ from starlette.responses import StreamingResponse
 
 from supervisor.children.logs import ChildLog, LogLine
 from supervisor.http.drain import Drain
-from supervisor.relay.plan import gateway
+from supervisor.surfaces import services
 from supervisor.surfaces.schemas import ModelLogs, replies
 
 router = APIRouter(prefix="/api/v2", tags=["api/v2"])
@@ -26,9 +26,8 @@ Lines = Annotated[int, Query(ge=0, le=100_000, description="How many recent line
     responses=replies(ModelLogs, 401, 403, 404),
 )
 async def model_logs(request: Request, model_id: str, lines: Lines = 100) -> dict[str, Any]:
-    gw = gateway(request)
-    entry = gw.registry.resolve(model_id)
-    tail = gw.logs.of(entry.id).tail(lines)
+    entry = services.catalog(request).resolve(model_id)
+    tail = services.child_logs(request).of(entry.id).tail(lines)
     return {"model": entry.id, "lines": [line.as_json() for line in tail]}
 
 
@@ -44,10 +43,9 @@ async def follow_model_logs(
 ) -> StreamingResponse:
     """The last ``lines`` lines, then each new one as the child prints it, until the client
     goes or the gateway shuts down."""
-    gw = gateway(request)
-    entry = gw.registry.resolve(model_id)
+    entry = services.catalog(request).resolve(model_id)
     drain: Drain = request.app.state.drain
-    events = _follow(gw.logs.of(entry.id), lines, drain.stopping)
+    events = _follow(services.child_logs(request).of(entry.id), lines, drain.stopping)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 

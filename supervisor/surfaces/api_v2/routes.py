@@ -1,4 +1,4 @@
-"""The /api/v2 surface (seed 001): models list and info with their lifecycle state, and the
+"""The /api/v2 surface: models list and info with their lifecycle state, and the
 admin routes: load, unload, hot swap, reload."""
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from starlette.responses import JSONResponse, Response
 from supervisor import __version__
 from supervisor.clock import iso
 from supervisor.errors import ChildRejected
-from supervisor.gateway import Performance
 from supervisor.models.memory import format_bytes
-from supervisor.models.registry import version_entry
-from supervisor.relay.asgi import CLIENT_CLOSED_REQUEST, Passthrough
-from supervisor.relay.plan import gateway, pick_model
+from supervisor.relay.failures import CLIENT_CLOSED_REQUEST
+from supervisor.relay.stream import Passthrough
+from supervisor.surfaces import services
 from supervisor.surfaces.api_v2 import chat as api_v2_chat
 from supervisor.surfaces.api_v2 import dialect as api_v2
 from supervisor.surfaces.openai.dialect import error_event as openai_error_event
@@ -46,20 +45,19 @@ router = APIRouter(prefix="/api/v2", tags=["api/v2"])
 
 @router.get("/models", summary="List models", responses=replies(V2ModelsList))
 async def list_models(request: Request) -> dict[str, Any]:
-    gw = gateway(request)
-    entries = gw.registry.entries()
-    statuses = [(e, gw.manager.status(e)) for e in entries]
+    manager = services.manager(request)
+    entries = services.catalog(request).entries()
+    statuses = [(e, manager.status(e)) for e in entries]
     return api_v2.models_list(entries, statuses)
 
 
 @router.get("/models/{model_id}", summary="Get a model", responses=replies(V2ModelInfo, 404))
 async def model_info(request: Request, model_id: str) -> dict[str, Any]:
-    gw = gateway(request)
-    entry = pick_model(request, model_id)
-    performance = gw.performance.get(entry.id, Performance())
+    entry = services.pick_model(request, model_id)
+    performance = services.performance(request).of(entry.id)
     return api_v2.model_info(
         entry,
-        gw.manager.status(entry),
+        services.manager(request).status(entry),
         tokens_processed=performance.tokens,
         average_speed=performance.average_speed,
     )
@@ -77,13 +75,13 @@ async def _optional_body(request: Request) -> dict[str, Any] | None:
     responses=replies(LoadResponse, 400, 404, 503),
 )
 async def load_model(request: Request, model_id: str) -> dict[str, Any]:
-    """Load with seed 001's parameters; a loaded model with other parameters is swapped to
+    """Load with the /api/v2 parameters; a loaded model with other parameters is swapped to
     them without dropping requests."""
-    gw = gateway(request)
-    entry = pick_model(request, model_id)
+    manager = services.manager(request)
+    entry = services.pick_model(request, model_id)
     params = api_v2.parse_load_params(await _optional_body(request))
-    await gw.manager.model(entry).load(params)
-    status = gw.manager.status(entry)
+    await manager.load(entry, params)
+    status = manager.status(entry)
     used = status.rss if status.rss is not None else status.memory_estimate
     return api_v2.load_response(status, format_bytes(used or 0))
 
@@ -92,8 +90,7 @@ async def load_model(request: Request, model_id: str) -> dict[str, Any]:
     "/models/{model_id}/unload", summary="Unload a model", responses=replies(UnloadResponse, 404)
 )
 async def unload_model(request: Request, model_id: str) -> dict[str, Any]:
-    gw = gateway(request)
-    await gw.manager.unload(pick_model(request, model_id))
+    await services.manager(request).unload(services.pick_model(request, model_id))
     return api_v2.unload_response(time.time())
 
 
@@ -106,12 +103,11 @@ async def unload_model(request: Request, model_id: str) -> dict[str, Any]:
 async def swap_model(request: Request, model_id: str) -> dict[str, Any]:
     """Hot-swap to another file version: ``{"path": …}`` (a .gguf inside a models directory)
     plus optional load parameters."""
-    gw = gateway(request)
-    entry = pick_model(request, model_id)
+    manager = services.manager(request)
+    entry = services.pick_model(request, model_id)
     path, params = api_v2.parse_swap_body(parse_body(await request.body()))
-    current = gw.manager.model(entry).entry
-    new = version_entry(gw.settings, current, path)
-    report = await gw.manager.swap(entry, new, params)
+    new = services.catalog(request).version(manager.model(entry).entry, path)
+    report = await manager.swap(entry, new, params)
     return {
         "status": "success",
         "message": f"Model swapped ({report.mode})",
@@ -129,13 +125,13 @@ async def swap_model(request: Request, model_id: str) -> dict[str, Any]:
     responses=replies(ChatCompletion, 400, 404, 429, 502, 503),
 )
 async def chat(request: Request, model_id: str) -> Response:
-    """Seed 001's chat: an OpenAI ``chat.completion`` whose ``model`` is the file name."""
-    gw = gateway(request)
-    entry = pick_model(request, model_id)
+    """The /api/v2 chat: an OpenAI ``chat.completion`` whose ``model`` is the file name."""
+    entry = services.pick_model(request, model_id)
     upstream = api_v2_chat.parse_v2_chat(parse_body(await request.body()), stream=False)
-    gw.limits.check(upstream)
-    answer = await gw.proxy.fetch_json(
-        lambda: gw.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
+    services.limits(request).general.check(upstream)
+    manager = services.manager(request)
+    answer = await services.proxy(request).fetch_json(
+        lambda: manager.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
         request.receive,
     )  # fmt: skip
     if answer is None:
@@ -143,7 +139,7 @@ async def chat(request: Request, model_id: str) -> Response:
     status, completion = answer
     if status >= 400 or not isinstance(completion, dict):
         raise ChildRejected(status, completion)
-    gw.record_timings(entry.id, completion)
+    services.telemetry(request).count_answer(entry.id, completion)
     return JSONResponse(api_v2_chat.v2_reply(completion, entry.file_name))
 
 
@@ -154,36 +150,35 @@ async def chat(request: Request, model_id: str) -> Response:
     responses=replies(None, 400, 404, 429, 502, 503, stream=OPENAI_SSE),
 )
 async def chat_stream(request: Request, model_id: str) -> Response:
-    """Seed 001's stream: ``chat.completion.chunk`` events ending in ``data: [DONE]``,
+    """The /api/v2 stream: ``chat.completion.chunk`` events ending in ``data: [DONE]``,
     relayed as the child sends them."""
-    gw = gateway(request)
-    entry = pick_model(request, model_id)
+    entry = services.pick_model(request, model_id)
     upstream = api_v2_chat.parse_v2_chat(parse_body(await request.body()), stream=True)
-    gw.limits.check(upstream)
-    return await gw.proxy.forward(
-        lambda: gw.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
-        Passthrough(openai_error_event, meter=gw.telemetry.meter(entry.id)), request.receive,
+    services.limits(request).general.check(upstream)
+    manager, meter = services.manager(request), services.telemetry(request).meter(entry.id)
+    return await services.proxy(request).forward(
+        lambda: manager.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
+        Passthrough(openai_error_event, meter=meter), request.receive,
     )  # fmt: skip
 
 
 @router.get("/metrics", summary="System metrics", responses=replies(Metrics))
 async def metrics(request: Request) -> dict[str, Any]:
-    """CPU, memory and GPU figures of the host (seed 001), and the cores the gateway shares
+    """CPU, memory and GPU figures of the host, and the cores the gateway shares
     out among its children."""
-    gw = gateway(request)
-    return system_metrics(gw.probe, gw.manager.placer.cores)
+    return system_metrics(services.probe(request), services.manager(request).placer.cores)
 
 
 @router.get("/health", summary="Health", responses=replies(V2Health))
 @router.head("/health", include_in_schema=False)  # as /health's (surfaces/root/routes.py)
 async def health(request: Request) -> dict[str, Any]:
-    gw = gateway(request)
-    return health_v2(__version__, gw.started_at, gw.last_error)
+    last_error = services.reloader(request).last_error
+    return health_v2(__version__, services.started_at(request), last_error)
 
 
 @router.post("/reload", summary="Reload the configuration", responses=replies(ReloadResponse))
 async def reload(request: Request) -> dict[str, Any]:
     """Re-read the configuration (like SIGHUP): changed models are hot-swapped, removed ones
     drained and unloaded, new ones registered."""
-    report = await gateway(request).reload()
+    report = await services.reloader(request).reload()
     return {"status": "success", "message": "Configuration reloaded", **report}

@@ -1,4 +1,4 @@
-"""/api/v2 models (seed 001): documentation only."""
+"""/api/v2 surface models: documentation only."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from supervisor.surfaces.common_schemas import ForwardedBody
 
 
-# -- /api/v2 (seed 001) -----------------------------------------------------------------------
+# -- /api/v2 ----------------------------------------------------------------------------------
 class Message(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: str
 
 
 class LoadParams(BaseModel):
-    """Seed 001's load parameters; each is optional, and null means the configured default."""
+    """The /api/v2 load parameters; each is optional, and null means the configured default."""
 
     model_config = ConfigDict(extra="forbid")
     n_gpu_layers: int | None = Field(None, ge=-1, description="Layers on the GPU; -1 is all")

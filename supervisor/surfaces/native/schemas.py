@@ -1,4 +1,4 @@
-"""llama.cpp native route models (seed 004): documentation only."""
+"""llama.cpp's native route models: documentation only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from supervisor.surfaces.common_schemas import ForwardedBody
 
 
-# -- native (seed 004) ------------------------------------------------------------------------
+# -- llama.cpp's native routes ----------------------------------------------------------------
 class NativeCompletionRequest(ForwardedBody):
     prompt: str | list[Any] = Field(description="Text, tokens, or a mix")
     n_predict: int | None = Field(None, ge=-1, description="Tokens to predict; -1 is unlimited")

@@ -131,7 +131,7 @@ def wants_stream(data: dict[str, Any]) -> bool:
 
 def model_object(entry: ModelEntry) -> dict[str, Any]:
     """OpenAI's model object; ``capabilities`` only where it says more than "completion", so a
-    plain text model keeps the exact OpenAI shape (seed 003 checks its keys)."""
+    plain text model keeps the exact OpenAI shape (clients of /v1 check its keys)."""
     body: dict[str, Any] = {
         "id": entry.id,
         "object": "model",

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 
 from supervisor import __version__
 from supervisor.lifecycle.state import ModelState
-from supervisor.relay.plan import gateway, pick_model
+from supervisor.surfaces import services
 from supervisor.surfaces.openai import dialect as openai
 from supervisor.surfaces.schemas import ModelList, ModelObject, Stats, replies
 from supervisor.telemetry.host import format_uptime, system_metrics
@@ -20,20 +20,20 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 @router.get("/models", summary="List models", responses=replies(ModelList))
 async def list_models(request: Request) -> dict[str, Any]:
-    return openai.model_list(gateway(request).registry.entries())
+    return openai.model_list(services.catalog(request).entries())
 
 
 @router.get("/models/{model_id}", summary="Get a model", responses=replies(ModelObject, 404))
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
-    return openai.model_object(pick_model(request, model_id))
+    return openai.model_object(services.pick_model(request, model_id))
 
 
 @router.get("/stats", summary="Server statistics", responses=replies(Stats))
 async def stats(request: Request) -> dict[str, Any]:
-    """Server statistics and resource use (seed 003's "coming soon" /v1/stats)."""
-    gw = gateway(request)
-    statuses = [gw.manager.status(e) for e in gw.registry.entries()]
-    uptime = time.time() - gw.started_at
+    """Server statistics and resource use (/v1/stats, an extra of the OpenAI surface)."""
+    manager = services.manager(request)
+    statuses = [manager.status(e) for e in services.catalog(request).entries()]
+    uptime = time.time() - services.started_at(request)
     return {
         "object": "stats",
         "version": __version__,
@@ -55,5 +55,5 @@ async def stats(request: Request) -> dict[str, Any]:
                 for s in statuses
             ],
         },
-        "system": system_metrics(gw.probe, gw.manager.placer.cores),
+        "system": system_metrics(services.probe(request), manager.placer.cores),
     }

@@ -1,5 +1,5 @@
-"""Shared routes: GET (and HEAD) /health (llama.cpp's form), GET / (seeds 002 and 003) and
-GET /metrics (Prometheus)."""
+"""Shared routes: GET (and HEAD) /health (llama.cpp's form), GET / (the /api and OpenAI
+surfaces' root) and GET /metrics (Prometheus)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from supervisor import __version__
-from supervisor.relay.plan import gateway
+from supervisor.surfaces import services
 from supervisor.surfaces.openai import dialect as openai
 from supervisor.surfaces.schemas import Health, ModelList, RootInfo, replies, text_reply
 from supervisor.telemetry.prometheus import METRICS_CONTENT_TYPE
@@ -36,7 +36,7 @@ async def health() -> dict[str, str]:
 )
 async def list_models(request: Request) -> dict[str, Any]:
     """``GET /v1/models``'s list, under the root name llama-server also serves it at."""
-    return openai.model_list(gateway(request).registry.entries())
+    return openai.model_list(services.catalog(request).entries())
 
 
 @router.get("/", summary="Server information", responses=replies(RootInfo))
@@ -45,7 +45,7 @@ async def root(request: Request) -> dict[str, Any]:
         "name": "llama-supervisor",
         "version": __version__,
         "status": "running",
-        "models_available": len(gateway(request).registry.entries()),
+        "models_available": len(services.catalog(request).entries()),
     }
 
 
@@ -54,5 +54,5 @@ async def root(request: Request) -> dict[str, Any]:
 )
 async def metrics(request: Request) -> Response:
     """Requests, latencies, tokens, queues and the models' lifecycle, for Prometheus."""
-    exposition = gateway(request).telemetry.exposition()
+    exposition = services.telemetry(request).exposition()
     return Response(exposition, media_type=METRICS_CONTENT_TYPE)

@@ -5,7 +5,7 @@ from pathlib import Path
 from supervisor.lifecycle.state import ModelState, ModelStatus
 from supervisor.models.gguf import GGUFInfo
 from supervisor.models.registry import ModelEntry
-from supervisor.surfaces.api import dialect as myllm
+from supervisor.surfaces.api import dialect as api
 
 PATH = Path("/models/Meta-Llama-3-8B-Instruct.Q4_K_M.gguf")
 ENTRY = ModelEntry(
@@ -52,8 +52,8 @@ READY = ModelStatus(id="llama-3-8b", path=PATH, state=ModelState.READY, pid=1, p
 UNLOADED = ModelStatus(id="tiny", path=Path("/models/tiny.gguf"), state=ModelState.UNLOADED)
 
 
-def test_model_entry_has_seed_shape() -> None:
-    assert myllm.model_entry(ENTRY, READY) == {
+def test_model_entry_has_the_api_shape() -> None:
+    assert api.model_entry(ENTRY, READY) == {
         "name": "llama-3-8b",
         "family": "llama",
         "size_mb": 4368,
@@ -66,7 +66,7 @@ def test_model_entry_has_seed_shape() -> None:
 
 
 def test_model_entry_for_a_bare_unloaded_model() -> None:
-    assert myllm.model_entry(BARE, UNLOADED) == {
+    assert api.model_entry(BARE, UNLOADED) == {
         "name": "tiny",
         "family": None,
         "size_mb": 1,
@@ -79,31 +79,31 @@ def test_model_entry_for_a_bare_unloaded_model() -> None:
 
 
 def test_model_entry_parameters_and_template_override() -> None:
-    body = myllm.model_entry(ENTRY, READY, {"temperature": 0.7, "top_p": 0.9}, template="llama3")
+    body = api.model_entry(ENTRY, READY, {"temperature": 0.7, "top_p": 0.9}, template="llama3")
     assert body["parameters"] == {"temperature": 0.7, "top_p": 0.9}
     assert body["template"] == "llama3"
-    assert myllm.model_entry(ENTRY, READY, template=None)["template"] is None
+    assert api.model_entry(ENTRY, READY, template=None)["template"] is None
 
 
 def test_only_ready_counts_as_loaded() -> None:
     for state in ModelState:
         status = ModelStatus(id="llama-3-8b", path=PATH, state=state)
-        assert myllm.model_entry(ENTRY, status)["loaded"] is (state is ModelState.READY)
+        assert api.model_entry(ENTRY, status)["loaded"] is (state is ModelState.READY)
 
 
 def test_models_list() -> None:
-    body = myllm.models_list([(ENTRY, READY), (BARE, UNLOADED)])
+    body = api.models_list([(ENTRY, READY), (BARE, UNLOADED)])
     assert [m["name"] for m in body["models"]] == ["llama-3-8b", "tiny"]
-    assert body == {"models": [myllm.model_entry(ENTRY, READY), myllm.model_entry(BARE, UNLOADED)]}
-    assert myllm.models_list([]) == {"models": []}
+    assert body == {"models": [api.model_entry(ENTRY, READY), api.model_entry(BARE, UNLOADED)]}
+    assert api.models_list([]) == {"models": []}
 
 
 def test_load_and_unload_responses() -> None:
-    assert myllm.load_response("llama-3-8b") == {
+    assert api.load_response("llama-3-8b") == {
         "status": "success",
         "message": "Model 'llama-3-8b' loaded",
     }
-    assert myllm.unload_response("llama-3-8b") == {
+    assert api.unload_response("llama-3-8b") == {
         "status": "success",
         "message": "Model 'llama-3-8b' unloaded",
     }

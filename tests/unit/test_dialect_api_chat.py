@@ -1,4 +1,4 @@
-"""Seed 002's chat, generate and embeddings translation: literal bodies in, literal dicts out."""
+"""/api chat, generate and embeddings translation: literal bodies in, literal dicts out."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from supervisor.errors import BadRequest
-from supervisor.surfaces.api import chat as mc
+from supervisor.surfaces.api import chat as api_chat
 
 USER = {"role": "user", "content": "Hello!"}
 
@@ -32,9 +32,9 @@ def data_line(event: bytes) -> dict[str, Any]:
 
 
 def test_options_absent_or_null_are_empty() -> None:
-    assert mc.parse_options(None) == {}
-    assert mc.parse_options({}) == {}
-    assert mc.parse_options({"temperature": None, "stop": None}) == {}
+    assert api_chat.parse_options(None) == {}
+    assert api_chat.parse_options({}) == {}
+    assert api_chat.parse_options({"temperature": None, "stop": None}) == {}
 
 
 def test_options_all_known_keys_pass_unrenamed() -> None:
@@ -46,12 +46,12 @@ def test_options_all_known_keys_pass_unrenamed() -> None:
         "stop": ["\n\n", "User:"],
         "repeat_penalty": 1.1,
     }
-    assert mc.parse_options(options) == options
+    assert api_chat.parse_options(options) == options
 
 
 def test_options_stop_single_string_becomes_list() -> None:
-    assert mc.parse_options({"stop": "END"}) == {"stop": ["END"]}
-    assert mc.parse_options({"stop": []}) == {"stop": []}
+    assert api_chat.parse_options({"stop": "END"}) == {"stop": ["END"]}
+    assert api_chat.parse_options({"stop": []}) == {"stop": []}
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_options_stop_single_string_becomes_list() -> None:
     ],
 )
 def test_options_range_edges_accepted(options: dict[str, Any]) -> None:
-    assert mc.parse_options(options) == options
+    assert api_chat.parse_options(options) == options
 
 
 @pytest.mark.parametrize(
@@ -103,21 +103,21 @@ def test_options_range_edges_accepted(options: dict[str, Any]) -> None:
     ],
 )
 def test_options_rejected_with_param(options: dict[str, Any], param: str) -> None:
-    error = bad(mc.parse_options, options)
+    error = bad(api_chat.parse_options, options)
     assert error.param == param
     assert error.status_code == 400
     assert param in error.message
 
 
 def test_options_unknown_key_named() -> None:
-    error = bad(mc.parse_options, {"temperature": 0.5, "mirostat": 2})
+    error = bad(api_chat.parse_options, {"temperature": 0.5, "mirostat": 2})
     assert error.param == "options.mirostat"
     assert "mirostat" in error.message
 
 
 @pytest.mark.parametrize("options", [[], "hot", 1, True, [{"temperature": 1}]])
 def test_options_not_an_object(options: object) -> None:
-    assert bad(mc.parse_options, options).param == "options"
+    assert bad(api_chat.parse_options, options).param == "options"
 
 
 # --- messages ---------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_messages_keep_role_and_content_only() -> None:
         {"role": "user", "content": "Hello!", "name": "bob"},
         {"role": "assistant", "content": ""},
     ]
-    assert mc.parse_messages(messages) == (
+    assert api_chat.parse_messages(messages) == (
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": "Hello!"},
         {"role": "assistant", "content": ""},
@@ -155,7 +155,7 @@ def test_messages_keep_role_and_content_only() -> None:
     ],
 )
 def test_messages_rejected(messages: object, param: str) -> None:
-    assert bad(mc.parse_messages, messages).param == param
+    assert bad(api_chat.parse_messages, messages).param == param
 
 
 # --- chat -------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def test_parse_chat_request_full() -> None:
         "stream": True,
         "options": {"temperature": 0.7, "top_p": 0.9, "max_tokens": 512},
     }
-    assert mc.parse_chat_request(body) == mc.ChatRequest(
+    assert api_chat.parse_chat_request(body) == api_chat.ChatRequest(
         model="llama-3-8b",
         messages=({"role": "system", "content": "You are a helpful assistant."}, USER),
         session_id="optional-session-id",
@@ -182,10 +182,10 @@ def test_parse_chat_request_full() -> None:
 
 
 def test_parse_chat_request_defaults() -> None:
-    assert mc.parse_chat_request({"messages": [USER]}) == mc.ChatRequest(
+    assert api_chat.parse_chat_request({"messages": [USER]}) == api_chat.ChatRequest(
         model=None, messages=(USER,), session_id=None, stream=False, options={}
     )
-    request = mc.parse_chat_request({"messages": [USER], "model": "", "session_id": None})
+    request = api_chat.parse_chat_request({"messages": [USER], "model": "", "session_id": None})
     assert (request.model, request.session_id) == (None, None)
 
 
@@ -202,18 +202,18 @@ def test_parse_chat_request_defaults() -> None:
     ],
 )
 def test_parse_chat_request_rejected(body: dict[str, Any], param: str) -> None:
-    assert bad(mc.parse_chat_request, body).param == param
+    assert bad(api_chat.parse_chat_request, body).param == param
 
 
 def test_chat_upstream_body() -> None:
     messages = (USER,)
-    assert mc.chat_upstream_body(messages, {"temperature": 0.7, "top_k": 40}, False) == {
+    assert api_chat.chat_upstream_body(messages, {"temperature": 0.7, "top_k": 40}, False) == {
         "messages": [{"role": "user", "content": "Hello!"}],
         "temperature": 0.7,
         "top_k": 40,
         "stream": False,
     }
-    assert mc.chat_upstream_body(messages, {}, True) == {
+    assert api_chat.chat_upstream_body(messages, {}, True) == {
         "messages": [{"role": "user", "content": "Hello!"}],
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -235,7 +235,7 @@ def test_chat_reply() -> None:
         ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18},
     }
-    assert mc.chat_reply(completion, "123e4567-e89b-12d3-a456-426614174000") == {
+    assert api_chat.chat_reply(completion, "123e4567-e89b-12d3-a456-426614174000") == {
         "message": {"role": "assistant", "content": "Hello! How can I help you?"},
         "session_id": "123e4567-e89b-12d3-a456-426614174000",
         "usage": {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18},
@@ -244,13 +244,13 @@ def test_chat_reply() -> None:
 
 def test_chat_reply_null_content_and_missing_usage() -> None:
     completion = {"choices": [{"message": {"role": "assistant", "content": None}}]}
-    assert mc.chat_reply(completion, "s") == {
+    assert api_chat.chat_reply(completion, "s") == {
         "message": {"role": "assistant", "content": ""},
         "session_id": "s",
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     }
     partial = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
-    assert mc.chat_reply(partial, "s")["usage"] == {
+    assert api_chat.chat_reply(partial, "s")["usage"] == {
         "prompt_tokens": 3,
         "completion_tokens": 4,
         "total_tokens": 7,
@@ -267,13 +267,13 @@ def test_parse_generate_request() -> None:
         "stream": False,
         "options": {"temperature": 0.8, "max_tokens": 100},
     }
-    assert mc.parse_generate_request(body) == mc.GenerateRequest(
+    assert api_chat.parse_generate_request(body) == api_chat.GenerateRequest(
         model="llama-3-8b",
         prompt="Once upon a time",
         stream=False,
         options={"temperature": 0.8, "max_tokens": 100},
     )
-    assert mc.parse_generate_request({"prompt": "x"}) == mc.GenerateRequest(
+    assert api_chat.parse_generate_request({"prompt": "x"}) == api_chat.GenerateRequest(
         model=None, prompt="x", stream=False, options={}
     )
 
@@ -289,16 +289,16 @@ def test_parse_generate_request() -> None:
     ],
 )
 def test_parse_generate_request_rejected(body: dict[str, Any], param: str) -> None:
-    assert bad(mc.parse_generate_request, body).param == param
+    assert bad(api_chat.parse_generate_request, body).param == param
 
 
 def test_generate_upstream_body() -> None:
-    assert mc.generate_upstream_body("Once", {"stop": ["\n"]}, False) == {
+    assert api_chat.generate_upstream_body("Once", {"stop": ["\n"]}, False) == {
         "prompt": "Once",
         "stop": ["\n"],
         "stream": False,
     }
-    assert mc.generate_upstream_body("Once", {}, True) == {
+    assert api_chat.generate_upstream_body("Once", {}, True) == {
         "prompt": "Once",
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -311,7 +311,7 @@ def test_generate_reply() -> None:
         "choices": [{"index": 0, "text": ", in a land far away...", "finish_reason": "length"}],
         "usage": {"prompt_tokens": 4, "completion_tokens": 10, "total_tokens": 14},
     }
-    assert mc.generate_reply(completion) == {
+    assert api_chat.generate_reply(completion) == {
         "text": ", in a land far away...",
         "usage": {"prompt_tokens": 4, "completion_tokens": 10, "total_tokens": 14},
     }
@@ -322,20 +322,20 @@ def test_generate_reply() -> None:
 
 def test_parse_embeddings_request() -> None:
     body = {"model": "llama-3-8b", "input": "Hello world"}
-    assert mc.parse_embeddings_request(body) == ("llama-3-8b", "Hello world")
-    assert mc.parse_embeddings_request({"input": ["a", "b"]}) == (None, ["a", "b"])
+    assert api_chat.parse_embeddings_request(body) == ("llama-3-8b", "Hello world")
+    assert api_chat.parse_embeddings_request({"input": ["a", "b"]}) == (None, ["a", "b"])
 
 
 @pytest.mark.parametrize(
     "body", [{}, {"input": None}, {"input": []}, {"input": ["a", 1]}, {"input": 7}]
 )
 def test_parse_embeddings_request_rejected(body: dict[str, Any]) -> None:
-    assert bad(mc.parse_embeddings_request, body).param == "input"
+    assert bad(api_chat.parse_embeddings_request, body).param == "input"
 
 
 def test_embeddings_upstream_body() -> None:
-    assert mc.embeddings_upstream_body("Hello world") == {"input": "Hello world"}
-    assert mc.embeddings_upstream_body(["a", "b"]) == {"input": ["a", "b"]}
+    assert api_chat.embeddings_upstream_body("Hello world") == {"input": "Hello world"}
+    assert api_chat.embeddings_upstream_body(["a", "b"]) == {"input": ["a", "b"]}
 
 
 EMBEDDINGS = {
@@ -351,14 +351,14 @@ EMBEDDINGS = {
 
 def test_embeddings_reply_single() -> None:
     single = {"data": [{"object": "embedding", "index": 0, "embedding": [0.123, -0.456]}]}
-    assert mc.embeddings_reply(single, "llama-3-8b", True) == {
+    assert api_chat.embeddings_reply(single, "llama-3-8b", True) == {
         "embedding": [0.123, -0.456],
         "model": "llama-3-8b",
     }
 
 
 def test_embeddings_reply_list_in_index_order() -> None:
-    assert mc.embeddings_reply(EMBEDDINGS, "llama-3-8b", False) == {
+    assert api_chat.embeddings_reply(EMBEDDINGS, "llama-3-8b", False) == {
         "embeddings": [[0.1, -0.2], [0.3, 0.4]],
         "model": "llama-3-8b",
     }
@@ -379,11 +379,11 @@ def test_stream_text_chat_chunks() -> None:
         "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}],
     }
     finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-    assert mc.stream_text(role_only) is None
-    assert mc.stream_text(role_no_content) is None
-    assert mc.stream_text(empty) is None
-    assert mc.stream_text(text) == "Hello"
-    assert mc.stream_text(finish) is None
+    assert api_chat.stream_text(role_only) is None
+    assert api_chat.stream_text(role_no_content) is None
+    assert api_chat.stream_text(empty) is None
+    assert api_chat.stream_text(text) == "Hello"
+    assert api_chat.stream_text(finish) is None
 
 
 def test_stream_text_completion_chunks() -> None:
@@ -391,8 +391,8 @@ def test_stream_text_completion_chunks() -> None:
         "object": "text_completion",
         "choices": [{"index": 0, "text": " upon", "logprobs": None, "finish_reason": None}],
     }
-    assert mc.stream_text(chunk) == " upon"
-    assert mc.stream_text({"choices": [{"index": 0, "text": None}]}) is None
+    assert api_chat.stream_text(chunk) == " upon"
+    assert api_chat.stream_text({"choices": [{"index": 0, "text": None}]}) is None
 
 
 def test_stream_usage_only_chunk() -> None:
@@ -401,32 +401,32 @@ def test_stream_usage_only_chunk() -> None:
         "choices": [],
         "usage": {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18},
     }
-    assert mc.stream_text(chunk) is None
-    assert mc.stream_usage(chunk) == {
+    assert api_chat.stream_text(chunk) is None
+    assert api_chat.stream_usage(chunk) == {
         "prompt_tokens": 10,
         "completion_tokens": 8,
         "total_tokens": 18,
     }
-    assert mc.stream_usage({"choices": [{"delta": {"content": "x"}}]}) is None
-    assert mc.stream_usage({"choices": [], "usage": None}) is None
+    assert api_chat.stream_usage({"choices": [{"delta": {"content": "x"}}]}) is None
+    assert api_chat.stream_usage({"choices": [], "usage": None}) is None
 
 
 def test_token_event_bytes() -> None:
-    assert mc.token_event("Hello") == b'data: {"token":"Hello","done":false}\n\n'
-    event = mc.token_event('café "ok"\n')
+    assert api_chat.token_event("Hello") == b'data: {"token":"Hello","done":false}\n\n'
+    event = api_chat.token_event('café "ok"\n')
     assert data_line(event) == {"token": 'café "ok"\n', "done": False}
     assert "café".encode() in event
 
 
 def test_chat_done_event() -> None:
     sid = "123e4567-e89b-12d3-a456-426614174000"
-    event = mc.chat_done_event(sid, "Hello! How can I help you?", None)
+    event = api_chat.chat_done_event(sid, "Hello! How can I help you?", None)
     assert event == (
         b'data: {"done":true,"session_id":"123e4567-e89b-12d3-a456-426614174000",'
         b'"full_text":"Hello! How can I help you?"}\n\n'
     )
     usage = {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}
-    assert data_line(mc.chat_done_event(sid, "Hi", usage)) == {
+    assert data_line(api_chat.chat_done_event(sid, "Hi", usage)) == {
         "done": True,
         "session_id": sid,
         "full_text": "Hi",
@@ -435,12 +435,12 @@ def test_chat_done_event() -> None:
 
 
 def test_generate_done_event() -> None:
-    assert data_line(mc.generate_done_event("Once upon", None)) == {
+    assert data_line(api_chat.generate_done_event("Once upon", None)) == {
         "done": True,
         "full_text": "Once upon",
     }
     usage = {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
-    assert data_line(mc.generate_done_event("", usage)) == {
+    assert data_line(api_chat.generate_done_event("", usage)) == {
         "done": True,
         "full_text": "",
         "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6},
@@ -448,6 +448,6 @@ def test_generate_done_event() -> None:
 
 
 def test_error_event() -> None:
-    event = mc.error_event("Model 'x' failed")
+    event = api_chat.error_event("Model 'x' failed")
     assert event == b'data: {"error":"Model \'x\' failed","done":true}\n\n'
     assert data_line(event) == {"error": "Model 'x' failed", "done": True}

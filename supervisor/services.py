@@ -1,0 +1,100 @@
+"""The gateway's services, built once per app in its lifespan (``build_services``) and set
+on ``app.state`` one by one (``Services.install``), where routes reach each through its
+one-line accessor (``surfaces/services.py``; the relay's in ``relay/plan.py``). This holder
+is only the lifespan's: it starts them and closes them in order."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from starlette.datastructures import State
+
+from supervisor.children.child import ChildStarter, ProcessFactory
+from supervisor.children.logs import ChildLogs
+from supervisor.children.poll_client import make_client
+from supervisor.config import Settings
+from supervisor.http.auth import load_keys
+from supervisor.lifecycle.manager import ModelManager
+from supervisor.models.catalog import Catalog
+from supervisor.models.memory import MemoryProbe
+from supervisor.models.registry import Registry
+from supervisor.relay.asgi import Proxy
+from supervisor.relay.limits import Limits
+from supervisor.relay.plan import RelayServices
+from supervisor.relay.upstream import UpstreamPool
+from supervisor.reload import Reloader, SettingsLoader
+from supervisor.sessions.locks import SessionLocks
+from supervisor.sessions.store import SessionStore
+from supervisor.telemetry.prometheus import Telemetry
+
+
+@dataclass
+class Services:
+    client: httpx.AsyncClient  # the children's health polls
+    manager: ModelManager
+    catalog: Catalog
+    limits: Limits
+    reloader: Reloader
+    relay: RelayServices
+    sessions: SessionStore
+    probe: MemoryProbe
+    logs: ChildLogs
+    telemetry: Telemetry
+    session_locks: SessionLocks = field(default_factory=SessionLocks)
+    started_at: float = field(default_factory=time.time)
+
+    def install(self, state: State) -> None:
+        """Each service on ``state`` under the name its accessor reads."""
+        state.manager = self.manager
+        state.catalog = self.catalog
+        state.limits = self.limits
+        state.reloader = self.reloader
+        state.relay_services = self.relay
+        state.proxy = self.relay.proxy
+        state.sessions = self.sessions
+        state.session_locks = self.session_locks
+        state.probe = self.probe
+        state.child_logs = self.logs
+        state.telemetry = self.telemetry
+        state.performance = self.telemetry.performance
+        state.started_at = self.started_at
+
+    def start(self) -> None:
+        self.manager.start(self.catalog.entries())
+
+    async def close(self) -> None:
+        await self.manager.close()
+        self.sessions.close()
+        self.relay.proxy.close()
+        await self.client.aclose()
+
+
+def build_services(
+    settings: Settings,
+    factory: ProcessFactory | None = None,
+    load_settings: SettingsLoader | None = None,
+    probe: MemoryProbe | None = None,
+    telemetry: Telemetry | None = None,
+) -> Services:
+    registry = Registry(settings)
+    registry.scan()
+    client = make_client()
+    logs = ChildLogs(settings.child_log_lines, settings.child_log_echo)
+    starter = ChildStarter(client, factory, logs) if factory else ChildStarter(client, logs=logs)
+    probe = probe or MemoryProbe(reserve_bytes=settings.memory_reserve_mb * 1024**2)
+    telemetry = telemetry or Telemetry()
+    manager = ModelManager(settings, starter, probe, client, telemetry)
+    telemetry.watch(manager.models)
+    catalog = Catalog(registry, settings, lambda: [m.entry.id for m in manager.loaded()])
+    limits = Limits(settings)
+    keys = load_keys(settings)
+    reloader = Reloader(
+        settings, keys, load_settings or (lambda: settings), catalog, limits, manager
+    )
+    relay = RelayServices(catalog, limits, manager, Proxy(UpstreamPool()), telemetry)
+    sessions = SessionStore(settings.data_dir / "sessions.sqlite3", open_later=True)
+    return Services(
+        client, manager, catalog, limits, reloader, relay, sessions, probe, logs, telemetry
+    )

@@ -1,0 +1,89 @@
+"""The app's services as routes reach them: one accessor each, reading what the lifespan set
+on ``app.state`` (``supervisor/services.py``). Routes take only the services they use."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from supervisor.children.logs import ChildLogs
+from supervisor.http.observer import note_model
+from supervisor.lifecycle.manager import ModelManager
+from supervisor.models.catalog import Catalog
+from supervisor.models.memory import MemoryProbe
+from supervisor.models.registry import ModelEntry
+from supervisor.relay.asgi import Proxy
+from supervisor.relay.limits import Limits
+from supervisor.reload import Reloader
+from supervisor.sessions.locks import SessionLocks
+from supervisor.sessions.store import SessionStore
+from supervisor.telemetry.performance import PerformanceTable
+from supervisor.telemetry.prometheus import Telemetry
+
+
+def pick_model(request: Request, name: str | None) -> ModelEntry:
+    """The model a request names, else the default one (``Catalog.pick``), noted as the
+    model the request uses for its metrics."""
+    entry = catalog(request).pick(name)
+    note_model(request.scope, entry.id)
+    return entry
+
+
+def catalog(request: Request) -> Catalog:
+    service: Catalog = request.app.state.catalog
+    return service
+
+
+def manager(request: Request) -> ModelManager:
+    service: ModelManager = request.app.state.manager
+    return service
+
+
+def proxy(request: Request) -> Proxy:
+    service: Proxy = request.app.state.proxy
+    return service
+
+
+def limits(request: Request) -> Limits:
+    service: Limits = request.app.state.limits
+    return service
+
+
+def telemetry(request: Request) -> Telemetry:
+    service: Telemetry = request.app.state.telemetry
+    return service
+
+
+def performance(request: Request) -> PerformanceTable:
+    service: PerformanceTable = request.app.state.performance
+    return service
+
+
+def sessions(request: Request) -> SessionStore:
+    service: SessionStore = request.app.state.sessions
+    return service
+
+
+def session_locks(request: Request) -> SessionLocks:
+    service: SessionLocks = request.app.state.session_locks
+    return service
+
+
+def reloader(request: Request) -> Reloader:
+    service: Reloader = request.app.state.reloader
+    return service
+
+
+def probe(request: Request) -> MemoryProbe:
+    service: MemoryProbe = request.app.state.probe
+    return service
+
+
+def child_logs(request: Request) -> ChildLogs:
+    service: ChildLogs = request.app.state.child_logs
+    return service
+
+
+def started_at(request: Request) -> float:
+    """When the gateway started (epoch seconds), for its uptime."""
+    at: float = request.app.state.started_at
+    return at
