@@ -13,15 +13,14 @@ The /api surface defines no event for a stream that fails once begun; we send
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from supervisor.errors import BadRequest
+from supervisor.surfaces.chat_fields import parse_int, parse_messages, parse_number
 from supervisor.surfaces.openai.dialect import requested_model, wants_stream
 
-ROLES: frozenset[str] = frozenset({"system", "user", "assistant"})
 _USAGE_KEYS: tuple[str, ...] = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
@@ -40,27 +39,6 @@ class GenerateRequest:
     prompt: str
     stream: bool
     options: dict[str, Any]
-
-
-def parse_number(value: object, param: str, low: float, high: float | None = None) -> float:
-    """A JSON number (not a boolean, not NaN or infinite) within ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise BadRequest(f"'{param}' must be a number", param=param)
-    if isinstance(value, float) and math.isinf(value):
-        raise BadRequest(f"'{param}' must be a finite number", param=param)
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low:g}" if high is None else f"between {low:g} and {high:g}"
-        raise BadRequest(f"'{param}' must be {bounds}", param=param)
-    return value
-
-
-def parse_int(value: object, param: str, minimum: int) -> int:
-    """A JSON integer (not a boolean, not a float such as 1.5) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"'{param}' must be an integer", param=param)
-    if value < minimum:
-        raise BadRequest(f"'{param}' must be >= {minimum}", param=param)
-    return value
 
 
 def _parse_stop(value: object, param: str) -> list[str]:
@@ -95,26 +73,6 @@ _OPTIONS: dict[str, Callable[[object, str], Any]] = {
     "stop": _parse_stop,
     "repeat_penalty": lambda value, param: parse_number(value, param, 0),
 }
-
-
-def parse_messages(value: object, param: str = "messages") -> tuple[dict[str, str], ...]:
-    """A non-empty array of ``{"role": system|user|assistant, "content": str}``; extras dropped."""
-    if not isinstance(value, list) or not value:
-        raise BadRequest(f"'{param}' must be a non-empty array of messages", param=param)
-    return tuple(_parse_message(item, f"{param}[{index}]") for index, item in enumerate(value))
-
-
-def _parse_message(item: object, param: str) -> dict[str, str]:
-    if not isinstance(item, dict):
-        raise BadRequest(f"'{param}' must be an object", param=param)
-    role = item.get("role")
-    if not isinstance(role, str) or role not in ROLES:
-        allowed = ", ".join(sorted(ROLES))
-        raise BadRequest(f"'{param}.role' must be one of: {allowed}", param=f"{param}.role")
-    content = item.get("content")
-    if not isinstance(content, str):
-        raise BadRequest(f"'{param}.content' must be a string", param=f"{param}.content")
-    return {"role": role, "content": content}
 
 
 def _session_id(body: dict[str, Any]) -> str | None:

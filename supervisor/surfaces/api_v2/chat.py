@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from supervisor.errors import BadRequest
-from supervisor.surfaces.api.chat import parse_messages, parse_number
+from supervisor.surfaces.chat_fields import parse_messages, parse_number
 
 # Keys this module owns; every other key of the body passes through to llama-server.
 _OWNED: frozenset[str] = frozenset(
