@@ -34,8 +34,6 @@ from supervisor.telemetry.prometheus import Telemetry
 class Services:
     client: httpx.AsyncClient  # the children's health polls
     manager: ModelManager
-    catalog: Catalog
-    limits: Limits
     reloader: Reloader
     relay: RelayServices
     sessions: SessionStore
@@ -48,8 +46,8 @@ class Services:
     def install(self, state: State) -> None:
         """Each service on ``state`` under the name its accessor reads."""
         state.manager = self.manager
-        state.catalog = self.catalog
-        state.limits = self.limits
+        state.catalog = self.relay.catalog
+        state.limits = self.relay.limits
         state.reloader = self.reloader
         state.relay_services = self.relay
         state.proxy = self.relay.proxy
@@ -62,7 +60,7 @@ class Services:
         state.started_at = self.started_at
 
     def start(self) -> None:
-        self.manager.start(self.catalog.entries())
+        self.manager.start(self.relay.catalog.entries())
 
     async def close(self) -> None:
         await self.manager.close()
@@ -95,6 +93,4 @@ def build_services(
     )
     relay = RelayServices(catalog, limits, manager, Proxy(UpstreamPool()), telemetry)
     sessions = SessionStore(settings.data_dir / "sessions.sqlite3", open_later=True)
-    return Services(
-        client, manager, catalog, limits, reloader, relay, sessions, probe, logs, telemetry
-    )
+    return Services(client, manager, reloader, relay, sessions, probe, logs, telemetry)

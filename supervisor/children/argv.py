@@ -7,7 +7,7 @@ from pathlib import Path
 
 from supervisor.children.spec import LoadParams, Role
 from supervisor.config import Settings
-from supervisor.models.memory import DEFAULT_CTX
+from supervisor.models.memory import context_total
 from supervisor.models.registry import ModelEntry
 from supervisor.placement.plan import Placement
 
@@ -129,9 +129,7 @@ def slot_context(entry: ModelEntry, ctx_size: int | None, parallel: int) -> int:
     """Tokens of context in each of a child's ``parallel`` slots: an explicit --ctx-size is
     split between them; unset or 0, llama-server gives each slot the model's trained context
     (models/memory.py ``context_total``)."""
-    if ctx_size:
-        return ctx_size // max(1, parallel)
-    return entry.info.context_length or DEFAULT_CTX
+    return context_total(entry, ctx_size, parallel) // max(1, parallel)
 
 
 def build_argv(spec: LaunchSpec) -> list[str]:

@@ -1,5 +1,5 @@
-"""What the client commands do (``cli_commands`` declares them): each talks to a running
-gateway over its admin API (``admin_client``) and shows the answer (``cli_render``); ``--json``
+"""What the client commands do (``commands`` declares them): each talks to a running
+gateway over its admin API (``admin_client``) and shows the answer (``render``); ``--json``
 prints the gateway's JSON instead. Imported only when a client command runs, so ``serve`` loads
 neither httpx's client side nor rich for them."""
 

@@ -42,7 +42,7 @@ PUBLIC_PATHS = frozenset(
 # characters included) is classed admin; a stricter pattern could let one slip by as inference.
 ADMIN_PATH = re.compile(r"^/api/(?:v2/reload|(?:v2/)?models/.+/(?:load|unload|swap|logs(?:/.*)?))$")
 # The host's own figures (CPU, memory, GPU): for operators, not for every inference key;
-# and the relayed routes declared admin (``relays.Relay.admin``: a child's slots, its LoRA
+# and the relayed routes declared admin (``relay/table.Relay.admin``: a child's slots, its LoRA
 # adapters), whatever the method.
 ADMIN_READS = frozenset({"/api/v2/metrics", "/v1/stats"} | {path for _, path in ADMIN_RELAYS})
 

@@ -53,7 +53,7 @@ class ErrorAnswer(NamedTuple):
 
 def error_answer(path: str, error: SupervisorError) -> ErrorAnswer:
     """``error`` in the shape of the surface ``path`` belongs to: ``{"detail": …}`` on
-    /api, Anthropic's on its routes (``relays.surface_of``), else OpenAI's envelope. The bytes
+    /api, Anthropic's on its routes (``relay/table.surface_of``), else OpenAI's envelope. The bytes
     and headers are Starlette's ``JSONResponse``'s, without building one."""
     content: dict[str, Any] = (
         {"detail": error.message}

@@ -121,7 +121,7 @@ class RelayProtocol(IntakeProtocol):
         if self._exchange is not None:
             self._exchange.client_writable()
 
-    # -- relay_lane.Client ---------------------------------------------------------------------
+    # -- lane.Client ---------------------------------------------------------------------------
     @property
     def default_headers(self) -> RawHeaders:
         return self.server_state.default_headers

@@ -8,10 +8,10 @@ app that mounts the gateway), come this way.
 FastAPI's middleware (error, exception telemetry, body limit), routing (a scan of every
 route) and dependency solving cost about 0.3 ms of CPU per request here: GET /health took
 0.50 ms of gateway CPU against 0.18 ms for a bare ASGI app under the same uvicorn. The routes
-that only relay a request to a child (``relays.RELAYS``) need none of it, so this layer,
+that only relay a request to a child (``relay/table.RELAYS``) need none of it, so this layer,
 innermost of the gateway's own (the guard and telemetry still see every request) and outside
 FastAPI (``app.GatewayApp``), sends them straight to the relay. FastAPI still declares those
-routes (``routes.relayed``), for the OpenAPI document and every other method.
+routes (``surfaces/relayed.py``), for the OpenAPI document and every other method.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def plan_relay(
 
 
 async def relay(request: Request, route: Relay) -> Response:
-    """A relayed route (``relays.RELAYS``) over ASGI: the relay lane's work, for what it
+    """A relayed route (``relay/table.RELAYS``) over ASGI: the relay lane's work, for what it
     does not take."""
     body = await request.body()
     services = relay_services(request)

@@ -9,7 +9,7 @@ a route is one entry here, which each part of the gateway reads:
   which child serves it (``role``), where its model is named (``model_from``), its limits;
 - the error formatters (``http/error_responses.py``): its ``surface``;
 - the key check (``http/auth.py``): ``admin``;
-- the OpenAPI document (``routes.relay_routes``): ``summary`` and ``doc``;
+- the OpenAPI document (``surfaces/relayed.py``): ``summary`` and ``doc``;
 - the metrics: each path is its own ``route`` label.
 
 Adding a llama-server route is one ``_declare`` call. The routes llama-server serves that the

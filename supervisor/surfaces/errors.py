@@ -1,4 +1,4 @@
-"""Each error surface's formatters (``relays.Surface``), chosen in one place."""
+"""Each error surface's formatters (``relay/table.Surface``), chosen in one place."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The relayed routes' FastAPI declarations, made from the relay table (``relays.RELAYS``):
+"""The relayed routes' FastAPI declarations, made from the relay table (``relay/table.RELAYS``):
 they give the API document its operations, and FastAPI's routing its 405 for another method.
-Requests to them are served before FastAPI, by the relay lane or ``fastlane.FastLane``, with
+Requests to them are served before FastAPI, by the relay lane or ``asgi_shortcut.FastLane``, with
 the same ``relay`` these endpoints call."""
 
 from __future__ import annotations

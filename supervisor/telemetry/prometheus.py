@@ -40,8 +40,8 @@ class Telemetry:
     """The app's metrics and their registry. Also the lifecycle's ``LifecycleEvents``, and
     what feeds each model's ``performance`` (the token meters see every answer's timings)."""
 
-    def __init__(self, performance: PerformanceTable | None = None) -> None:
-        self.performance = performance if performance is not None else PerformanceTable()
+    def __init__(self) -> None:
+        self.performance = PerformanceTable()
         self.registry = registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         self._models: Callable[[], Iterable[ManagedModel]] = list

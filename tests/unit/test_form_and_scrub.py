@@ -1,5 +1,5 @@
 """Two small readers of relayed bodies: the multipart form's ``model`` field (audio
-transcriptions; ``dialects.form``) and the host paths cut out of a child's answer
+transcriptions; ``surfaces/form.py``) and the host paths cut out of a child's answer
 (``redact.scrub_paths``)."""
 
 from __future__ import annotations

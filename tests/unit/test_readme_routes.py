@@ -1,6 +1,6 @@
 """The README's route tables list every route the gateway serves, each with the key it needs,
 and name nothing it does not serve; its "Moving from llama-server" section names every
-llama-server route that is not relayed (``relays.NOT_RELAYED``)."""
+llama-server route that is not relayed (``relay/table.NOT_RELAYED``)."""
 
 from __future__ import annotations
 

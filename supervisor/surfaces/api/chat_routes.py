@@ -231,9 +231,7 @@ def _history_budget(manager: ModelManager, entry: ModelEntry, options: dict[str,
 def _slot_context(manager: ModelManager, entry: ModelEntry) -> int:
     """The context of one slot of the model's chat child: the running child's own (as it was
     launched: its load parameters, its model's --parallel), else what one started now gets."""
-    chat = next(
-        (m for m in manager.models() if m.entry.id == entry.id and m.role is Role.CHAT), None
-    )
+    chat = manager.get(entry, Role.CHAT)
     if chat is not None and chat.backend is not None:
         return chat.backend.slot_context
     settings = manager.settings

@@ -106,7 +106,8 @@ async def swap_model(request: Request, model_id: str) -> dict[str, Any]:
     manager = services.manager(request)
     entry = services.pick_model(request, model_id)
     path, params = api_v2.parse_swap_body(parse_body(await request.body()))
-    new = services.catalog(request).version(manager.model(entry).entry, path)
+    current = manager.get(entry)  # its entry is the version now served (looking makes nothing)
+    new = services.catalog(request).version(current.entry if current else entry, path)
     report = await manager.swap(entry, new, params)
     return {
         "status": "success",
