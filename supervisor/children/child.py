@@ -113,8 +113,7 @@ class Lease:
             return
         self._released = True
         backend = self.backend
-        backend.in_flight -= 1
-        backend.last_used = time.monotonic()
+        backend.in_flight -= 1  # last_used is the model's to set, on its clock
         if backend.in_flight == 0:
             backend.idle.set()
         self._on_release(backend)
