@@ -35,11 +35,13 @@ lint: setup
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
-# Debian/Ubuntu packages the deploy tests use: nginx, and systemd for systemd-analyze.
+# Debian/Ubuntu packages the tests use: nginx, systemd for systemd-analyze, and chromium for
+# the console's browser tests (Playwright drives it: its own browser download cannot work here).
 # Installed with apt-get when missing and running as root; otherwise only named.
 system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	[ "$$(uname -s)" != Linux ] || command -v systemd-analyze >/dev/null 2>&1 || \
 		missing="$$missing systemd"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

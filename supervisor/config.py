@@ -237,6 +237,32 @@ class Settings(BaseSettings):
         description="origins whose web pages may call the gateway (CORS), e.g. "
         '["https://app.example.com"], or ["*"]; none (the default): no CORS headers at all',
     )
+    activity_size: int = Field(
+        default=500,
+        ge=0,
+        description="requests kept in the activity log (/api/v2/activity, the console's "
+        "Activity view), newest first; 0: none kept",
+    )
+    activity_text: bool = Field(
+        default=False,
+        description="also keep each logged request's prompt and completion text (the first "
+        "few kilobytes of each) in the activity log; off: only figures are kept",
+    )
+    pull_allow_private: bool = Field(
+        default=False,
+        description="let model pulls reach loopback, private and link-local addresses (a "
+        "mirror on the LAN); off: only public addresses",
+    )
+    pull_max_bytes: int = Field(
+        default=64 * 1024**3,
+        ge=1,
+        description="largest model file a pull or import may bring in",
+    )
+    import_dirs: list[Path] = Field(
+        default_factory=list,
+        description="folders models may be imported from (POST /v1/import, `models import`), "
+        "e.g. a mounted SD card; none: imports from paths are refused",
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="build/model cache")
     data_dir: Path = Field(default=Path("data"), description="sessions database lives here")
 

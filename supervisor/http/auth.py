@@ -1,10 +1,11 @@
 """API keys: which routes need which key, and the check itself.
 
 Two kinds of key: inference keys reach every model route; admin keys reach everything,
-including the admin routes (load, unload, swap, reload, logs, a child's slots and LoRA
-adapters) and the host's figures (``/api/v2/metrics``, ``/v1/stats``). No key configured at
-all means the gateway is open, as before keys existed. ``/health`` (both forms) and the API
-docs stay public, so probes and people can always find out what is there.
+including the admin routes (load, unload, swap, reload, logs, pull and import, the activity
+log, a child's slots and LoRA adapters) and the host's figures (``/api/v2/metrics``,
+``/v1/stats``). No key configured at all means the gateway is open, as before keys existed.
+``/health`` (both forms), the API docs and the console's files (``/ui/``: the page asks for a
+key itself) stay public, so probes and people can always find out what is there.
 """
 
 from __future__ import annotations
@@ -38,19 +39,27 @@ PUBLIC_PATHS = frozenset(
         "/openapi.json",
     }
 )
+CONSOLE = "/ui"  # the web console's page and files (supervisor/console/)
 # Broad on purpose: anything that could route to an admin endpoint (a model id with odd
 # characters included) is classed admin; a stricter pattern could let one slip by as inference.
-ADMIN_PATH = re.compile(r"^/api/(?:v2/reload|(?:v2/)?models/.+/(?:load|unload|swap|logs(?:/.*)?))$")
+ADMIN_PATH = re.compile(
+    r"^/api/(?:v2/(?:reload|activity(?:/.*)?|metrics/history|models/pulls?(?:/.*)?)"
+    r"|(?:v2/)?models/.+/(?:load|unload|swap|logs(?:/.*)?))$"
+)
 # The host's own figures (CPU, memory, GPU): for operators, not for every inference key;
-# and the relayed routes declared admin (``relay/table.Relay.admin``: a child's slots, its LoRA
-# adapters), whatever the method.
-ADMIN_READS = frozenset({"/api/v2/metrics", "/v1/stats"} | {path for _, path in ADMIN_RELAYS})
+# bringing a model in (``/v1/import``); and the relayed routes declared admin
+# (``relay/table.Relay.admin``: a child's slots, its LoRA adapters), whatever the method.
+ADMIN_READS = frozenset(
+    {"/api/v2/metrics", "/v1/stats", "/v1/import"} | {path for _, path in ADMIN_RELAYS}
+)
 
 
 def required_access(method: str, path: str) -> Access:
     """What a request to ``path`` needs. Pure: tested with literal paths."""
     trimmed = path.rstrip("/") or "/"
-    if method in ("GET", "HEAD") and trimmed in PUBLIC_PATHS:
+    if method in ("GET", "HEAD") and (
+        trimmed in PUBLIC_PATHS or trimmed == CONSOLE or trimmed.startswith(CONSOLE + "/")
+    ):
         return Access.PUBLIC
     if trimmed in ADMIN_READS or ADMIN_PATH.match(trimmed):
         return Access.ADMIN
