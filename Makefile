@@ -35,12 +35,14 @@ lint: setup
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
-# Debian/Ubuntu packages the tests use: nginx, systemd for systemd-analyze, and chromium for
-# the console's browser tests (Playwright drives it: its own browser download cannot work here).
+# Debian/Ubuntu packages the tests use: nginx, systemd for systemd-analyze, shellcheck for the
+# shell scripts, and chromium for the console's browser tests (Playwright drives it: its own
+# browser download cannot work here).
 # Installed with apt-get when missing and running as root; otherwise only named.
 system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	[ "$$(uname -s)" != Linux ] || command -v systemd-analyze >/dev/null 2>&1 || \
 		missing="$$missing systemd"; \
