@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from supervisor.clock import iso
+from supervisor.redact import redact_paths
 
 FOLLOWER_BACKLOG = 1000  # lines a slow follower may fall behind before it misses some
 LineSink = Callable[[int | None, str], None]
@@ -45,7 +46,10 @@ class LogLine:
     line: str
 
     def as_json(self) -> dict[str, Any]:
-        return {"time": iso(self.time), "role": self.role, "pid": self.pid, "line": self.line}
+        """As the logs routes serve it: host paths cut to their last part (``redact.py``), as
+        in every answer; the gateway's own log keeps them whole."""
+        line = redact_paths(self.line)
+        return {"time": iso(self.time), "role": self.role, "pid": self.pid, "line": line}
 
 
 class ChildLog:

@@ -35,6 +35,17 @@ def test_the_ring_keeps_the_newest_lines() -> None:
     }  # fmt: skip
 
 
+def test_served_lines_show_no_host_path() -> None:
+    """llama-server prints the model's full path as it loads; the routes serve its name only,
+    the ring (and the gateway's log) keep the line whole."""
+    log = ChildLog(size=3, clock=lambda: 0.0)
+    log.append("chat", 7, "llama_model_loader: loaded meta data from /srv/models/smol.gguf")
+    assert log.tail(1)[0].line.endswith("/srv/models/smol.gguf")
+    assert (
+        log.tail(1)[0].as_json()["line"] == "llama_model_loader: loaded meta data from …/smol.gguf"
+    )
+
+
 def test_sinks_feed_the_models_log() -> None:
     logs = ChildLogs(size=10)
     logs.sink("m", "embedding")(42, "hello")
