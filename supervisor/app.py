@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from supervisor import __version__
 from supervisor.children.child import ProcessFactory
 from supervisor.config import Settings
+from supervisor.console.routes import console_router
 from supervisor.http.admission import Admission
 from supervisor.http.drain import Drain
 from supervisor.http.error_responses import SlashRedirect, install_error_handlers
@@ -26,14 +27,16 @@ from supervisor.http.intake import Intake, IntakeLimits
 from supervisor.http.observer import RequestObserver, TelemetryMiddleware
 from supervisor.http.sdnotify import Notifier
 from supervisor.models.memory import MemoryProbe
+from supervisor.models.pulls.transfer import PullTools
 from supervisor.relay.asgi_shortcut import FastLane
 from supervisor.relay.lane import RelayLane
 from supervisor.reload import SettingsLoader
-from supervisor.services import build_services
+from supervisor.services import activity_log, build_services
 from supervisor.surfaces.api import chat_routes as api_chat
 from supervisor.surfaces.api import routes as api
-from supervisor.surfaces.api_v2 import logs
+from supervisor.surfaces.api_v2 import activity, logs, pulls
 from supervisor.surfaces.api_v2 import routes as api_v2
+from supervisor.surfaces.openai import imports
 from supervisor.surfaces.openai import routes as openai
 from supervisor.surfaces.relayed import relayed_router
 from supervisor.surfaces.root import routes as root
@@ -48,19 +51,21 @@ def create_app(
     load_settings: SettingsLoader | None = None,
     probe: MemoryProbe | None = None,
     notifier: Notifier | None = None,
+    pull_tools: PullTools | None = None,
 ) -> FastAPI:
     """The gateway's app. ``app.state.drain`` and ``app.state.notifier`` are what the server
-    loop needs for a graceful shutdown under a service manager (server.GatewayServer)."""
+    loop needs for a graceful shutdown under a service manager (server.GatewayServer).
+    ``pull_tools``: what model pulls reach the network and the disk through (tests' faults)."""
     notify = notifier or Notifier(None)
     drain = Drain(settings.shutdown_grace_s)
-    telemetry = Telemetry()
+    telemetry = Telemetry(activity_log(settings))
     admission = Admission(drain)  # the one judge of requests, for both ways in
     observer = RequestObserver(telemetry)
     lane = RelayLane(admission, observer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings, factory, load_settings, probe, telemetry)
+        services = build_services(settings, factory, load_settings, probe, telemetry, pull_tools)
         services.install(app.state)
         admission.attach(services.reloader)  # the keys and body limit in force
         lane.attach(services.relay)
@@ -107,11 +112,15 @@ def create_app(
     app.router.default = SlashRedirect(app.router)
     app.include_router(root.router)
     app.include_router(openai.router)
+    app.include_router(imports.router)
+    app.include_router(pulls.router)  # before api_v2's /models/{model_id} routes
+    app.include_router(activity.router)
     app.include_router(api_v2.router)
     app.include_router(logs.router)
     app.include_router(api.router)
     app.include_router(api_chat.router)
     app.include_router(relayed_router())
+    app.include_router(console_router())  # the web console's files, at /ui/
     return app
 
 

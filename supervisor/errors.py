@@ -11,7 +11,10 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
     │   └── SessionNotFound         404 session_not_found
     ├── Unauthorized                401 no API key, or one the gateway does not know
     ├── Forbidden                   403 an inference key on an admin route
+    │   └── SourceNotAllowed        403 a pull's address or an import's path the settings forbid
     ├── MethodNotAllowed            405 a route asked with the wrong method
+    ├── Conflict                    409 the model file exists, or is being pulled now
+    ├── PullFailed                  4xx/5xx a pull or import failed; ``kind`` says how
     ├── PayloadTooLarge             413 a request body over ``max_body_bytes``
     ├── HeadTooLarge                431 a request's line and headers past ``MAX_HEAD_BYTES``
     ├── RequestTimeout              408 a request's head or body came too slowly (``intake``)
@@ -101,6 +104,42 @@ class Forbidden(SupervisorError):
     status_code = 403
     error_type = "permission_error"
     code = "admin_key_required"
+
+
+class SourceNotAllowed(Forbidden):
+    """A pull from an address, or an import from a path, that the settings forbid."""
+
+    code = "source_not_allowed"
+
+
+class Conflict(SupervisorError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
+
+
+# How a pull or import failed (its error event's ``type``), and the status it answers with
+# where it is not streamed (``POST /v1/import``).
+PULL_FAILURES: dict[str, int] = {
+    "checksum_mismatch": 400,
+    "not_gguf": 400,
+    "too_large": 413,
+    "disk_full": 507,
+    "cancelled": 409,
+    "download_failed": 502,
+}
+
+
+class PullFailed(SupervisorError):
+    """A pull or import that did not bring a model in: ``kind`` is one of ``PULL_FAILURES``
+    (also the error's ``code``), the type a pull's error event carries."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = kind
+        self.status_code = PULL_FAILURES[kind]
+        self.error_type = "invalid_request_error" if self.status_code < 500 else "server_error"
 
 
 class ShuttingDown(SupervisorError):
@@ -229,10 +268,14 @@ class GatewayUnreachable(SupervisorError):
 
 class AdminRequestFailed(SupervisorError):
     """The gateway answered an admin request with an error (``status_code`` is its HTTP status;
-    0 when the exchange broke off), or broke off the exchange: its message, for the CLI."""
+    0 when the exchange broke off), or broke off the exchange: its message, for the CLI.
+    ``reason`` is the gateway's error code when it gave one (``admin_key_required``,
+    ``source_not_allowed`` …): a 403 about keys and a 403 about a pull's address read alike
+    otherwise."""
 
     code = "admin_request_failed"
 
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(self, status_code: int, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.reason = reason

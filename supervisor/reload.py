@@ -12,7 +12,7 @@ from supervisor.errors import SupervisorError
 from supervisor.http.auth import KeyRing, load_keys
 from supervisor.lifecycle.manager import ModelManager
 from supervisor.models.catalog import Catalog
-from supervisor.models.registry import Registry
+from supervisor.models.registry import ModelEntry, Registry
 from supervisor.redact import redact_paths
 from supervisor.relay.limits import Limits
 
@@ -58,6 +58,18 @@ class Reloader:
             self._limits.apply(settings)
             LOG.info("configuration reloaded: %s", report)
             return report
+
+    async def rescan(self) -> list[ModelEntry]:
+        """Rescan the models directories with the settings in force (no configuration
+        re-read), applied as a reload applies them: a model pulled or imported is served at
+        once. Returns the new entries."""
+        async with self._lock:
+            registry = Registry(self.settings)
+            entries = registry.scan()
+            report = await self._manager.apply(self.settings, entries)
+            self._catalog.replace(registry, self.settings)
+            LOG.info("models rescanned: %s", report)
+            return entries
 
     def reload_in_background(self, done: Callable[[], None] | None = None) -> None:
         """Reload in a task of the manager's (a signal handler cannot wait); a failure is

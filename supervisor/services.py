@@ -19,6 +19,8 @@ from supervisor.http.auth import load_keys
 from supervisor.lifecycle.manager import ModelManager
 from supervisor.models.catalog import Catalog
 from supervisor.models.memory import MemoryProbe
+from supervisor.models.pulls.service import Pulls
+from supervisor.models.pulls.transfer import PullTools
 from supervisor.models.registry import Registry
 from supervisor.relay.asgi import Proxy
 from supervisor.relay.limits import Limits
@@ -27,6 +29,9 @@ from supervisor.relay.upstream import UpstreamPool
 from supervisor.reload import Reloader, SettingsLoader
 from supervisor.sessions.locks import SessionLocks
 from supervisor.sessions.store import SessionStore
+from supervisor.telemetry.activity import ActivityLog
+from supervisor.telemetry.history import MetricsHistory
+from supervisor.telemetry.host import HostReader
 from supervisor.telemetry.prometheus import Telemetry
 
 
@@ -40,6 +45,8 @@ class Services:
     probe: MemoryProbe
     logs: ChildLogs
     telemetry: Telemetry
+    pulls: Pulls
+    history: MetricsHistory  # the console's charts: sampled while the gateway runs
     session_locks: SessionLocks = field(default_factory=SessionLocks)
     started_at: float = field(default_factory=time.time)
 
@@ -56,13 +63,19 @@ class Services:
         state.probe = self.probe
         state.child_logs = self.logs
         state.telemetry = self.telemetry
+        state.pulls = self.pulls
         state.performance = self.telemetry.performance
+        state.activity = self.telemetry.activity
+        state.metrics_history = self.history
         state.started_at = self.started_at
 
     def start(self) -> None:
         self.manager.start(self.relay.catalog.entries())
+        self.history.start()
 
     async def close(self) -> None:
+        await self.history.stop()
+        await self.pulls.close()  # running pulls stopped; their partial files kept to resume
         await self.manager.close()
         self.sessions.close()
         self.relay.proxy.close()
@@ -75,6 +88,7 @@ def build_services(
     load_settings: SettingsLoader | None = None,
     probe: MemoryProbe | None = None,
     telemetry: Telemetry | None = None,
+    pull_tools: PullTools | None = None,
 ) -> Services:
     registry = Registry(settings)
     registry.scan()
@@ -82,7 +96,7 @@ def build_services(
     logs = ChildLogs(settings.child_log_lines, settings.child_log_echo)
     starter = ChildStarter(client, factory, logs) if factory else ChildStarter(client, logs=logs)
     probe = probe or MemoryProbe(reserve_bytes=settings.memory_reserve_mb * 1024**2)
-    telemetry = telemetry or Telemetry()
+    telemetry = telemetry or Telemetry(activity_log(settings))
     manager = ModelManager(settings, starter, probe, client, telemetry)
     telemetry.watch(manager.models)
     catalog = Catalog(registry, settings, lambda: [m.entry.id for m in manager.loaded()])
@@ -93,4 +107,13 @@ def build_services(
     )
     relay = RelayServices(catalog, limits, manager, Proxy(UpstreamPool()), telemetry)
     sessions = SessionStore(settings.data_dir / "sessions.sqlite3", open_later=True)
-    return Services(client, manager, reloader, relay, sessions, probe, logs, telemetry)
+    pulls = Pulls(lambda: reloader.settings, catalog, reloader.rescan, pull_tools)
+    history = MetricsHistory(telemetry.activity, manager.models, HostReader(probe))
+    return Services(
+        client, manager, reloader, relay, sessions, probe, logs, telemetry, pulls, history
+    )
+
+
+def activity_log(settings: Settings) -> ActivityLog:
+    """The log of finished requests, as large as configured, with their text if configured."""
+    return ActivityLog(settings.activity_size, keep_text=settings.activity_text)

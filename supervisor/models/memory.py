@@ -103,6 +103,7 @@ class GpuInfo:
     used: int
     free: int
     uuid: str = ""  # "GPU-…": names the same GPU to NVML and to CUDA_VISIBLE_DEVICES
+    utilization: float | None = None  # percent busy over NVML's last sample period
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,10 @@ def _read_gpu(pynvml: Any, index: int) -> GpuInfo:
     uuid = pynvml.nvmlDeviceGetUUID(handle)
     if isinstance(uuid, bytes):
         uuid = uuid.decode("ascii", "replace")
+    try:
+        utilization: float | None = float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+    except pynvml.NVMLError:  # some GPUs (and vGPUs) do not report it
+        utilization = None
     return GpuInfo(
         index=index,
         name=str(name),
@@ -195,6 +200,7 @@ def _read_gpu(pynvml: Any, index: int) -> GpuInfo:
         used=int(memory.used),
         free=int(memory.free),
         uuid=str(uuid),
+        utilization=utilization,
     )
 
 

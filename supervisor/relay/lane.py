@@ -337,6 +337,9 @@ class Exchange:
             status,
             self._started,
             self._first_token,
+            self._streaming,
+            plan.meter if plan else None,
+            self._body,
         )
         self._lane.drain.leave()
         self._client.exchange_over(self._keep_alive if keep_alive is None else keep_alive)

@@ -11,7 +11,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from supervisor.errors import BadRequest
-from supervisor.http.observer import note_model
+from supervisor.http.observer import note_model, request_record
 from supervisor.lifecycle.manager import ModelManager
 from supervisor.models.catalog import Catalog
 from supervisor.models.registry import ModelEntry
@@ -24,6 +24,7 @@ from supervisor.relay.upstream import JSON
 from supervisor.surfaces import errors as surfaces
 from supervisor.surfaces.form import form_field
 from supervisor.surfaces.openai import dialect as openai_dialect
+from supervisor.telemetry.activity import RequestRecord
 from supervisor.telemetry.prometheus import Telemetry
 from supervisor.telemetry.tokens import TokenMeter
 
@@ -55,10 +56,13 @@ class RelayPlan:
     entry: ModelEntry
     route: Relay
     telemetry: Telemetry
+    record: RequestRecord | None = None  # the ASGI way's: its activity entry shows the meter's
 
     @cached_property
     def meter(self) -> TokenMeter | None:
-        return self.telemetry.meter(self.entry.id) if self.route.metered else None
+        if not self.route.metered:
+            return None
+        return self.telemetry.meter(self.entry.id, self.record)
 
     @cached_property
     def stream(self) -> Passthrough:
@@ -90,6 +94,7 @@ def plan_relay(
     *,
     query_model: str | None = None,
     content_type: bytes = b"",
+    record: RequestRecord | None = None,
 ) -> RelayPlan:
     """The request is only read (and checked) on the way: its model (where ``route`` says it
     is named), ``stream`` and the request limits; the body goes to the child untouched.
@@ -113,7 +118,7 @@ def plan_relay(
             f"Model '{entry.id}' cannot serve {route.path}: it has no {route.needs} projector",
             param="model",
         )
-    return RelayPlan(entry, route, services.telemetry)
+    return RelayPlan(entry, route, services.telemetry, record)
 
 
 async def relay(request: Request, route: Relay) -> Response:
@@ -126,7 +131,7 @@ async def relay(request: Request, route: Relay) -> Response:
     content_type = request.headers.get("content-type", "") if form else JSON
     plan = plan_relay(
         services, route, body, query_model=request.query_params.get("model"),
-        content_type=content_type.encode("latin-1"),
+        content_type=content_type.encode("latin-1"), record=request_record(request.scope),
     )  # fmt: skip
     note_model(request.scope, plan.entry.id)
     query = request.scope.get("query_string", b"").decode("latin-1")

@@ -35,6 +35,7 @@ from supervisor.surfaces.openai.schemas import (
     CompletionRequest,
     EmbeddingsRequest,
 )
+from supervisor.surfaces.pull_schemas import ImportBody, PullBody
 
 # -- decorator helpers and the schema -------------------------------------------------------
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
@@ -42,16 +43,19 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     TokenizeRequest, DetokenizeRequest, EmbeddingRequest, LoadParams, SwapRequest,
     V2ChatRequest, ApiChatRequest, ApiGenerateRequest, ApiEmbeddingsRequest,
     MessagesRequest, CountTokensRequest, ResponsesRequest, RerankRequest, InfillRequest,
-    ControlRequest, TranscriptionForm, LoraScales,
+    ControlRequest, TranscriptionForm, LoraScales, PullBody, ImportBody,
 )  # fmt: skip
 _ERRORS: dict[int, str] = {
     400: "Bad JSON or a parameter out of range",
     401: "No API key, or an unknown one (when keys are configured)",
     403: "An inference key on an admin route",
     404: "Unknown model (or session)",
+    409: "The model file exists already, or is being pulled or imported now",
+    413: "The model file is over pull_max_bytes",
     429: "The model's queue is full; see Retry-After",
     502: "The model server failed while serving the request",
     503: "The model cannot be loaded now; see Retry-After",
+    507: "The disk is full",
 }
 OPENAI_SSE = "Server-sent events: data: {chunk} … data: [DONE]"
 API_SSE = 'Server-sent events: data: {"token", "done": false} … then {"done": true, "full_text", …}'

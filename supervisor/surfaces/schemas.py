@@ -13,4 +13,5 @@ from supervisor.surfaces.native.more_schemas import *  # noqa: F403
 from supervisor.surfaces.native.schemas import *  # noqa: F403
 from supervisor.surfaces.openai.schemas import *  # noqa: F403
 from supervisor.surfaces.openapi import *  # noqa: F403
+from supervisor.surfaces.pull_schemas import *  # noqa: F403
 from supervisor.surfaces.root.schemas import *  # noqa: F403

@@ -6,18 +6,22 @@ from __future__ import annotations
 from fastapi import Request
 
 from supervisor.children.logs import ChildLogs
-from supervisor.http.observer import note_model
+from supervisor.http.observer import note_model, request_record
 from supervisor.lifecycle.manager import ModelManager
 from supervisor.models.catalog import Catalog
 from supervisor.models.memory import MemoryProbe
+from supervisor.models.pulls.service import Pulls
 from supervisor.models.registry import ModelEntry
 from supervisor.relay.asgi import Proxy
 from supervisor.relay.limits import Limits
 from supervisor.reload import Reloader
 from supervisor.sessions.locks import SessionLocks
 from supervisor.sessions.store import SessionStore
+from supervisor.telemetry.activity import ActivityLog
+from supervisor.telemetry.history import MetricsHistory
 from supervisor.telemetry.performance import PerformanceTable
 from supervisor.telemetry.prometheus import Telemetry
+from supervisor.telemetry.tokens import TokenMeter
 
 
 def pick_model(request: Request, name: str | None) -> ModelEntry:
@@ -53,6 +57,27 @@ def telemetry(request: Request) -> Telemetry:
     return service
 
 
+def meter(request: Request, model_id: str) -> TokenMeter:
+    """A token meter for one answer of ``model_id``, whose counts the request's activity
+    entry shows."""
+    return telemetry(request).meter(model_id, request_record(request.scope))
+
+
+def count_answer(request: Request, model_id: str, answer: object) -> None:
+    """Count a parsed answer's tokens, for the metrics and the request's activity entry."""
+    telemetry(request).count_answer(model_id, answer, request_record(request.scope))
+
+
+def activity(request: Request) -> ActivityLog:
+    service: ActivityLog = request.app.state.activity
+    return service
+
+
+def metrics_history(request: Request) -> MetricsHistory:
+    service: MetricsHistory = request.app.state.metrics_history
+    return service
+
+
 def performance(request: Request) -> PerformanceTable:
     service: PerformanceTable = request.app.state.performance
     return service
@@ -80,6 +105,11 @@ def probe(request: Request) -> MemoryProbe:
 
 def child_logs(request: Request) -> ChildLogs:
     service: ChildLogs = request.app.state.child_logs
+    return service
+
+
+def pulls(request: Request) -> Pulls:
+    service: Pulls = request.app.state.pulls
     return service
 
 

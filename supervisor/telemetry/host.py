@@ -1,14 +1,17 @@
-"""Host figures for the /api/v2 surface (/api/v2/metrics, /api/v2/health) and /v1/stats."""
+"""Host figures for the /api/v2 surface (/api/v2/metrics, /api/v2/health), /v1/stats and the
+metrics history (``history.py``: ``HostReader``)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
 from supervisor.clock import iso
-from supervisor.models.memory import MemoryProbe
+from supervisor.models.memory import GpuInfo, MemoryProbe
 from supervisor.placement.cores import HostCores
 
 MiB = 1024 * 1024
@@ -70,6 +73,52 @@ def system_metrics(probe: MemoryProbe, cores: HostCores) -> dict[str, Any]:
         "gpu": gpu,
         "timestamp": iso(time.time()),
     }
+
+
+@dataclass(frozen=True)
+class HostFigures:
+    """One reading of the host: CPU busy since the previous reading, RAM, the GPUs."""
+
+    cpu_percent: float
+    memory_used: int  # bytes: total less available, as /api/v2/metrics counts it
+    memory_total: int
+    gpus: tuple[GpuInfo, ...]
+
+
+class HostReader:
+    """Reads ``HostFigures`` through the probe (RAM and GPUs, as loads are judged) and its
+    own CPU times: psutil's ``cpu_percent`` keeps one reading for the whole process, which
+    every /api/v2/metrics call would move between two of the history's samples."""
+
+    def __init__(
+        self,
+        probe: MemoryProbe,
+        cpu_times: Callable[[], Any] = psutil.cpu_times,
+        virtual_memory: Callable[[], Any] = psutil.virtual_memory,
+    ) -> None:
+        self._probe = probe
+        self._cpu_times = cpu_times
+        self._virtual_memory = virtual_memory
+        self._last: tuple[float, float] | None = None  # (busy, total) seconds
+
+    def read(self) -> HostFigures:
+        memory = self._virtual_memory()
+        return HostFigures(
+            cpu_percent=self._cpu_percent(),
+            memory_used=int(memory.total - memory.available),
+            memory_total=int(memory.total),
+            gpus=tuple(self._probe.gpus()),
+        )
+
+    def _cpu_percent(self) -> float:
+        """Busy share of all CPUs since the previous reading (0 at the first)."""
+        times = self._cpu_times()
+        total = float(sum(times))
+        idle = float(times.idle + getattr(times, "iowait", 0.0))
+        last, self._last = self._last, (total - idle, total)
+        if last is None or total <= last[1]:
+            return 0.0
+        return round(100 * max(0.0, total - idle - last[0]) / (total - last[1]), 1)
 
 
 def health_v2(version: str, started_at: float, last_error: str | None) -> dict[str, Any]:

@@ -25,8 +25,10 @@ from supervisor.children.spec import Role
 from supervisor.lifecycle.model import ManagedModel
 from supervisor.lifecycle.state import ModelState
 from supervisor.placement.cores import cpu_list
+from supervisor.telemetry.activity import ActivityLog, RequestRecord
+from supervisor.telemetry.activity_text import TextMeter
 from supervisor.telemetry.performance import PerformanceTable
-from supervisor.telemetry.tokens import TokenMeter, answer_tokens, generation
+from supervisor.telemetry.tokens import TokenMeter
 
 PREFIX = "llama_supervisor_"
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -38,9 +40,11 @@ LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 class Telemetry:
     """The app's metrics and their registry. Also the lifecycle's ``LifecycleEvents``, and
-    what feeds each model's ``performance`` (the token meters see every answer's timings)."""
+    what feeds each model's ``performance`` (the token meters see every answer's timings).
+    Its ``activity`` is the log of finished requests (``activity.py``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, activity: ActivityLog | None = None) -> None:
+        self.activity = activity if activity is not None else ActivityLog()
         self.performance = PerformanceTable()
         self.registry = registry = CollectorRegistry()
         ProcessCollector(registry=registry)
@@ -158,19 +162,21 @@ class Telemetry:
         if first_token is not None and model:  # generations only, not log follows
             self.first_token.labels(route, model).observe(first_token)
 
-    def meter(self, model: str) -> TokenMeter:
+    def meter(self, model: str, record: RequestRecord | None = None) -> TokenMeter:
         """A meter for one answer of ``model``: it counts that answer's tokens, and its
-        generation's speed, once."""
-        return TokenMeter(partial(self._count_tokens, model), partial(self._timed, model))
+        generation's speed, once. Given the request's ``record`` (the ASGI way's), the
+        request's activity entry shows what it counted."""
+        kind = TextMeter if self.activity.keep_text else TokenMeter
+        meter = kind(partial(self._count_tokens, model), partial(self._timed, model))
+        if record is not None:
+            record.meter = meter
+        return meter
 
-    def count_answer(self, model: str, answer: object) -> None:
+    def count_answer(self, model: str, answer: object, record: RequestRecord | None = None) -> None:
         """Count the tokens (and generation speed) of a parsed, finished answer."""
-        counts = answer_tokens(answer)
-        if counts is not None:
-            self._count_tokens(model, *counts)
-        generated = generation(answer.get("timings")) if isinstance(answer, dict) else None
-        if generated is not None:
-            self._timed(model, *generated)
+        meter = self.meter(model, record)
+        meter.event(answer)
+        meter.close()
 
     def _timed(self, model: str, tokens: int, millis: float) -> None:
         self.performance.add(model, tokens, millis / 1000)

@@ -112,7 +112,11 @@ class TokenMeter:
     chunks (``chunk``) or parsed events (``event``) at ``close``, with the latest figures seen
     (llama-server may repeat cumulative timings in every event). ``timed``, if given, gets
     the answer's generation (tokens, milliseconds) from its last ``timings``, also once: a
-    stream's only at ``close``, so that no chunk costs more for it."""
+    stream's only at ``close``, so that no chunk costs more for it. What it counted stays on
+    it (``tokens``, ``generated``), for the request's activity entry."""
+
+    tokens: tuple[int, int] | None = None  # (in, out), once counted
+    generated: tuple[int, float] | None = None  # (tokens, milliseconds), once timed
 
     def __init__(
         self,
@@ -129,10 +133,12 @@ class TokenMeter:
         if b'"usage"' in data or b'"timings"' in data:
             counts = scan_tokens(data)
             if counts is not None:
+                self.tokens = counts
                 self._count(*counts)
             if self._timed is not None:
                 generated = scan_generation(data)
                 if generated is not None:
+                    self.generated = generated
                     self._timed(*generated)
 
     def chunk(self, data: bytes) -> None:
@@ -164,6 +170,7 @@ class TokenMeter:
     def close(self) -> None:
         latest, self._latest = self._latest, None
         if latest is not None:
+            self.tokens = latest
             self._count(*latest)
         timings, self._timings = self._timings, None
         if timings is not None and self._timed is not None:
@@ -171,6 +178,7 @@ class TokenMeter:
                 scan_generation(timings) if isinstance(timings, bytes) else generation(timings)
             )
             if generated is not None:
+                self.generated = generated
                 self._timed(*generated)
 
     def _whole_events(self, data: bytes) -> bytes:

@@ -41,7 +41,7 @@ from supervisor.relay.table import RELAYS
 MODEL = "tiny.Q4_1"
 EXAMPLES = 25  # per operation
 # Follows a model's log until the client leaves: it never ends on its own.
-UNBOUNDED = {("get", "/api/v2/models/{model_id}/logs/stream")}
+UNBOUNDED = {("get", "/api/v2/models/{model_id}/logs/stream"), ("get", "/api/v2/activity/stream")}
 # Refusals that are the gateway doing its job, not failing at it (guide/API.md).
 DELIBERATE_5XX = {(503, "insufficient_memory")}
 

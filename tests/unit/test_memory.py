@@ -200,6 +200,12 @@ def fake_pynvml(calls: list[str], fail_init: bool = False) -> SimpleNamespace:
             raise FakeNVMLError("no driver")
 
     memory = SimpleNamespace(total=80 * 1024**3, used=1024**3, free=79 * 1024**3)
+
+    def utilization(handle: int) -> SimpleNamespace:
+        if handle == 1:
+            raise FakeNVMLError("not supported")
+        return SimpleNamespace(gpu=37, memory=5)
+
     return SimpleNamespace(
         NVMLError=FakeNVMLError,
         nvmlInit=init,
@@ -209,6 +215,7 @@ def fake_pynvml(calls: list[str], fail_init: bool = False) -> SimpleNamespace:
         nvmlDeviceGetName=lambda handle: b"H100" if handle == 0 else "H200",
         nvmlDeviceGetMemoryInfo=lambda handle: memory,
         nvmlDeviceGetUUID=lambda handle: b"GPU-aaaa" if handle == 0 else "GPU-bbbb",
+        nvmlDeviceGetUtilizationRates=utilization,
     )
 
 
@@ -218,9 +225,9 @@ def test_read_nvidia_gpus_with_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
 
     gpus = read_nvidia_gpus()
 
-    assert [(gpu.index, gpu.name, gpu.free, gpu.uuid) for gpu in gpus] == [
-        (0, "H100", 79 * 1024**3, "GPU-aaaa"),  # older releases answer bytes
-        (1, "H200", 79 * 1024**3, "GPU-bbbb"),
+    assert [(gpu.index, gpu.name, gpu.free, gpu.uuid, gpu.utilization) for gpu in gpus] == [
+        (0, "H100", 79 * 1024**3, "GPU-aaaa", 37.0),  # older releases answer bytes
+        (1, "H200", 79 * 1024**3, "GPU-bbbb", None),  # one that does not report it
     ]
     assert calls == ["init", "shutdown"]
 

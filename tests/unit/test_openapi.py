@@ -34,7 +34,12 @@ MULTIPART = {"/v1/audio/transcriptions", "/audio/transcriptions"}
 LIST_BODIES = {"/lora-adapters"}
 # llama-server's answer to a control action is its task's result, of no fixed shape.
 NO_REPLY_MODEL = {"/v1/chat/completions/control"}
-STREAM_ONLY = {"/api/v2/chat/{model_id}/stream", "/api/v2/models/{model_id}/logs/stream"}
+STREAM_ONLY = {
+    "/api/v2/chat/{model_id}/stream",
+    "/api/v2/models/{model_id}/logs/stream",
+    "/api/v2/activity/stream",
+    "/api/v2/models/pull",
+}
 TEXT_ONLY = {"/metrics"}
 
 

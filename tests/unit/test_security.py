@@ -45,6 +45,9 @@ ROUTE_ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/health"): Access.PUBLIC,
     ("GET", "/api/v2/health"): Access.PUBLIC,
     ("GET", "/v1/health"): Access.PUBLIC,
+    ("GET", "/ui"): Access.PUBLIC,  # the web console's files: the page asks for a key itself
+    ("GET", "/ui/"): Access.PUBLIC,
+    ("GET", "/ui/{name:path}"): Access.PUBLIC,
     ("GET", "/"): Access.INFERENCE,
     ("GET", "/metrics"): Access.INFERENCE,
     ("GET", "/v1/models"): Access.INFERENCE,
@@ -65,6 +68,17 @@ ROUTE_ACCESS: dict[tuple[str, str], Access] = {
     ("POST", "/api/v2/reload"): Access.ADMIN,
     ("GET", "/api/v2/models/{model_id}/logs"): Access.ADMIN,
     ("GET", "/api/v2/models/{model_id}/logs/stream"): Access.ADMIN,
+    ("GET", "/api/v2/activity"): Access.ADMIN,
+    ("GET", "/api/v2/activity/stream"): Access.ADMIN,
+    ("GET", "/api/v2/metrics/history"): Access.ADMIN,
+    ("POST", "/api/v2/models/pull"): Access.ADMIN,
+    **{
+        (method, "/api/v2/models/pull"): Access.ADMIN
+        for method in ("GET", "PUT", "PATCH", "DELETE")
+    },
+    ("GET", "/api/v2/models/pulls"): Access.ADMIN,
+    ("DELETE", "/api/v2/models/pulls/{pull_id}"): Access.ADMIN,
+    ("POST", "/v1/import"): Access.ADMIN,
     ("GET", "/api/models"): Access.INFERENCE,
     ("GET", "/api/models/{model_name}"): Access.INFERENCE,
     ("POST", "/api/models/{model_name}/load"): Access.ADMIN,
@@ -179,7 +193,7 @@ def _assert_error(reply: Any, path: str, status: int, code: str) -> None:
 
 def test_admin_routes_refuse_inference_keys_and_no_keys(keyed: TestClient) -> None:
     admin = [(m, _concrete(t)) for (m, t), a in ROUTE_ACCESS.items() if a is Access.ADMIN]
-    assert len(admin) == 13
+    assert len(admin) == 24  # the 405 answers of /api/v2/models/pull included
     for method, path in admin:
         _assert_error(keyed.request(method, path), path, 401, "invalid_api_key")
         as_client = keyed.request(method, path, headers={"authorization": f"Bearer {INFERENCE}"})

@@ -99,7 +99,7 @@ async def _call(
     status, data = answer
     if status >= 400 or not isinstance(data, dict | list):
         raise ChildRejected(status, data)
-    services.telemetry(request).count_answer(entry.id, data)
+    services.count_answer(request, entry.id, data)
     return data if isinstance(data, dict) else {"data": data}
 
 
@@ -195,7 +195,7 @@ async def _chat_in_turn(
             return dialect.chat_done_event(session_id, text, usage)
 
         body = dialect.chat_upstream_body(messages, asked.options, stream=True)
-        meter = services.telemetry(request).meter(entry.id)
+        meter = services.meter(request, entry.id)
         stream = ApiStream(finish, meter, on_closed=release)
         return await _stream(request, entry, "/v1/chat/completions", body, stream)
     body = dialect.chat_upstream_body(messages, asked.options, stream=False)
@@ -257,7 +257,7 @@ async def generate(request: Request) -> Response:
             return dialect.generate_done_event(text, usage)
 
         body = dialect.generate_upstream_body(asked.prompt, asked.options, stream=True)
-        stream = ApiStream(finish, services.telemetry(request).meter(entry.id))
+        stream = ApiStream(finish, services.meter(request, entry.id))
         return await _stream(request, entry, "/v1/completions", body, stream)
     body = dialect.generate_upstream_body(asked.prompt, asked.options, stream=False)
     completion = await _call(request, entry, "/v1/completions", body, Role.CHAT)

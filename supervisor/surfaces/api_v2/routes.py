@@ -140,7 +140,7 @@ async def chat(request: Request, model_id: str) -> Response:
     status, completion = answer
     if status >= 400 or not isinstance(completion, dict):
         raise ChildRejected(status, completion)
-    services.telemetry(request).count_answer(entry.id, completion)
+    services.count_answer(request, entry.id, completion)
     return JSONResponse(api_v2_chat.v2_reply(completion, entry.file_name))
 
 
@@ -156,7 +156,7 @@ async def chat_stream(request: Request, model_id: str) -> Response:
     entry = services.pick_model(request, model_id)
     upstream = api_v2_chat.parse_v2_chat(parse_body(await request.body()), stream=True)
     services.limits(request).general.check(upstream)
-    manager, meter = services.manager(request), services.telemetry(request).meter(entry.id)
+    manager, meter = services.manager(request), services.meter(request, entry.id)
     return await services.proxy(request).forward(
         lambda: manager.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
         Passthrough(openai_error_event, meter=meter), request.receive,

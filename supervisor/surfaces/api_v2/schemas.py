@@ -214,3 +214,61 @@ class ChildLogLine(BaseModel):
 class ModelLogs(BaseModel):
     model: str
     lines: list[ChildLogLine] = Field(description="Oldest first")
+
+
+class ActivityEntry(BaseModel):
+    """One finished request (reads, GET/HEAD/OPTIONS, are not logged)."""
+
+    id: int = Field(description="Increasing: a later request has a larger id")
+    time: str = Field(description="When the request began: ISO 8601, UTC")
+    method: str
+    route: str = Field(description="The route template, as /metrics labels it")
+    model: str | None
+    status: int
+    stream: bool
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    ttft_ms: float | None = Field(description="A stream's time to its first token")
+    tokens_per_second: float | None = Field(description="From llama.cpp's timings")
+    duration_ms: float
+    prompt: str | None = Field(None, description="Only with activity_text: its first 4096 chars")
+    completion: str | None = Field(None, description="Only with activity_text")
+
+
+class ActivityList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ActivityEntry] = Field(description="Newest first")
+
+
+class HistoryGpu(BaseModel):
+    index: int
+    name: str
+    utilization_percent: float | None
+    memory_used_bytes: int
+    memory_total_bytes: int
+
+
+class HistoryModel(BaseModel):
+    state: str
+    in_flight: int
+    queued: int
+
+
+class HistorySample(BaseModel):
+    time: float = Field(description="Epoch seconds")
+    requests_per_s: float = Field(description="Logged requests (not reads) per second")
+    tokens_per_s: float = Field(description="Completion tokens per second")
+    prompt_tokens_per_s: float
+    ttft_p50_ms: float | None = Field(description="Over the streams begun since the last sample")
+    ttft_p95_ms: float | None
+    cpu_percent: float
+    memory_used_bytes: int
+    memory_total_bytes: int
+    gpus: list[HistoryGpu]
+    models: dict[str, HistoryModel]
+
+
+class MetricsHistoryReply(BaseModel):
+    interval_s: float
+    window_s: float
+    samples: list[HistorySample] = Field(description="Oldest first")
