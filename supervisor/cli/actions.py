@@ -6,6 +6,7 @@ neither httpx's client side nor rich for them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -14,8 +15,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from supervisor.cli.address import DEFAULT_URL, KEY_ENV, URL_ENV
-from supervisor.cli.admin_client import AdminClient, LogLine
+from supervisor.cli.admin_client import AdminClient, LogLine, PullEvent
+from supervisor.cli.pull_progress import pull_progress
 from supervisor.cli.render import (
+    format_bytes,
     log_line,
     model_details,
     models_table,
@@ -55,8 +58,13 @@ def run_client_command(command: str, args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
+# The gateway's codes for a missing, unknown or too weak key; a 403 with another code (a pull
+# from a private address, an import from outside import_dirs) is about the request, not the key.
+KEY_REASONS = (None, "invalid_api_key", "admin_key_required")
+
+
 def refusal_message(exc: AdminRequestFailed, key: str | None) -> str:
-    if exc.status_code in (401, 403):
+    if exc.status_code in (401, 403) and exc.reason in KEY_REASONS:
         if key is None:
             hint = f"no admin key given: pass --api-key KEY or set ${KEY_ENV}"
         elif exc.status_code == 401:
@@ -193,6 +201,95 @@ def _logs(args: argparse.Namespace, client: AdminClient) -> int:
     return 0
 
 
+def _models_pull(args: argparse.Namespace, client: AdminClient) -> int:
+    """Follow the pull's events: progress to the bar (or a few lines), then the model it is
+    served under (exit 0) or the gateway's reason it failed (exit 1). Ctrl-C cancels it."""
+    label = args.file or args.source.rstrip("/").rsplit("/", 1)[-1]
+    pull_id: str | None = None
+    last: PullEvent | None = None
+    events = client.pull(args.source, args.sha256, args.file)
+    try:
+        # closing: on Ctrl-C the stream is shut before the DELETE goes out
+        with contextlib.closing(events), pull_progress(label, bar=wants_progress(None)) as report:
+            for event in events:
+                pull_id = pull_id or event.pull_id
+                if event.name == "progress":
+                    report(event.data)
+                elif event.name in ("done", "error"):
+                    last = event
+                    break
+    except KeyboardInterrupt:
+        return _cancel_pull(client, pull_id, args)
+    if last is None:
+        raise AdminRequestFailed(
+            0, "the gateway ended the pull's stream before it finished (is it shutting down?)"
+        )
+    if args.json:
+        _print_json(last.data)
+    if last.name == "error":
+        error = last.data.get("error") or {}
+        kind = f" ({error['type']})" if isinstance(error, dict) and error.get("type") else ""
+        message = error.get("message") if isinstance(error, dict) else error
+        _error(f"pull of {last.data.get('file') or label} failed{kind}: {message or '?'}")
+        return EXIT_REFUSED
+    if not args.json:
+        size = last.data.get("bytes")
+        what = f"pulled {last.data.get('file') or label}"
+        if isinstance(size, int):
+            what += f" ({format_bytes(size)})"
+        _say(_served(what, last.data.get("model") or last.data.get("file")))
+    return 0
+
+
+def _served(what: str, model: Any) -> str:
+    """``pulled x.gguf (93.8MB): served as x`` and the command that loads it."""
+    return f"{what}: served as {model or '?'}\n  next: llama-supervisor models load {model or '?'}"
+
+
+def _cancel_pull(client: AdminClient, pull_id: str | None, args: argparse.Namespace) -> int:
+    """Ctrl-C during a pull: the gateway would carry on without us, so ask it to stop. Before
+    the first event named the pull, find it in the running pulls by its file or URL. Whatever
+    comes of that, the exit status says the command was interrupted."""
+    try:
+        pull_id = pull_id or _running_pull(client, args)
+        if pull_id is None:
+            _error("interrupted before the gateway named the pull; see GET /api/v2/models/pulls")
+            return EXIT_INTERRUPTED
+        client.cancel_pull(pull_id)
+    except AdminRequestFailed as exc:
+        if exc.status_code == 404:
+            _error(f"interrupted: pull {pull_id} had already ended")
+        else:
+            _error(f"interrupted, but the pull could not be cancelled: {exc.message}")
+        return EXIT_INTERRUPTED
+    _error(f"interrupted: pull {pull_id} cancelled")
+    return EXIT_INTERRUPTED
+
+
+def _running_pull(client: AdminClient, args: argparse.Namespace) -> str | None:
+    for item in client.pulls():
+        if (args.file and item.get("file") == args.file) or item.get("url") == args.source:
+            return str(item["id"]) if item.get("id") is not None else None
+    return None
+
+
+def _models_import(args: argparse.Namespace, client: AdminClient) -> int:
+    answer = run_with_spinner(
+        lambda: client.import_model(args.path, args.sha256, args.file),
+        f"importing {args.path}",
+        show=wants_progress(None),
+    )
+    if args.json:
+        _print_json(answer)
+        return 0
+    size = answer.get("bytes")
+    what = f"imported {args.path} as {answer.get('file') or '?'}"
+    if isinstance(size, int):
+        what += f" ({format_bytes(size)}, sha256 {answer.get('sha256')})"
+    _say(_served(what, answer.get("id") or answer.get("file")))
+    return 0
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
@@ -208,6 +305,8 @@ HANDLERS: Mapping[str, Handler] = {
     "models load": _models_load,
     "models unload": _models_unload,
     "models swap": _models_swap,
+    "models pull": _models_pull,
+    "models import": _models_import,
     "logs": _logs,
     "reload": _reload,
 }

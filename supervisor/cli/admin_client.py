@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import quote
@@ -60,24 +60,35 @@ def normalise_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def sse_data(lines: Iterable[str]) -> Iterator[str]:
-    """The ``data`` of each server-sent event in ``lines`` (a stream's text lines, without
-    their line ends). Comment lines (``:`` keepalives) and other fields are skipped; an event's
-    several ``data`` lines are joined with newlines, as the SSE format says."""
+def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Each server-sent event in ``lines`` (a stream's text lines, without their line ends) as
+    ``(name, data)``: the name ``message`` when the event names none, as the SSE format says.
+    Comment lines (``:`` keepalives) and other fields are skipped; an event's several ``data``
+    lines are joined with newlines; an event without data is no event."""
+    name = "message"
     data: list[str] = []
     for line in lines:
         if not line:
             if data:
-                yield "\n".join(data)
-                data = []
+                yield name, "\n".join(data)
+            name, data = "message", []
             continue
         if line.startswith(":"):
             continue
         field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
         if field == "data":
-            data.append(value.removeprefix(" "))
+            data.append(value)
+        elif field == "event":
+            name = value or "message"
     if data:
-        yield "\n".join(data)
+        yield name, "\n".join(data)
+
+
+def sse_data(lines: Iterable[str]) -> Iterator[str]:
+    """The ``data`` of each server-sent event in ``lines`` (see ``sse_events``)."""
+    for _, data in sse_events(lines):
+        yield data
 
 
 def error_message(response: httpx.Response) -> str:
@@ -97,6 +108,42 @@ def error_message(response: httpx.Response) -> str:
         if body.get("detail"):
             return str(body["detail"])
     return json.dumps(body)[:500]
+
+
+def error_reason(response: httpx.Response) -> str | None:
+    """The gateway's error code (``{"error": {"code"}}``), if its answer has one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) and code else None
+
+
+@dataclass(frozen=True)
+class PullEvent:
+    """One event of a pull's stream: ``progress``, ``done`` or ``error`` and its data."""
+
+    name: str
+    data: dict[str, Any]
+
+    @classmethod
+    def parse(cls, name: str, data: str) -> PullEvent:
+        try:
+            item = json.loads(data)
+        except ValueError as exc:
+            raise AdminRequestFailed(0, f"the gateway sent a bad pull event: {data!r}") from exc
+        if not isinstance(item, dict):
+            raise AdminRequestFailed(
+                0, f"the gateway sent a pull event that is not an object: {item!r}"
+            )
+        return cls(name, item)
+
+    @property
+    def pull_id(self) -> str | None:
+        value = self.data.get("id")
+        return None if value is None else str(value)
 
 
 class AdminClient:
@@ -183,6 +230,43 @@ class AdminClient:
                     ) from exc
                 yield LogLine.from_json(item)
 
+    def pull(
+        self, url: str, sha256: str | None = None, file: str | None = None
+    ) -> Generator[PullEvent]:
+        """``POST /api/v2/models/pull``: the pull's events as they come (``progress`` a few
+        times a second, then ``done`` or ``error``). A refusal before the stream (bad URL, a
+        private address, the file already there) raises ``AdminRequestFailed``. Leaving the
+        stream early does not stop the pull on the gateway: ``cancel_pull`` does."""
+        body = _without_none({"url": url, "sha256": sha256, "file": file})
+        with (
+            self._translated(),
+            self._http.stream("POST", "/api/v2/models/pull", json=body, timeout=UNBOUNDED) as reply,
+        ):
+            if reply.is_error:
+                reply.read()
+                raise _refusal(reply)
+            for name, data in sse_events(reply.iter_lines()):
+                yield PullEvent.parse(name, data)
+
+    def pulls(self) -> list[dict[str, Any]]:
+        """``GET /api/v2/models/pulls``: the pulls running now."""
+        items = self._json("GET", "/api/v2/models/pulls").get("data")
+        if not isinstance(items, list):
+            raise AdminRequestFailed(0, "the gateway's pull list has no 'data' list")
+        return [item for item in items if isinstance(item, dict)]
+
+    def cancel_pull(self, pull_id: str) -> dict[str, Any]:
+        """``DELETE /api/v2/models/pulls/{id}``: stop a running pull (404 once it ended)."""
+        return self._json("DELETE", f"/api/v2/models/pulls/{quote(pull_id, safe='')}")
+
+    def import_model(
+        self, path: str, sha256: str | None = None, file: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /v1/import``: copy a ``.gguf`` from one of the gateway's ``import_dirs`` into
+        its models directory; answers once it is checked and served (a big file takes a while)."""
+        body = _without_none({"path": path, "sha256": sha256, "file": file})
+        return self._json("POST", "/v1/import", body, UNBOUNDED)
+
     # --- plumbing ---------------------------------------------------------------------------
 
     def _json(
@@ -234,7 +318,11 @@ def _model_path(model_id: str, action: str | None = None) -> str:
 
 
 def _refusal(reply: httpx.Response) -> AdminRequestFailed:
-    return AdminRequestFailed(reply.status_code, error_message(reply))
+    return AdminRequestFailed(reply.status_code, error_message(reply), error_reason(reply))
+
+
+def _without_none(body: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if value is not None}
 
 
 def _reason(exc: Exception) -> str:

@@ -1,6 +1,7 @@
-"""The CLI's client commands, declared: ``models list|status|load|unload|swap``, ``logs`` and
-``reload``, their options and help. What they do is in ``actions``, imported only when one
-runs: it needs httpx and rich, which ``serve`` (parsed by the same parser) does without."""
+"""The CLI's client commands, declared: ``models list|status|load|unload|swap|pull|import``,
+``logs`` and ``reload``, their options and help. What they do is in ``actions``, imported only
+when one runs: it needs httpx and rich, which ``serve`` (parsed by the same parser) does
+without."""
 
 from __future__ import annotations
 
@@ -45,6 +46,18 @@ def _load_options() -> argparse.ArgumentParser:
     return options
 
 
+def _transfer_options(parser: argparse.ArgumentParser) -> None:
+    """What ``models pull`` and ``models import`` both take."""
+    parser.add_argument(
+        "--sha256", metavar="HEX", help="the file's expected sha256 (64 hex digits): checked "
+        "before it is moved into place; a mismatch leaves nothing behind",
+    )  # fmt: skip
+    parser.add_argument(
+        "--file", metavar="NAME", help="the name it gets in the models directory (default: "
+        "the URL's or path's last part)",
+    )  # fmt: skip
+
+
 def _command(
     commands: Any,
     command: str,
@@ -78,7 +91,7 @@ def add_client_commands(commands: Any) -> None:
     client, load = _client_options(), _load_options()
     models = commands.add_parser(
         "models",
-        help="list, inspect, load, unload or hot-swap models on a running gateway",
+        help="list, inspect, load, unload, hot-swap, pull or import models on a running gateway",
         description="Manage the models of a running gateway (`llama-supervisor serve`) through "
         "its admin API. MODEL is a file name (tiny.Q4_1.gguf), its stem (tiny.Q4_1) or a "
         "configured alias.",
@@ -131,6 +144,38 @@ def add_client_commands(commands: Any) -> None:
         "path", metavar="PATH",
         help="the new .gguf, on the gateway's host: absolute or relative to a models directory",
     )  # fmt: skip
+
+    pull = _command(
+        actions, "models pull", "download a .gguf into the models directory (progress bar)",
+        "Have the gateway download a model over http(s) into its first models directory: "
+        "resumed after a cut connection, its GGUF header and (with --sha256) its checksum "
+        "checked before it is moved into place, then served at once under the id printed at "
+        "the end. hf://ORG/REPO/FILE.gguf is short for the Hugging Face resolve URL. Loopback "
+        "and private addresses are refused unless the gateway has pull_allow_private = true. "
+        "Ctrl-C cancels the pull.",
+        "  llama-supervisor models pull hf://bartowski/SmolLM2-135M-Instruct-GGUF/"
+        "SmolLM2-135M-Instruct-Q4_K_M.gguf\n"
+        "  llama-supervisor models pull https://mirror.lan/models/qwen.gguf --sha256 9f86d0…"
+        " --file qwen-7b.gguf",
+        [client],
+    )  # fmt: skip
+    pull.add_argument("source", metavar="URL", help="http(s):// or hf://ORG/REPO/FILE.gguf")
+    _transfer_options(pull)
+    importer = _command(
+        actions, "models import", "copy a .gguf from an import folder into the models directory",
+        "Have the gateway copy a .gguf from one of its import_dirs (a mounted card, a share) "
+        "into its first models directory, with the same checks as a pull (GGUF header, "
+        "--sha256, size), then serve it at once. Paths outside import_dirs, and symlinks "
+        "leading out of them, are refused.",
+        "  llama-supervisor models import /media/sdcard/models/phi-3-mini.Q4_K_M.gguf\n"
+        "  llama-supervisor models import phi.gguf --file phi-3-mini.gguf --sha256 9f86d0…",
+        [client],
+    )  # fmt: skip
+    importer.add_argument(
+        "path", metavar="PATH",
+        help="the .gguf on the gateway's host: absolute, or relative to the first import_dirs",
+    )  # fmt: skip
+    _transfer_options(importer)
 
     logs = _command(
         commands, "logs", "show (or follow) a model's llama-server output",
