@@ -38,6 +38,8 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from supervisor.redact import redact_paths
 
@@ -120,14 +122,16 @@ class Conflict(SupervisorError):
 
 # How a pull or import failed (its error event's ``type``), and the status it answers with
 # where it is not streamed (``POST /v1/import``).
-PULL_FAILURES: dict[str, int] = {
-    "checksum_mismatch": 400,
-    "not_gguf": 400,
-    "too_large": 413,
-    "disk_full": 507,
-    "cancelled": 409,
-    "download_failed": 502,
-}
+PULL_FAILURES: Mapping[str, int] = MappingProxyType(
+    {
+        "checksum_mismatch": 400,
+        "not_gguf": 400,
+        "too_large": 413,
+        "disk_full": 507,
+        "cancelled": 409,
+        "download_failed": 502,
+    }
+)
 
 
 class PullFailed(SupervisorError):

@@ -62,10 +62,11 @@ class Reloader:
     async def rescan(self) -> list[ModelEntry]:
         """Rescan the models directories with the settings in force (no configuration
         re-read), applied as a reload applies them: a model pulled or imported is served at
-        once. Returns the new entries."""
+        once. Returns the new entries. The scan reads every model file's header: it runs in
+        a worker thread (the registry it fills is its own until ``replace``)."""
         async with self._lock:
             registry = Registry(self.settings)
-            entries = registry.scan()
+            entries = await asyncio.to_thread(registry.scan)
             report = await self._manager.apply(self.settings, entries)
             self._catalog.replace(registry, self.settings)
             LOG.info("models rescanned: %s", report)

@@ -72,6 +72,7 @@ class Services:
     def start(self) -> None:
         self.manager.start(self.relay.catalog.entries())
         self.history.start()
+        self.pulls.sweep()  # hidden copies a killed gateway left in the models directory
 
     async def close(self) -> None:
         await self.history.stop()

@@ -1,9 +1,11 @@
 """A file server on a real socket for the pull tests: serves byte strings by path, honours
-``Range`` (or ignores it), records every request's headers, and misbehaves on demand: cuts
-the connection after some bytes, claims a wrong Content-Length, sends slowly, redirects."""
+``Range`` and ``If-Range`` (or ignores them), sends each file's ETag (its sha256's start),
+records every request's headers, and misbehaves on demand: cuts the connection after some
+bytes, claims a wrong Content-Length, sends slowly, redirects."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import threading
@@ -24,6 +26,7 @@ class Faults:
     extra_length: int = 0  # Content-Length claims this many bytes more than are sent
     chunk: int = 16 * 1024
     chunk_delay_s: float = 0.0  # a pause before each chunk (a slow server)
+    no_validator: bool = False  # send no ETag (nor Last-Modified)
 
 
 @dataclass
@@ -34,10 +37,12 @@ class ModelServer:
     faults: Faults = field(default_factory=Faults)
     requests: list[dict[str, str]] = field(default_factory=list)  # headers, lower-cased names
     stopping: threading.Event = field(default_factory=threading.Event)
+    etags: dict[str, str] = field(default_factory=dict)  # path → the ETag of what it serves
 
     def serve(self, path: str, content: bytes) -> str:
         """Serve ``content`` at ``path``; its URL."""
         self.files[path] = content
+        self.etags[path] = etag(content)
         return self.url + path
 
 
@@ -58,20 +63,27 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             if content is None:
                 self._answer(404, b"not found", {})
                 return
-            start = self._range_start()
+            tag_value = server.etags.get(path) or etag(content)
+            start = self._range_start(tag_value)
             if start is not None and start >= len(content):
                 self._answer(416, b"", {"Content-Range": f"bytes */{len(content)}"})
                 return
+            tag = {} if server.faults.no_validator else {"ETag": tag_value}
             if start is None:
-                self._send(200, content, {})
+                self._send(200, content, tag)
                 return
             rest = content[start:]
             extent = f"bytes {start}-{len(content) - 1}/{len(content)}"
-            self._send(206, rest, {"Content-Range": extent})
+            self._send(206, rest, {"Content-Range": extent} | tag)
 
-        def _range_start(self) -> int | None:
+        def _range_start(self, tag_value: str) -> int | None:
+            """Where the asked range starts; None for the whole file: no range asked, ranges
+            ignored, or an ``If-Range`` that is not the file's ETag."""
             match = _RANGE.match(self.headers.get("Range", ""))
             if match is None or server.faults.ignore_range:
+                return None
+            if_range = self.headers.get("If-Range")
+            if if_range is not None and if_range != tag_value:
                 return None
             return int(match.group(1))
 
@@ -114,6 +126,10 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
 
     return Handler
+
+
+def etag(content: bytes) -> str:
+    return '"' + hashlib.sha256(content).hexdigest()[:16] + '"'
 
 
 @contextmanager

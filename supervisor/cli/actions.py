@@ -27,7 +27,8 @@ from supervisor.cli.render import (
     stdout_console,
     wants_progress,
 )
-from supervisor.errors import AdminRequestFailed, GatewayUnreachable
+from supervisor.errors import AdminRequestFailed, GatewayUnreachable, SupervisorError
+from supervisor.models.pulls.source import expand_url, shown_url
 
 EXIT_REFUSED = 1  # the gateway answered with an error
 EXIT_UNREACHABLE = 2  # no gateway at the URL (also argparse's exit status for bad usage)
@@ -267,8 +268,14 @@ def _cancel_pull(client: AdminClient, pull_id: str | None, args: argparse.Namesp
 
 
 def _running_pull(client: AdminClient, args: argparse.Namespace) -> str | None:
+    """The running pull of this command: by its file, or by its URL as the gateway lists it
+    (``hf://`` expanded; no credentials, query or fragment)."""
+    try:
+        listed = shown_url(expand_url(args.source))
+    except SupervisorError:
+        listed = args.source
     for item in client.pulls():
-        if (args.file and item.get("file") == args.file) or item.get("url") == args.source:
+        if (args.file and item.get("file") == args.file) or item.get("url") == listed:
             return str(item["id"]) if item.get("id") is not None else None
     return None
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -14,7 +15,9 @@ from supervisor.http.drain import Drain
 from supervisor.models.pulls.progress import Pull, PullEvent
 
 KEEPALIVE_S = 10.0  # a comment this often keeps proxies from timing a stalled pull out
-HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+HEADERS: Mapping[str, str] = MappingProxyType(
+    {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+)
 SHUTTING_DOWN = "the gateway is shutting down: the partial file is kept, and pulling the same "
 SHUTTING_DOWN += "URL again resumes it"
 

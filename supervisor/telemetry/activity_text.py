@@ -3,7 +3,10 @@
 Nothing here runs with the setting off. With it on, the answer's bytes (or parsed events) are
 kept by the request's token meter (``TextMeter``: the one object that sees every answer, on
 both ways in and on every surface), and the request's body by whichever way it came in; the
-text is pulled out of them once, when the request is over, and cut to ``TEXT_CHARS``.
+text is pulled out of them once, when the request is over, and cut to ``TEXT_CHARS``. That
+happens on the event loop, so what is parsed is bounded: a request body or a whole answer
+over ``PARSE_BYTES`` is not parsed (its text shows as ``TOO_LONG``), and a stream's events are
+read from its first ``PARSE_BYTES`` only, until ``TEXT_CHARS`` of text are gathered.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from supervisor.telemetry.tokens import TokenMeter
 
 TEXT_CHARS = 4096  # what an entry keeps of each text
 CAPTURE_BYTES = 1024 * 1024  # what a meter keeps of an answer's bytes (text is cut far shorter)
+PARSE_BYTES = 64 * 1024  # the most JSON parsed for one text, when the request is recorded
+TOO_LONG = "(not shown: over {limit} bytes of JSON)"
 
 
 class TextMeter(TokenMeter):
@@ -57,26 +62,42 @@ def completion_text(meter: TokenMeter | None) -> str | None:
     raw = b"".join(piece for piece in meter.seen if isinstance(piece, bytes))
     if raw:
         parts.extend(_answer_texts(raw))
-    parts.extend(answer_text(piece) for piece in meter.seen if not isinstance(piece, bytes))
+    gathered = sum(len(part) for part in parts)
+    for piece in meter.seen:
+        if gathered >= TEXT_CHARS:
+            break
+        if not isinstance(piece, bytes):
+            parts.append(answer_text(piece))
+            gathered += len(parts[-1])
     return _cut("".join(parts))
 
 
 def _answer_texts(raw: bytes) -> Iterable[str]:
-    """A whole JSON answer's text, or each SSE event's piece of it."""
+    """A whole JSON answer's text (up to ``PARSE_BYTES``), or each SSE event's piece of it
+    (the events in the first ``PARSE_BYTES``, until ``TEXT_CHARS`` are gathered)."""
     stripped = raw.lstrip()
     if stripped.startswith(b"{"):
+        if len(raw) > PARSE_BYTES:
+            return [TOO_LONG.format(limit=PARSE_BYTES)]
         try:
             return [answer_text(json.loads(raw))]
         except ValueError:
             return []
-    texts = []
-    for event in raw.split(b"\n\n"):
+    texts: list[str] = []
+    gathered = 0
+    events = raw[:PARSE_BYTES].split(b"\n\n")
+    if len(raw) > PARSE_BYTES:
+        events.pop()  # cut short: the last may be a piece of an event
+    for event in events:
         for line in event.split(b"\n"):
             if line.startswith(b"data:"):
                 payload = line[5:].strip()
                 if payload and payload != b"[DONE]":
                     with contextlib.suppress(ValueError):
                         texts.append(answer_text(json.loads(payload)))
+                        gathered += len(texts[-1])
+        if gathered >= TEXT_CHARS:
+            break
     return texts
 
 
@@ -119,9 +140,12 @@ def answer_text(answer: object) -> str:
 
 def prompt_text(body: bytes | None) -> str | None:
     """The prompt in a request's JSON body: its messages (one ``role: text`` line each, after
-    any Anthropic ``system``), else its ``prompt`` or ``input``; None if it has none."""
+    any Anthropic ``system``), else its ``prompt`` or ``input``; None if it has none;
+    ``TOO_LONG`` for a body over ``PARSE_BYTES``, which is not parsed."""
     if not body:
         return None
+    if len(body) > PARSE_BYTES:
+        return TOO_LONG.format(limit=PARSE_BYTES)
     try:
         data = json.loads(body)
     except ValueError:

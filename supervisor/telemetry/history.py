@@ -11,7 +11,6 @@ The loop runs on an injectable clock (``supervisor/clock.py``), so tests step it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -137,14 +136,23 @@ class MetricsHistory:
             self._task = asyncio.get_running_loop().create_task(self.run())
 
     async def stop(self) -> None:
+        """Stop sampling. Never raises (the services' close goes on to stop the children
+        after it): a sampler that had failed is logged."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            LOG.error("metrics history: the sampler had failed", exc_info=task.exception())
 
     async def run(self) -> None:
-        await asyncio.to_thread(self._host.read)  # the first reading starts the CPU's count
+        """Sample until cancelled: a reading or a sample that fails is logged and the next
+        one taken (the first included, which only starts the CPU's count)."""
+        try:
+            await asyncio.to_thread(self._host.read)
+        except Exception:
+            LOG.exception("metrics history: the first reading failed")
         while True:
             await self._clock.sleep(self.interval)
             try:

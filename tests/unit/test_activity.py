@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,14 @@ from sse import DONE, chat_body, delta, event
 from supervisor.app import create_app
 from supervisor.surfaces.api_v2.activity import _follow
 from supervisor.telemetry.activity import ActivityLog
-from supervisor.telemetry.activity_text import TextMeter, answer_text, prompt_text
+from supervisor.telemetry.activity_text import (
+    PARSE_BYTES,
+    TEXT_CHARS,
+    TextMeter,
+    answer_text,
+    completion_text,
+    prompt_text,
+)
 from supervisor.telemetry.tokens import TokenMeter
 
 MODEL = "tiny.Q4_1"
@@ -120,6 +127,29 @@ async def test_the_follow_sends_recent_entries_then_new_ones() -> None:
         await anext(events)
 
 
+@pytest.mark.anyio
+async def test_a_follower_that_goes_leaves_no_task_behind() -> None:
+    """The client goes while the follow waits for an entry: nothing is left waiting on the
+    queue (the response's task is cancelled, as Starlette does when a client disconnects)."""
+    log = ActivityLog(10)
+    stopping = asyncio.Event()
+
+    async def follow() -> None:
+        async for _ in _follow(log, 0, stopping):
+            pass  # pragma: no cover
+
+    reader = asyncio.create_task(follow())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    for _ in range(5):
+        await asyncio.sleep(0)
+    waiting = [task for task in asyncio.all_tasks() if "Queue.get" in repr(task.get_coro())]
+    assert [task for task in waiting if not task.done()] == []
+
+
 # -- over both ways in -----------------------------------------------------------------------
 def test_a_chat_answer_is_logged_with_its_tokens_and_speed(
     client: httpx.Client, fake_child: FakeChild
@@ -164,7 +194,7 @@ def test_answers_the_gateway_reshapes_are_logged_with_their_tokens(
     event by event (a meter's ``event``)."""
     answer = {"choices": [{"message": {"content": "hi"}}], "timings": TIMINGS}
     events = [delta("hi"), event({"choices": [], "timings": TIMINGS}), DONE]
-    replies = iter([Reply(json=answer), Stream(events)])
+    replies: Iterator[Reply | Stream] = iter([Reply(json=answer), Stream(events)])
     fake_child.answer("POST", CHAT, lambda request: next(replies))
     chat = {"messages": [{"role": "user", "content": "Hi"}]}
 
@@ -203,7 +233,7 @@ def test_requests_refused_for_their_key_are_logged(serve: Serve) -> None:
 def test_text_is_kept_only_when_configured(serve: Serve, fake_child: FakeChild) -> None:
     answer = {"choices": [{"message": {"content": "Hello there"}}], "timings": TIMINGS}
     streamed = [delta("Hel"), delta("lo!"), event({"choices": [], "timings": TIMINGS}), DONE]
-    replies = iter([Reply(json=answer), Stream(streamed)])
+    replies: Iterator[Reply | Stream] = iter([Reply(json=answer), Stream(streamed)])
     fake_child.answer("POST", CHAT, lambda request: next(replies))
 
     with serve(activity_text=True) as client:
@@ -255,6 +285,31 @@ def test_prompt_text_of_each_surface() -> None:
     assert prompt_text(b'{"input": "x' + b"y" * 10_000 + b'"}') == "x" + "y" * 4095
     assert prompt_text(b"not json") is None
     assert prompt_text(b'{"model": "m"}') is None
+
+
+def test_no_more_than_parse_bytes_are_parsed_for_a_text() -> None:
+    """Text is read on the event loop when a request is recorded: a body or a whole answer
+    over ``PARSE_BYTES`` is not parsed, and a stream is read from its first ones only."""
+    long_chat = {"messages": [{"role": "user", "content": "z" * PARSE_BYTES}]}
+    too_long = f"(not shown: over {PARSE_BYTES} bytes of JSON)"
+    assert prompt_text(json.dumps(long_chat).encode()) == too_long
+
+    def count(prompt: int, completion: int) -> None:
+        pass
+
+    whole = TextMeter(count)
+    whole.body(json.dumps({"choices": [{"message": {"content": "w" * PARSE_BYTES}}]}).encode())
+    assert completion_text(whole) == too_long
+    stream = TextMeter(count)
+    padding = "p" * 1000  # a field of no text: the events are large, their text small
+    for _ in range(PARSE_BYTES // 1000 + 10):
+        stream.chunk(event({"pad": padding, "choices": [{"delta": {"content": "a"}}]}))
+    stream.chunk(delta("END"))
+    text = completion_text(stream)
+    assert text is not None and set(text) == {"a"} and len(text) < PARSE_BYTES // 1000
+    short = TextMeter(count)
+    short.chunk(delta("x" * (TEXT_CHARS + 10)))
+    assert completion_text(short) == "x" * TEXT_CHARS
 
 
 def test_answer_text_of_each_surface() -> None:

@@ -191,6 +191,28 @@ def test_ctrl_c_before_the_first_event_finds_the_pull_by_its_file(
     assert cancel.call_count == 1
 
 
+@pytest.mark.parametrize(
+    ("source", "listed"),
+    [
+        ("hf://Org/Repo/smol.gguf", "https://huggingface.co/Org/Repo/resolve/main/smol.gguf"),
+        ("https://user:pw@Mirror.lan/smol.gguf?sig=1", "https://mirror.lan/smol.gguf"),
+    ],
+)
+def test_ctrl_c_before_the_first_event_finds_the_pull_by_its_listed_url(
+    gateway: respx.MockRouter, source: str, listed: str
+) -> None:
+    """The gateway lists a pull's URL expanded and without credentials or query: the CLI
+    compares that form, not what was typed."""
+    serve_pull(gateway, then=KeyboardInterrupt())
+    gateway.get("/api/v2/models/pulls").respond(json={"object": "list", "data": [
+        {"id": "other", "url": "http://x/other.gguf", "file": "other.gguf"},
+        {"id": "p7", "url": listed, "file": "smol.gguf"},
+    ]})  # fmt: skip
+    cancel = gateway.delete("/api/v2/models/pulls/p7").respond(json={"id": "p7"})
+    assert main(["models", "pull", source, *CLIENT]) == 130
+    assert cancel.call_count == 1
+
+
 def test_ctrl_c_after_the_pull_ended_is_still_130(
     gateway: respx.MockRouter, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,9 +4,12 @@ pull, streamed or not. Errors in the OpenAI envelope."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -86,7 +89,7 @@ def test_paths_outside_import_dirs_are_refused(
     asked = str(outside) if path == "OUTSIDE" else path
     error = error_of(client.post(IMPORT, json={"path": asked}), 403)
     assert error["code"] == "source_not_allowed"
-    assert str(tmp_path) not in str(error["message"]) or path == "OUTSIDE"
+    assert error["message"] == f"'{asked}' is outside import_dirs"  # the path given, no other
     assert in_models_dir(tmp_path) == []
 
 
@@ -123,6 +126,38 @@ def test_missing_not_gguf_and_existing_files(
     assert in_models_dir(tmp_path) == []  # nothing, not even a hidden copy
     make_gguf("models/m1.gguf")
     assert error_of(client.post(IMPORT, json={"path": "m1.gguf"}), 409)["code"] == "conflict"
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "reason"),
+    [(errno.EACCES, 403, "permission denied"), (errno.EIO, 400, "input/output error")],
+)
+def test_a_source_that_cannot_be_read_is_named_as_given(
+    tmp_path: Path,
+    card: Path,
+    client: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: int,
+    status: int,
+    reason: str,
+) -> None:
+    real_open = Path.open
+
+    def open_(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if path.name == "m1.gguf" and path.parent == card:
+            raise OSError(failure, os.strerror(failure), str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_)
+    error = error_of(client.post(IMPORT, json={"path": "m1.gguf"}), status)
+    assert error["message"] == f"cannot read 'm1.gguf': {reason}" and error["param"] == "path"
+    assert in_models_dir(tmp_path) == []
+
+
+def test_without_a_models_directory_an_import_is_a_409(tmp_path: Path, card: Path) -> None:
+    with pull_gateway(tmp_path, import_dirs=[card], models_dirs=[]) as client:
+        error = error_of(client.post(IMPORT, json={"path": "m1.gguf"}), 409)
+    assert error["message"] == "no models directory configured: set models_dirs to pull or import"
 
 
 BAD_BODIES: list[dict[str, object]] = [

@@ -3,6 +3,7 @@ fake clock from the activity log's totals, a fake host and fake models."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any, cast
@@ -151,6 +152,46 @@ async def test_the_loop_samples_every_interval_and_keeps_the_window() -> None:
     finally:
         await history.stop()
     assert history.samples()  # what was sampled stays readable
+
+
+class FailingHost:
+    """A host whose readings fail ``failures`` times, then are ``reader``'s."""
+
+    def __init__(self, reader: HostReader, failures: int) -> None:
+        self._reader, self.failures = reader, failures
+
+    def read(self) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("no /proc")
+        return self._reader.read()
+
+
+@pytest.mark.anyio
+async def test_readings_that_fail_the_first_among_them_do_not_stop_the_sampling() -> None:
+    clock = FakeClock()
+    host = FailingHost(host_reader(), failures=2)
+    history = MetricsHistory(ActivityLog(), list, cast(HostReader, host), clock=clock)
+    history.start()
+    try:
+        await clock.run_until(lambda: len(history.samples()) >= 2, step=1.0)
+    finally:
+        await history.stop()
+    assert host.failures == 0
+
+
+@pytest.mark.anyio
+async def test_stop_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The services' close calls stop() before stopping the children: it must go on."""
+    history = MetricsHistory(ActivityLog(), list, host_reader(), clock=FakeClock())
+
+    async def broken() -> None:
+        raise RuntimeError("a bug in the sampler")
+
+    monkeypatch.setattr(history, "run", broken)
+    history.start()
+    await asyncio.sleep(0)
+    await history.stop()
 
 
 def test_the_route_serves_the_history_and_metrics_still_answer(

@@ -1,7 +1,9 @@
 """Model pulls over real sockets: a gateway pulling from a local file server that serves a real
 GGUF, with Range, and misbehaves on demand (``model_server``): progress then done and the model
-served without a restart; resume after a cut connection; checksum, format, size and disk
-failures that leave nothing behind; addresses, schemes and names refused; cancel; the list."""
+served without a restart; resume after a cut connection (only under the file's validator: a
+file changed meanwhile comes whole); checksum, format, size and disk failures that leave
+nothing behind; addresses, schemes and names refused; cancel; the list; the hidden copies a
+killed gateway left swept at start."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from model_server import ModelServer, model_server
+from model_server import ModelServer, etag, model_server
 from pull_gateway import pull, pull_events, pull_gateway
 
 from supervisor.models.pulls.transfer import PullTools, open_part
@@ -95,7 +97,8 @@ def test_a_later_pull_resumes_what_a_failed_one_left(
         assert failed[-1][0] == "error"
         assert failed[-1][1]["error"]["type"] == "download_failed"
         assert models_dir_files(tmp_path) == []
-        [part] = part_files(tmp_path)
+        part, validator = part_files(tmp_path)
+        assert validator.name == part.name + ".validator"
         kept = part.stat().st_size
         assert kept > 0
         server.faults.cuts = 0
@@ -103,7 +106,46 @@ def test_a_later_pull_resumes_what_a_failed_one_left(
         events = pull(client, {"url": url, "sha256": sha(model)})
     assert events[-1][0] == "done", events[-1]
     assert server.requests[tries]["range"] == f"bytes={kept}-"
+    assert server.requests[tries]["if-range"] == etag(model)
     assert (tmp_path / "models" / "tiny.gguf").read_bytes() == model
+    assert part_files(tmp_path) == []
+
+
+def test_a_file_changed_between_a_cut_and_the_resume_is_fetched_whole(
+    tmp_path: Path, server: ModelServer, model: bytes, make_gguf: MakeGGUF
+) -> None:
+    """The resume sends the part's ETag as If-Range: the server, whose file is another one
+    now, answers with it whole, never its tail spliced onto the old file's head."""
+    newer = make_gguf("source/newer.gguf", tensor_shape=(64, 1536)).read_bytes()
+    server.faults.cut_after, server.faults.cuts = 40_000, 10
+    url = server.serve("/tiny.gguf", model)
+    with pull_gateway(tmp_path) as client:
+        assert pull(client, {"url": url})[-1][1]["error"]["type"] == "download_failed"
+        assert len(part_files(tmp_path)) == 2  # the part and its validator
+        server.faults.cuts = 0
+        server.serve("/tiny.gguf", newer)
+        events = pull(client, {"url": url})
+    assert events[-1][0] == "done", events[-1]
+    assert events[-1][1]["sha256"] == sha(newer)
+    assert (tmp_path / "models" / "tiny.gguf").read_bytes() == newer
+    assert part_files(tmp_path) == []
+
+
+def test_a_part_without_a_validator_starts_over(
+    tmp_path: Path, server: ModelServer, model: bytes
+) -> None:
+    """A server that names no version of its file: nothing tells that a later answer's
+    tail belongs to the part's head, so a later pull fetches the file whole."""
+    server.faults.cut_after, server.faults.cuts, server.faults.no_validator = 40_000, 10, True
+    url = server.serve("/tiny.gguf", model)
+    with pull_gateway(tmp_path) as client:
+        assert pull(client, {"url": url})[-1][0] == "error"
+        assert all("range" not in asked for asked in server.requests)
+        server.faults.cuts = 0
+        tries = len(server.requests)
+        events = pull(client, {"url": url, "sha256": sha(model)})
+    assert events[-1][0] == "done", events[-1]
+    assert "range" not in server.requests[tries]
     assert part_files(tmp_path) == []
 
 
@@ -350,6 +392,19 @@ def test_pull_routes_win_over_model_routes(tmp_path: Path) -> None:
         assert (
             missing.status_code == 404 and "no running pull" in missing.json()["error"]["message"]
         )
+
+
+def test_hidden_copies_a_killed_gateway_left_are_swept_at_start(
+    tmp_path: Path, make_gguf: MakeGGUF
+) -> None:
+    models = tmp_path / "models"
+    make_gguf("models/kept.gguf")
+    names = [".big.gguf.0123abcd.tmp", ".notes.tmp", ".big.gguf.tmp", "x.gguf.0123abcd.tmp"]
+    for name in names:
+        (models / name).write_bytes(b"GGUF")
+    with pull_gateway(tmp_path) as client:
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["kept"]
+    assert models_dir_files(tmp_path) == sorted([*names[1:], "kept.gguf"])
 
 
 def test_a_server_that_is_not_there(tmp_path: Path) -> None:

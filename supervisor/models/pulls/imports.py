@@ -4,10 +4,11 @@ of the host. Messages name only the path the client gave."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
-from supervisor.errors import BadRequest, NotFound, SourceNotAllowed
+from supervisor.errors import BadRequest, NotFound, SourceNotAllowed, SupervisorError
 
 
 def import_source(import_dirs: list[Path], path: str) -> Path:
@@ -26,6 +27,8 @@ def import_source(import_dirs: list[Path], path: str) -> Path:
         raise SourceNotAllowed(f"'{path}' is outside import_dirs", param="path")
     try:
         resolved = candidate.resolve(strict=True)
+    except PermissionError as exc:
+        raise unreadable(exc, path) from exc
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
         raise NotFound(f"no file '{path}' to import", param="path") from exc
     if not _inside(resolved, roots):
@@ -37,3 +40,12 @@ def import_source(import_dirs: list[Path], path: str) -> Path:
 
 def _inside(path: Path, roots: list[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
+
+
+def unreadable(exc: OSError, path: str) -> SupervisorError:
+    """An import source that cannot be read, named as the client gave it (``path``): a 403
+    when the gateway may not read it, else a 400 with the system's reason."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return SourceNotAllowed(f"cannot read '{path}': permission denied", param="path")
+    reason = exc.strerror or "input/output error"
+    return BadRequest(f"cannot read '{path}': {reason.lower()}", param="path")

@@ -25,7 +25,9 @@ class PullEvent:
 
 
 class RateMeter:
-    """Bytes per second over the last few seconds, on ``clock``."""
+    """Bytes per second over the last few seconds, on ``clock``. A size smaller than the last
+    (a server that answered a resume with the whole file: the count starts over) starts the
+    window over, so that the rate is never negative."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -33,6 +35,8 @@ class RateMeter:
 
     def update(self, size: int) -> float:
         now = self._clock.monotonic()
+        if self._samples and size < self._samples[-1][1]:
+            self._samples.clear()
         self._samples.append((now, size))
         while len(self._samples) > 2 and self._samples[1][0] <= now - RATE_WINDOW_S:
             self._samples.popleft()

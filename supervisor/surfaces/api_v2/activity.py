@@ -58,6 +58,7 @@ async def _follow(log: ActivityLog, count: int, stopping: asyncio.Event) -> Asyn
         for entry in log.recent(count):
             yield _event(entry, log.keep_text)
         stop = asyncio.ensure_future(stopping.wait())
+        get: asyncio.Future[Finished] | None = None
         try:
             while not stop.done():
                 get = asyncio.ensure_future(queue.get())
@@ -69,8 +70,10 @@ async def _follow(log: ActivityLog, count: int, stopping: asyncio.Event) -> Asyn
                 get.cancel()
                 if not stop.done():
                     yield b": keepalive\n\n"
-        finally:
+        finally:  # a client that goes leaves no task waiting on the queue (as logs.py)
             stop.cancel()
+            if get is not None and not get.done():
+                get.cancel()
 
 
 def _event(entry: Finished, with_text: bool) -> bytes:

@@ -29,12 +29,12 @@ router = APIRouter(prefix="/api/v2", tags=["api/v2"])
     "/models/pull",
     summary="Pull a model over HTTP",
     openapi_extra=json_body(PullBody),
-    responses=replies(None, 400, 401, 403, 409, stream=PULL_SSE),
+    responses=replies(None, 400, 401, 403, 409, 503, stream=PULL_SSE),
 )
 async def pull_model(request: Request) -> StreamingResponse:
     """Download a .gguf into the first models directory, then serve it: refused at once
-    (400, 403, 409) or streamed as progress events ending in done or error. The pull runs on
-    if the client goes."""
+    (400, 403, 409; 503 once the gateway shuts down) or streamed as progress events ending in
+    done or error. The pull runs on if the client goes."""
     pull_request = parse_pull(parse_body(await request.body()))
     return pull_response(request, await services.pulls(request).start(pull_request))
 
