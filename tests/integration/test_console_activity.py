@@ -4,6 +4,10 @@ Activity view with its tokens; the Metrics view draws its charts from the histor
 
 from __future__ import annotations
 
+import re
+import threading
+import time
+
 import httpx
 import pytest
 from console_browser import (  # noqa: F401  (fixtures)
@@ -35,27 +39,34 @@ def test_activity_view_shows_a_chat_request_with_its_tokens(
     console: ConsolePage, console_gateway: RunningGateway
 ) -> None:
     chat(console_gateway, "Say hello")  # listed by GET /api/v2/activity
+    page = console.page
+    lists: list[str] = []
+    page.on("request", lambda r: lists.append(r.url) if "/api/v2/activity?" in r.url else None)
     console.open("activity")
-    rows = console.page.locator("#activity-rows tr.activity-row")
+    rows = page.locator("#activity-rows tr.activity-row")
     expect(rows.first).to_be_visible()
-    # Made while the page follows: it arrives over the SSE follow, on top.
+    newest = int(rows.first.get_attribute("data-id") or 0)
+    # Made while the page follows: it arrives over the SSE follow, on top, with no new list.
     chat(console_gateway, "Count to three", stream=True)
-    top = rows.first
+    top = page.locator(f'#activity-rows tr.activity-row[data-id="{newest + 1}"]')
+    expect(top).to_be_visible()
+    expect(rows.first).to_have_attribute("data-id", str(newest + 1))
     expect(top).to_contain_text("/v1/chat/completions")
     expect(top).to_contain_text("stream")
     expect(top.locator("td.status")).to_have_text("200")
     entry = admin_call(console_gateway, "GET", "/api/v2/activity?limit=1").json()["data"][0]
+    assert entry["id"] == newest + 1
     assert entry["stream"] is True and entry["completion_tokens"] > 0
     expect(top.locator("td").nth(6)).to_have_text(str(entry["completion_tokens"]))
     assert entry["tokens_per_second"] is not None and entry["ttft_ms"] is not None
     assert rows.count() >= 2
+    assert len(lists) == 1  # the page listed once, then only followed
     console.screenshot("activity")
 
 
 def test_metrics_view_draws_its_charts(
     console: ConsolePage, console_gateway: RunningGateway
 ) -> None:
-    chat(console_gateway, "Hi")
     console.open("metrics")
     charts = console.page.locator("#metrics-charts figure.chart:not([hidden])")
     expect(charts.first).to_be_visible()
@@ -63,5 +74,32 @@ def test_metrics_view_draws_its_charts(
     # A line appears once the history has two samples (one every 2 s).
     expect(console.page.locator('[data-chart="cpu"] path.chart-line')).to_have_count(1)
     expect(console.page.locator('[data-chart="queue"] .chart-key')).to_contain_text(MODEL_ID)
-    expect(console.page.locator('[data-chart="requests"] .chart-y').first).to_have_text("0")
-    console.screenshot("metrics")
+    # Traffic for a few samples (a point every 2 s): the charts draw it, and the legends'
+    # latest values are above zero while it lasts.
+    stop = threading.Event()
+    traffic = threading.Thread(target=chat_until, args=(console_gateway, stop))
+    traffic.start()
+    try:
+        above_zero = re.compile(r": (?:0\.\d*[1-9]|[1-9])")
+        expect(console.page.locator('[data-chart="requests"] .chart-key')).to_have_text(
+            above_zero, timeout=TRAFFIC_S * 1000
+        )
+        expect(console.page.locator('[data-chart="tokens"] .chart-key').first).to_have_text(
+            above_zero, timeout=TRAFFIC_S * 1000
+        )
+        console.page.wait_for_timeout(6000)  # a few more points: lines in the screenshot
+        console.screenshot("metrics")
+    finally:
+        stop.set()
+        traffic.join()
+
+
+TRAFFIC_S = 15
+
+
+def chat_until(gateway: RunningGateway, stop: threading.Event) -> None:
+    """Short streamed chats (timed to their first token) one after another until ``stop``
+    (at most TRAFFIC_S seconds)."""
+    deadline = time.monotonic() + TRAFFIC_S
+    while not stop.is_set() and time.monotonic() < deadline:
+        chat(gateway, "Hi", stream=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from console_browser import (  # noqa: F401  (fixtures)
     MODEL_FILE,
@@ -24,12 +26,14 @@ from console_browser import (  # noqa: F401  (fixtures)
     model_state,
     open_console_fixture,
 )
-from harness import RunningGateway, wait_for
-from playwright.sync_api import Locator, expect
+from harness import MODEL_ID, RunningGateway, wait_for
+from playwright.sync_api import Locator, Page, Route, expect
 
 pytestmark = pytest.mark.integration
 INFERENCE = "console-inference-key"
 ADMIN = "console-admin-key"
+LONG_TOKENS = 6000
+FREED_WITHIN = 10.0
 
 
 def model_card(tab: ConsolePage) -> Locator:
@@ -94,6 +98,19 @@ def test_logs_view_follows_a_childs_output_live(
     expect(info.first).to_be_hidden()
 
 
+def slots_busy(gateway: RunningGateway) -> bool:
+    """Whether the child generates now, by its own word: its /slots, relayed by the gateway."""
+    slots = httpx.get(f"{gateway.url}/slots", params={"model": MODEL_ID}, timeout=5).json()
+    return any(slot["is_processing"] for slot in slots)
+
+
+def without_end(route: Route) -> None:
+    """The playground's request with llama.cpp's ``ignore_eos`` added: exactly max_tokens
+    tokens, so a reply that stops early was stopped."""
+    body = json.loads(route.request.post_data or "{}")
+    route.continue_(post_data=json.dumps({**body, "ignore_eos": True}))
+
+
 def test_playground_streams_a_reply_and_stop_cancels_the_request(
     console: ConsolePage, console_gateway: RunningGateway
 ) -> None:
@@ -109,18 +126,46 @@ def test_playground_streams_a_reply_and_stop_cancels_the_request(
     expect(page.locator("#chat-stats")).to_contain_text("tokens/s")
     console.screenshot("playground")
 
-    page.get_by_role("button", name="Clear").click()  # a fresh conversation: a known reply
-    page.locator("#chat-max-tokens").fill("2000")
-    page.locator("#chat-temperature").fill("0")  # the same long count every time
-    page.locator("#chat-input").fill("Count from 1 to 1000, one number per line.")
+    # Thousands of tokens take SmolLM2 far longer than FREED_WITHIN on any machine here, so a
+    # slot that frees within it was freed by the Stop, not by the end of the reply.
+    page.route("**/v1/chat/completions", without_end)
+    page.get_by_role("button", name="Clear").click()
+    page.locator("#chat-max-tokens").fill(str(LONG_TOKENS))
+    page.locator("#chat-input").fill("Tell me a long story.")
     page.locator("#chat-send").click()
     reply = page.locator(".message.assistant").last
     expect(reply.locator(".content")).not_to_be_empty()
     assert model_state(console_gateway)["in_flight"] == 1  # still streaming
+    assert slots_busy(console_gateway)
     page.locator("#chat-stop").click()
     expect(reply).to_have_attribute("data-outcome", "stopped")
     expect(page.locator("#chat-send")).to_be_enabled()
-    assert wait_for(lambda: model_state(console_gateway)["in_flight"] == 0, timeout=30)
+    assert wait_for(lambda: not slots_busy(console_gateway), timeout=FREED_WITHIN)
+    assert wait_for(lambda: model_state(console_gateway)["in_flight"] == 0, timeout=FREED_WITHIN)
+    entry = admin_call(console_gateway, "GET", "/api/v2/activity?limit=1").json()["data"][0]
+    assert entry["route"] == "/v1/chat/completions" and entry["stream"] is True
+    assert (entry["completion_tokens"] or 0) < LONG_TOKENS // 2, entry  # cut short
+
+
+def test_clear_during_a_reply_starts_a_conversation_without_it(console: ConsolePage) -> None:
+    page = console.page
+    console.open("playground")
+    expect(page.locator(f'#chat-model option[value="{MODEL_FILE}"]')).to_be_attached()
+    page.route("**/v1/chat/completions", without_end)
+    page.locator("#chat-max-tokens").fill(str(LONG_TOKENS))
+    page.locator("#chat-input").fill("Tell me a long story.")
+    page.locator("#chat-send").click()
+    expect(page.locator(".message.assistant .content")).not_to_be_empty()
+    page.get_by_role("button", name="Clear").click()  # mid-reply: stops it and starts over
+    expect(page.locator("#chat-send")).to_be_enabled()
+    page.locator("#chat-max-tokens").fill("4")
+    page.locator("#chat-input").fill("Hi")
+    with page.expect_request("**/v1/chat/completions") as asked:
+        page.locator("#chat-send").click()
+    messages = json.loads(asked.value.post_data or "{}")["messages"]
+    assert messages == [{"role": "user", "content": "Hi"}]  # nothing of the cleared reply
+    expect(page.locator(".message.assistant")).to_have_count(1)
+    expect(page.locator(".message.assistant")).to_have_attribute("data-outcome", "done")
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +226,131 @@ def test_a_view_that_cannot_load_says_so_and_the_others_work(console: ConsolePag
     console.page.get_by_role("link", name="Models").click()
     expect(model_card(console).locator(".state")).not_to_be_empty()
     expect(console.page.locator("#view-metrics")).to_be_hidden()
+
+
+def test_a_hidden_view_and_a_background_tab_ask_for_nothing(
+    console: ConsolePage, console_gateway: RunningGateway
+) -> None:
+    """Views poll or stream only while shown: after a walk through every tab, ending on the
+    playground (which asks for nothing by itself), the page makes no request, and the logs
+    and activity streams were closed; in a background tab even the shown view stops."""
+    admin_call(console_gateway, "POST", f"/api/v2/models/{MODEL_FILE}/load")
+    page = console.page
+    asked: list[str] = []
+    closed: list[str] = []
+    page.on("request", lambda request: asked.append(urlsplit(request.url).path))
+    page.on("requestfailed", lambda request: closed.append(urlsplit(request.url).path))
+    console.open("models")
+    expect(model_card(console).locator(".state")).to_have_text("ready")
+    page.locator('.tabs a[data-view="logs"]').click()
+    expect(page.locator("#log-lines .log-line").first).to_be_visible()
+    with page.expect_request("**/api/v2/metrics/history"):
+        page.locator('.tabs a[data-view="metrics"]').click()
+    with page.expect_request("**/api/v2/activity/stream*"):
+        page.locator('.tabs a[data-view="activity"]').click()
+    page.locator('.tabs a[data-view="playground"]').click()
+    expect(page.locator(f'#chat-model option[value="{MODEL_FILE}"]')).to_be_attached()
+    logs, activity = f"/api/v2/models/{MODEL_FILE}/logs/stream", "/api/v2/activity/stream"
+    assert settles(page, lambda: {logs, activity} <= set(closed))
+    quiet_from = len(asked)
+    page.wait_for_timeout(QUIET_MS)
+    assert asked[quiet_from:] == []
+
+    with page.expect_request("**/api/v2/metrics/history"):
+        page.locator('.tabs a[data-view="metrics"]').click()
+    page.evaluate(BACKGROUND, True)
+    quiet_from = len(asked)
+    page.wait_for_timeout(QUIET_MS)
+    assert asked[quiet_from:] == []
+    with page.expect_request("**/api/v2/metrics/history"):
+        page.evaluate(BACKGROUND, False)
+
+
+def settles(page: Page, predicate: Callable[[], bool], timeout_ms: int = 10_000) -> bool:
+    """Like harness.wait_for, but waiting in the page: Playwright delivers a page's events
+    (requests, failures) only while the test calls it."""
+    for _ in range(timeout_ms // 100):
+        if predicate():
+            return True
+        page.wait_for_timeout(100)
+    return predicate()
+
+
+# The tab sent to the background (or brought back) as the browser would tell the page.
+BACKGROUND = """(hidden) => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+    Object.defineProperty(document, "visibilityState", {
+        configurable: true, get: () => (hidden ? "hidden" : "visible") });
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+QUIET_MS = 5000  # more than two of the 2 s polls
+
+
+# Chunks as a server (or a proxy) might cut them, each sent alone: an event whole, one split
+# in its data, CRLF line ends, a CRLF split between chunks (twice, one of them in the blank
+# line), a comment, a lone CR ending lines, a named event, and a block the stream ends inside.
+SSE_CHUNKS = [
+    'data: {"a": 1}\n\n',
+    "data: pa",
+    "rt\n\n",
+    'event: progress\r\ndata: {"bytes": 2}\r\n\r\n',
+    "data: one\r",
+    "\ndata: two\r\n\r",
+    "\n",
+    ": keepalive\n\n",
+    "data: x\r",
+    "\r",
+    "event: done\ndata: [DONE]\n\n",
+    "data: cut off",
+]
+SSE_EVENTS = [
+    {"event": "message", "data": {"a": 1}},
+    {"event": "message", "data": "part"},
+    {"event": "progress", "data": {"bytes": 2}},
+    {"event": "message", "data": "one\ntwo"},
+    {"event": "message", "data": "x"},
+    {"event": "done", "data": "[DONE]"},
+]
+READ_EVENTS = """async (chunks) => {
+    const { Api } = await import("/ui/api.js");
+    const real = window.fetch;
+    window.fetch = async () => {
+        const encoder = new TextEncoder();
+        let next = 0;
+        const body = new ReadableStream({
+            async pull(controller) {
+                await new Promise((resolve) => setTimeout(resolve, 5));
+                if (next < chunks.length) controller.enqueue(encoder.encode(chunks[next++]));
+                else controller.close();
+            },
+        });
+        return new Response(body, { headers: { "Content-Type": "text/event-stream" } });
+    };
+    try {
+        const seen = [];
+        for await (const event of new Api(() => null).events("/stubbed")) seen.push(event);
+        return seen;
+    } finally {
+        window.fetch = real;
+    }
+}"""
+
+
+def test_the_event_stream_reader_and_the_dom_helper(console: ConsolePage) -> None:
+    page = console.page
+    console.open("playground")  # a view that asks for nothing while the fetch is stubbed
+    expect(page.locator(f'#chat-model option[value="{MODEL_FILE}"]')).to_be_attached()
+    assert page.evaluate(READ_EVENTS, SSE_CHUNKS) == SSE_EVENTS
+    refused = page.evaluate(
+        """import("/ui/ui.js").then(({ el }) => [
+            { style: "color: red" }, { onclick: "alert(1)" }, { ONCLICK: "x" }, { Style: "x" },
+        ].map((attrs) => {
+            try { el("div", attrs); return "made"; } catch (e) { return e.name; }
+        }))"""
+    )
+    assert refused == ["TypeError"] * 4
+    made = page.evaluate(
+        """import("/ui/ui.js").then(({ el }) => el("a", { class: "x", href: "#logs",
+            onclick: () => {}, hidden: false }, "text").outerHTML)"""
+    )
+    assert made == '<a class="x" href="#logs">text</a>'

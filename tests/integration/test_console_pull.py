@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.integration
 MiB = 1024**2
 DEMO_FILE = f"{MODEL_ID}.gguf"
+OUTSIDE = "outside-model.gguf"  # a good model file beside the import folder, not in it
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +51,15 @@ def pull_gateway(
     llama_server_bin: Path, demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RunningGateway, Path]]:
     """An open gateway serving the demo model, allowed to pull from loopback, with an import
-    folder holding a copy of the demo model; and its models directory."""
+    folder holding a copy of the demo model (and another copy beside it, outside the folder);
+    and its models directory."""
     directory = tmp_path_factory.mktemp("console-pull")
     models, card = directory / "models", directory / "card"
     models.mkdir()
     card.mkdir()
     os.link(demo_model_dir / DEMO_FILE, models / DEMO_FILE)
     os.link(demo_model_dir / DEMO_FILE, card / "card-model.gguf")
+    os.link(demo_model_dir / DEMO_FILE, directory / OUTSIDE)
     config = directory / "config.toml"
     config.write_text(f"ctx_size = 2048\nparallel = 1\nimport_dirs = [{json.dumps(str(card))}]\n")
     running = RunningGateway(
@@ -124,7 +128,9 @@ def test_a_checksum_mismatch_is_shown(tab: ConsolePage, mirror: ModelServer) -> 
     expect(notice).to_have_class("notice error")
 
 
-def test_import_from_the_import_folder_and_refused_outside_it(tab: ConsolePage) -> None:
+def test_import_from_the_import_folder_and_refused_outside_it(
+    tab: ConsolePage, pull_gateway: tuple[RunningGateway, Path]
+) -> None:
     form = tab.page.locator("#import-form")
     notice = tab.page.locator("#import-notice")
     form.locator('input[name="path"]').fill("card-model.gguf")
@@ -134,9 +140,14 @@ def test_import_from_the_import_folder_and_refused_outside_it(tab: ConsolePage) 
     expect(notice).to_have_class("notice ok")
     expect(tab.page.locator('article.model[data-model^="smol-card"]')).to_be_visible()
 
-    form.locator('input[name="path"]').fill("/etc/hostname")
+    outside = pull_gateway[1].parent / OUTSIDE  # a .gguf: refused for where it is, no more
+    form.locator('input[name="path"]').fill(str(outside))
+    form.locator('input[name="file"]').fill("smol-outside.gguf")
     tab.page.locator("#import-start").click()
+    # The gateway's 403 (the path may be shown cut to its last part).
+    expect(notice).to_have_text(re.compile(rf"^'[^']*{OUTSIDE}' is outside import_dirs$"))
     expect(notice).to_have_class("notice error")
+    assert not (pull_gateway[1] / "smol-outside.gguf").exists()
 
 
 def test_leaving_the_view_stops_following_and_the_list_cancels(

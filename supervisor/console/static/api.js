@@ -94,23 +94,59 @@ export class Api {
   async *events(path, { method = "GET", body, signal } = {}) {
     const response = await this.request(method, path, body, signal);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
+    const blocks = new EventBlocks();
     try {
       for (;;) {
         const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value.replace(/\r\n?/g, "\n");
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const event = parseEvent(buffer.slice(0, cut));
-          buffer = buffer.slice(cut + 2);
+        for (const block of done ? blocks.end() : blocks.push(value)) {
+          const event = parseEvent(block);
           if (event) yield event;
         }
+        if (done) break;
       }
-      const last = parseEvent(buffer);
-      if (last) yield last;
     } finally {
       reader.cancel().catch(() => {});
     }
+  }
+}
+
+// The text of a stream cut into its events' blocks (the lines between blank lines), whatever
+// the chunks: a CR, LF or CRLF ends a line, and a CR at a chunk's end is held back until the
+// next chunk says whether an LF follows (else "\r" + "\n" would read as two line ends, a
+// blank line that is not there). A block the stream ends inside is dropped, as the SSE
+// standard says: it may be half an event.
+export class EventBlocks {
+  constructor() {
+    this.buffer = "";
+    this.held = "";
+  }
+
+  push(text) {
+    let joined = this.held + text;
+    this.held = "";
+    if (joined.endsWith("\r")) {
+      this.held = "\r";
+      joined = joined.slice(0, -1);
+    }
+    this.buffer += joined.replace(/\r\n?/g, "\n");
+    return this.complete();
+  }
+
+  end() {
+    this.buffer += this.held ? "\n" : "";
+    this.held = "";
+    const blocks = this.complete();
+    this.buffer = ""; // unterminated: not an event
+    return blocks;
+  }
+
+  complete() {
+    const blocks = [];
+    let cut;
+    while ((cut = this.buffer.indexOf("\n\n")) >= 0) {
+      blocks.push(this.buffer.slice(0, cut));
+      this.buffer = this.buffer.slice(cut + 2);
+    }
+    return blocks;
   }
 }

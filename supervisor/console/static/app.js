@@ -1,12 +1,15 @@
 // The console's shell: finds what the visitor's key may do, asks for a key where one is
 // needed, and shows one view at a time, chosen by the URL's hash (#models, #logs, …).
 
-import { Api, ApiError } from "./api.js";
+import { Api, ApiError, errorMessage } from "./api.js";
 import { el, replace } from "./ui.js";
 
 const KEY = "llama-supervisor.key"; // sessionStorage only: gone when the tab closes
 const VIEWS = ["models", "logs", "metrics", "activity", "playground"];
 const ADMIN_VIEWS = new Set(["logs", "metrics", "activity"]);
+// Views paused while the browser tab is in the background (they poll or follow a stream);
+// the playground is left alone: it only ever streams the reply the visitor asked for.
+const PAUSED_IN_BACKGROUND = new Set(["models", "logs", "metrics", "activity"]);
 
 class Console {
   constructor() {
@@ -21,6 +24,7 @@ class Console {
     this.wireKeyDialog();
     document.getElementById("forget-key").addEventListener("click", () => this.forgetKey());
     window.addEventListener("hashchange", () => this.route());
+    document.addEventListener("visibilitychange", () => this.visibilityChanged());
     await this.findAccess();
   }
 
@@ -40,7 +44,16 @@ class Console {
       }
       if (response.status === 403) this.begin("inference");
       else if (response.ok) this.begin(key ? "admin" : "open");
-      else this.fail(`The gateway answered ${response.status}.`);
+      else {
+        const text = await response.text();
+        let body = text;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          // plain text: shown as it is
+        }
+        this.fail(`The gateway answered ${response.status}: ${errorMessage(body, response.status)}`);
+      }
     } catch (error) {
       this.fail(`The gateway cannot be reached: ${error.message}`);
     }
@@ -84,6 +97,8 @@ class Console {
     this.show(name);
   }
 
+  // Each await lets another tab switch in: after one, a view is shown or hidden only if it
+  // still is (or is no longer) the current one, so two quick switches never show two views.
   async show(name) {
     if (this.current === name) return;
     const previous = this.current;
@@ -91,12 +106,29 @@ class Console {
     if (previous) {
       document.getElementById(`view-${previous}`).hidden = true;
       const view = await this.views.get(previous);
-      if (view) view.hide();
+      if (view && this.current !== previous) view.hide();
     }
+    if (this.current !== name) return;
     const section = document.getElementById(`view-${name}`);
     section.hidden = false;
     const view = await this.view(name, section);
-    if (view && this.current === name) view.show();
+    if (view && this.current === name && this.running(name)) view.show();
+  }
+
+  // Whether the view may poll or stream now: not while the tab is in the background.
+  running(name) {
+    return !(document.hidden && PAUSED_IN_BACKGROUND.has(name));
+  }
+
+  // A background tab asks the gateway for nothing: the current view is hidden while the
+  // document is, and shown again when it comes back.
+  async visibilityChanged() {
+    const name = this.current;
+    if (!name || !this.views.has(name) || !PAUSED_IN_BACKGROUND.has(name)) return;
+    const view = await this.views.get(name);
+    if (!view || this.current !== name) return;
+    if (document.hidden) view.hide();
+    else view.show();
   }
 
   // Each view's module is imported on first use; one that fails to load (not shipped, or

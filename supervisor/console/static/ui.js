@@ -2,12 +2,18 @@
 
 // el("button", {class: "primary", type: "button", onclick: f}, "Load") → <button>.
 // Attributes named on… become listeners; null/false ones are left out; true is a bare one.
+// A style attribute or an on… attribute given as text throws: the page's CSP would refuse
+// it without a word (the style not applied, the handler never run), so it is a bug to catch.
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
     if (value === null || value === undefined || value === false) continue;
-    if (name.startsWith("on") && typeof value === "function") {
+    const lower = name.toLowerCase();
+    if (lower.startsWith("on") && typeof value === "function") {
       node.addEventListener(name.slice(2), value);
+    } else if (lower === "style" || lower.startsWith("on")) {
+      throw new TypeError(`el(${tag}): no ${name} attribute (the CSP refuses inline ones); ` +
+        "use a class, or a function for a listener");
     } else {
       node.setAttribute(name, value === true ? "" : String(value));
     }

@@ -5,7 +5,7 @@ import { el, formatBytes, replace, say } from "../ui.js";
 import { createChart, plainNumber } from "./chart.js";
 
 const POLL_MS = 2000;
-const WINDOW_S = 300; // what the charts show of the history's ten minutes
+const WINDOW_S = 600; // the history's whole window: ten minutes
 
 const percent = (value) => (value === null || value === undefined ? "–" : `${value.toFixed(0)}%`);
 const millis = (value) => (value === null || value === undefined ? "–" : `${plainNumber(value)} ms`);
@@ -24,8 +24,12 @@ function modelIds(samples) {
   return ids;
 }
 
-function gpuCount(samples) {
-  return samples.reduce((most, sample) => Math.max(most, (sample.gpus || []).length), 0);
+// Every GPU's index that appears in the window, in order (a host's indexes need not be 0..n-1:
+// CUDA_VISIBLE_DEVICES, or a GPU that stopped answering).
+export function gpuIndexes(samples) {
+  const seen = new Set();
+  for (const sample of samples) for (const gpu of sample.gpus || []) seen.add(gpu.index);
+  return [...seen].sort((a, b) => a - b);
 }
 
 export function createView(section, ctx) {
@@ -89,11 +93,10 @@ export function createView(section, ctx) {
       span,
       total,
     );
-    const gpus = gpuCount(samples);
-    charts.gpu.node.hidden = gpus === 0;
-    charts.vram.node.hidden = gpus === 0;
-    if (gpus > 0) {
-      const each = [...Array(gpus).keys()];
+    const each = gpuIndexes(samples);
+    charts.gpu.node.hidden = each.length === 0;
+    charts.vram.node.hidden = each.length === 0;
+    if (each.length > 0) {
       const gpu = (s, i) => (s.gpus || []).find((g) => g.index === i) || null;
       charts.gpu.update(
         each.map((i) => ({

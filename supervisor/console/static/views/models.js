@@ -23,14 +23,17 @@ class ModelsView {
     this.cards = new Map(); // model id → its card's parts
     this.timer = null;
     this.shown = false;
-    this.notice = el("p", { class: "notice", hidden: true, role: "status" });
+    // Two lines of feedback: what the last action did (kept until the next action), and what
+    // is wrong with reading the models (cleared by the next refresh that reads them).
+    this.notice = el("p", { class: "notice", id: "models-notice", hidden: true, role: "status" });
+    this.problem = el("p", { class: "notice", id: "models-problem", hidden: true, role: "status" });
     this.list = el("div", { class: "cards", id: "model-cards" });
     const reload = el("button", { type: "button", onclick: () => this.reloadConfig() },
       "Reload configuration");
     const tools = el("div", { class: "toolbar" }, el("h2", {}, "Models"),
       this.admin ? reload : null);
     this.pullPanel = this.admin ? el("div", { id: "pull-panel", class: "panel" }) : null;
-    replace(section, tools, this.notice, this.list, this.pullPanel);
+    replace(section, tools, this.notice, this.problem, this.list, this.pullPanel);
     this.pull = this.admin ? this.mountPull() : Promise.resolve(null);
   }
 
@@ -46,6 +49,7 @@ class ModelsView {
   }
 
   show() {
+    if (this.shown) return;
     this.shown = true;
     this.refresh();
     this.pull.then((view) => view && this.shown && view.show());
@@ -62,14 +66,28 @@ class ModelsView {
     clearTimeout(this.timer);
     try {
       const models = await this.ctx.models();
+      const failures = [];
       const details = await Promise.all(models.map((model) =>
         this.ctx.api.json("GET", `/api/v2/models/${encodeURIComponent(model.id)}`)
-          .catch(() => null)));
+          .catch((error) => {
+            failures.push(`${model.id}: ${error.message}`);
+            return null;
+          })));
       this.render(models, details);
+      if (failures.length) {
+        say(this.problem, `Could not read the details of ${failures.join("; ")}`, "error");
+      } else if (models.length === 0) {
+        say(this.problem, "No models: put .gguf files in a models directory, or pull one.");
+      } else {
+        say(this.problem, "");
+      }
     } catch (error) {
-      say(this.notice, `Could not read the models: ${error.message}`, "error");
+      say(this.problem, `Could not read the models: ${error.message}`, "error");
     }
-    if (this.shown) this.timer = setTimeout(() => this.refresh(), REFRESH_MS);
+    // Cleared first: a refresh started while another was under way (an action's, or a quick
+    // hide and show) must not leave two timers running.
+    clearTimeout(this.timer);
+    this.timer = this.shown ? setTimeout(() => this.refresh(), REFRESH_MS) : null;
   }
 
   render(models, details) {
@@ -89,9 +107,6 @@ class ModelsView {
         card.root.remove();
         this.cards.delete(id);
       }
-    }
-    if (models.length === 0) {
-      say(this.notice, "No models: put .gguf files in a models directory, or pull one.");
     }
   }
 
@@ -204,13 +219,13 @@ function fillCard(card, model, info) {
     ["Load time", state && state.load_seconds != null ? `${formatNumber(state.load_seconds, 2)} s` : "–"],
     ["Loaded at", formatTime(state ? state.loaded_at : null)],
     ["Tokens/s", speed ? formatNumber(speed, 1) : "–"],
-    ["Type", model.metadata ? model.metadata.model_type : "–"],
+    ["Type", (model.metadata && model.metadata.model_type) || "–"],
   ];
   replace(card.facts, facts.map(([name, value]) => [
     el("dt", {}, name), el("dd", { "data-fact": name }, String(value))]));
   const kids = state ? state.children || [] : [];
   replace(card.children, kids.map((child) => el("p", { class: "child" },
-    el("strong", {}, child.role), ` pid ${child.pid ?? "–"} · ${child.threads} threads`,
+    el("strong", {}, child.role), ` pid ${child.pid ?? "–"} · ${child.threads == null ? "default" : child.threads} threads`,
     child.cpus.length ? ` · CPUs ${compactCpus(child.cpus)}` : "",
     child.gpus.length ? ` · GPU ${child.gpus.map((gpu) => `${gpu.index} ${gpu.name}`).join(", ")}`
       : " · CPU only")));

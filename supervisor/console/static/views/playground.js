@@ -23,6 +23,7 @@ class PlaygroundView {
   constructor(section, ctx) {
     this.ctx = ctx;
     this.history = []; // [{role, content}]
+    this.conversation = 0; // counts Clears: a reply from before one must not enter the new history
     this.controller = null;
     this.picker = el("select", { id: "chat-model", "aria-label": "Model" });
     this.maxTokens = el("input", { type: "number", id: "chat-max-tokens", min: 1, value: 256 });
@@ -79,6 +80,7 @@ class PlaygroundView {
 
   clear() {
     this.stop();
+    this.conversation += 1;
     this.history = [];
     replace(this.transcript);
     this.stats.textContent = "";
@@ -97,6 +99,7 @@ class PlaygroundView {
     const text = this.input.value.trim();
     const model = this.picker.value;
     if (!text || !model || this.controller) return;
+    const conversation = this.conversation;
     this.input.value = "";
     say(this.notice, "");
     this.history.push({ role: "user", content: text });
@@ -110,7 +113,7 @@ class PlaygroundView {
     this.stats.textContent = "waiting for the first token…";
     const body = {
       model,
-      messages: this.history,
+      messages: [...this.history],
       stream: true,
       max_tokens: Number.parseInt(this.maxTokens.value, 10) || 256,
       temperature: Number.parseFloat(this.temperature.value) || 0,
@@ -145,9 +148,11 @@ class PlaygroundView {
     reply.node.classList.remove("streaming");
     reply.node.dataset.outcome = outcome;
     if (outcome === "stopped") reply.node.append(el("span", { class: "muted stopped" }, " (stopped)"));
-    if (content) this.history.push({ role: "assistant", content });
-    else if (outcome !== "done") this.history.pop(); // the question got no answer: ask again
-    this.showSpeed(speedOf(timings, chunks, firstAt, performance.now()), outcome);
+    if (conversation === this.conversation) { // else cleared meanwhile: nothing to keep
+      if (content) this.history.push({ role: "assistant", content });
+      else if (outcome !== "done") this.history.pop(); // the question got no answer: ask again
+      this.showSpeed(speedOf(timings, chunks, firstAt, performance.now()), outcome);
+    }
     this.controller = null;
     this.send.disabled = false;
     this.stopButton.disabled = true;
