@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -14,11 +15,11 @@ from starlette.responses import StreamingResponse
 
 from supervisor.http.drain import Drain
 from supervisor.surfaces import services
+from supervisor.surfaces.follow import SSE_HEADERS, follow
 from supervisor.surfaces.schemas import ActivityList, MetricsHistoryReply, replies
 from supervisor.telemetry.activity import ActivityLog, Finished
 
 router = APIRouter(prefix="/api/v2", tags=["api/v2"])
-KEEPALIVE_S = 10.0  # a comment this often keeps proxies from timing the stream out
 ACTIVITY_SSE = "Server-sent events: data: {entry} per finished request, oldest first"
 
 
@@ -49,35 +50,17 @@ async def follow_activity(
     or the gateway shuts down."""
     drain: Drain = request.app.state.drain
     events = _follow(services.activity(request), recent, drain.stopping)
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _follow(log: ActivityLog, count: int, stopping: asyncio.Event) -> AsyncIterator[bytes]:
     with log.follow() as queue:  # before the recent ones, so no entry falls between the two
-        for entry in log.recent(count):
-            yield _event(entry, log.keep_text)
-        stop = asyncio.ensure_future(stopping.wait())
-        get: asyncio.Future[Finished] | None = None
-        try:
-            while not stop.done():
-                get = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({get, stop}, timeout=KEEPALIVE_S,
-                                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-                if get in done:
-                    yield _event(get.result(), log.keep_text)
-                    continue
-                get.cancel()
-                if not stop.done():
-                    yield b": keepalive\n\n"
-        finally:  # a client that goes leaves no task waiting on the queue (as logs.py)
-            stop.cancel()
-            if get is not None and not get.done():
-                get.cancel()
+        async for event in follow(log.recent(count), queue, stopping, partial(_event, log)):
+            yield event
 
 
-def _event(entry: Finished, with_text: bool) -> bytes:
-    return b"data: " + json.dumps(entry.as_json(with_text)).encode() + b"\n\n"
+def _event(log: ActivityLog, entry: Finished) -> bytes:
+    return b"data: " + json.dumps(entry.as_json(log.keep_text)).encode() + b"\n\n"
 
 
 @router.get(

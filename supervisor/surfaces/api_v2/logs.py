@@ -13,10 +13,10 @@ from starlette.responses import StreamingResponse
 from supervisor.children.logs import ChildLog, LogLine
 from supervisor.http.drain import Drain
 from supervisor.surfaces import services
+from supervisor.surfaces.follow import SSE_HEADERS, follow
 from supervisor.surfaces.schemas import ModelLogs, replies
 
 router = APIRouter(prefix="/api/v2", tags=["api/v2"])
-KEEPALIVE_S = 10.0  # a comment this often keeps proxies from timing the stream out
 Lines = Annotated[int, Query(ge=0, le=100_000, description="How many recent lines to send")]
 
 
@@ -46,28 +46,13 @@ async def follow_model_logs(
     entry = services.catalog(request).resolve(model_id)
     drain: Drain = request.app.state.drain
     events = _follow(services.child_logs(request).of(entry.id), lines, drain.stopping)
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _follow(log: ChildLog, count: int, stopping: asyncio.Event) -> AsyncIterator[bytes]:
     with log.follow() as queue:  # before the tail, so no line falls between the two
-        for line in log.tail(count):
-            yield _event(line)
-        stop = asyncio.ensure_future(stopping.wait())
-        try:
-            while not stop.done():
-                get = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({get, stop}, timeout=KEEPALIVE_S,
-                                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-                if get in done:
-                    yield _event(get.result())
-                    continue
-                get.cancel()
-                if not stop.done():
-                    yield b": keepalive\n\n"
-        finally:
-            stop.cancel()
+        async for event in follow(log.tail(count), queue, stopping, _event):
+            yield event
 
 
 def _event(line: LogLine) -> bytes:
