@@ -9,12 +9,12 @@ import contextlib
 import logging
 import re
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from supervisor.clock import iso
+from supervisor.followed import FollowedRing
 from supervisor.redact import redact_paths
 
 FOLLOWER_BACKLOG = 1000  # lines a slow follower may fall behind before it misses some
@@ -56,30 +56,18 @@ class ChildLog:
     """One model's lines, newest last."""
 
     def __init__(self, size: int, clock: Callable[[], float] = time.time) -> None:
-        self._lines: deque[LogLine] = deque(maxlen=size)
-        self._followers: set[asyncio.Queue[LogLine]] = set()
+        self._lines: FollowedRing[LogLine] = FollowedRing(size, FOLLOWER_BACKLOG)
         self._clock = clock
 
     def append(self, role: str, pid: int | None, line: str) -> None:
-        entry = LogLine(self._clock(), role, pid, line)
-        self._lines.append(entry)
-        for queue in self._followers:
-            with contextlib.suppress(asyncio.QueueFull):  # a stalled follower misses lines
-                queue.put_nowait(entry)
+        self._lines.append(LogLine(self._clock(), role, pid, line))
 
     def tail(self, count: int) -> list[LogLine]:
-        if count <= 0:
-            return []
-        return list(self._lines)[-count:]
+        return self._lines.recent(count)
 
-    @contextlib.contextmanager
-    def follow(self) -> Iterator[asyncio.Queue[LogLine]]:
-        queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=FOLLOWER_BACKLOG)
-        self._followers.add(queue)
-        try:
-            yield queue
-        finally:
-            self._followers.discard(queue)
+    def follow(self) -> contextlib.AbstractContextManager[asyncio.Queue[LogLine]]:
+        """A queue that gets every line appended from now on, while the block runs."""
+        return self._lines.follow()
 
 
 class ChildLogs:

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
-from types import MappingProxyType
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from supervisor.http.drain import Drain
 from supervisor.models.pulls.progress import Pull, PullEvent
+from supervisor.surfaces.follow import KEEPALIVE, KEEPALIVE_S, SSE_HEADERS
 
-KEEPALIVE_S = 10.0  # a comment this often keeps proxies from timing a stalled pull out
-HEADERS: Mapping[str, str] = MappingProxyType(
-    {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-)
 SHUTTING_DOWN = "the gateway is shutting down: the partial file is kept, and pulling the same "
 SHUTTING_DOWN += "URL again resumes it"
 
@@ -28,7 +24,7 @@ def pull_response(request: Request, pull: Pull) -> StreamingResponse:
     shutdown for its whole grace), and stops the pull when it closes."""
     drain: Drain = request.app.state.drain
     events = _events(pull, drain.stopping)
-    return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def sse(event: PullEvent) -> bytes:
@@ -52,7 +48,7 @@ async def _events(pull: Pull, stopping: asyncio.Event) -> AsyncIterator[bytes]:
                 event = step.result()
             except StopAsyncIteration:
                 return
-            yield b": keepalive\n\n" if event is None else sse(event)
+            yield KEEPALIVE if event is None else sse(event)
     finally:
         stop.cancel()
         if step is not None and not step.done():  # the follower must rest before it closes

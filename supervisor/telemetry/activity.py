@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from supervisor.followed import FollowedRing
 from supervisor.telemetry.activity_text import completion_text, prompt_text
 from supervisor.telemetry.tokens import TokenMeter
 
@@ -113,10 +113,9 @@ class ActivityLog:
     ) -> None:
         self.keep_text = keep_text
         self.totals = Totals()
-        self._ring: deque[Finished] = deque(maxlen=max(0, size))  # 0: none kept
+        self._ring: FollowedRing[Finished] = FollowedRing(size, FOLLOWER_BACKLOG)  # 0: none kept
         self._wall = wall
         self._next_id = 1
-        self._followers: set[asyncio.Queue[Finished]] = set()
 
     def record(
         self,
@@ -154,24 +153,11 @@ class ActivityLog:
                 totals.first_tokens = [first_token]
             elif len(totals.first_tokens) < MAX_FIRST_TOKENS:
                 totals.first_tokens.append(first_token)
-        if self._followers:
-            for queue in self._followers:
-                with contextlib.suppress(asyncio.QueueFull):  # a stalled follower misses some
-                    queue.put_nowait(entry)
 
     def recent(self, count: int) -> list[Finished]:
         """The last ``count`` entries, oldest first."""
-        if count <= 0:
-            return []
-        ring = self._ring
-        return list(ring)[-count:] if count < len(ring) else list(ring)
+        return self._ring.recent(count)
 
-    @contextlib.contextmanager
-    def follow(self) -> Iterator[asyncio.Queue[Finished]]:
+    def follow(self) -> contextlib.AbstractContextManager[asyncio.Queue[Finished]]:
         """A queue that gets every entry recorded from now on, while the block runs."""
-        queue: asyncio.Queue[Finished] = asyncio.Queue(maxsize=FOLLOWER_BACKLOG)
-        self._followers.add(queue)
-        try:
-            yield queue
-        finally:
-            self._followers.discard(queue)
+        return self._ring.follow()

@@ -41,7 +41,7 @@ from supervisor.models.pulls.transfer import (
     open_part,
     validator_path,
 )
-from supervisor.surfaces.pull_stream import HEADERS
+from supervisor.surfaces.follow import SSE_HEADERS as HEADERS
 
 MakeGGUF = Callable[..., Path]
 
