@@ -44,6 +44,8 @@ system-deps:
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+		missing="$$missing postgresql"; \
 	[ "$$(uname -s)" != Linux ] || command -v systemd-analyze >/dev/null 2>&1 || \
 		missing="$$missing systemd"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build llama.cpp's `llama-server` and cache it outside the checkout.
+# Build llama.cpp's `llama-server` (and its RPC worker, `ggml-rpc-server`) and cache
+# them outside the checkout.
 #
 # The source is llama.cpp as carried inside a pinned PyPI source distribution
 # (llama-cpp-python's sdist ships it under vendor/llama.cpp), or any llama.cpp
@@ -19,6 +20,7 @@ usage() {
 Usage: $(basename "$0") [options]
 
 Builds llama-server and prints its absolute path as the last line of stdout.
+llama.cpp's RPC worker (ggml-rpc-server) is built into the same bin/ directory.
 
 Options:
   --backend cpu|cuda|metal   GPU backend (default: metal on Apple Silicon, else cpu)
@@ -30,6 +32,9 @@ Options:
                              (default: \$LLAMA_SUPERVISOR_CACHE or ~/.cache/llama-supervisor)
   --amx                      keep ggml's AMX kernels on x86-64 (left out by default: they
                              crash where the OS does not grant AMX state, e.g. some VMs)
+  --rpc                      build llama.cpp's RPC backend and worker (the default; kept
+                             as a flag for scripts that ask for it)
+  --no-rpc                   leave the RPC backend and worker out
   --force                    rebuild even when a cached build exists
   --print-key                print the cache key and exit
   -h, --help                 show this help
@@ -65,6 +70,7 @@ CACHE_DIR="${LLAMA_SUPERVISOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llama-super
 FORCE=0
 PRINT_KEY=0
 KEEP_AMX=0
+WITH_RPC=1
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -75,6 +81,8 @@ while [ $# -gt 0 ]; do
     --cache-dir) CACHE_DIR="${2:?--cache-dir needs a directory}"; shift 2 ;;
     --force) FORCE=1; shift ;;
     --amx) KEEP_AMX=1; shift ;;
+    --rpc) WITH_RPC=1; shift ;;
+    --no-rpc) WITH_RPC=0; shift ;;
     --print-key) PRINT_KEY=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
@@ -162,6 +170,16 @@ backend_flags() {
   esac
 }
 
+# The RPC worker's CMake target: ggml-rpc-server in our pinned llama.cpp, rpc-server in
+# older checkouts (the BitNet fork's included).
+rpc_target() {
+  if grep -q 'ggml-rpc-server' "$SOURCE_DIR/tools/rpc/CMakeLists.txt" 2>/dev/null; then
+    echo ggml-rpc-server
+  else
+    echo rpc-server
+  fi
+}
+
 main() {
   SOURCE_ID=""
   VERSION_FLAGS=()
@@ -189,6 +207,9 @@ main() {
     flags+=("-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
             "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
   fi
+  # llama.cpp's RPC backend lets a child put layers on other machines' rpc-server workers
+  # (`--rpc host:port`); the flag is part of the cache key.
+  if [ "$WITH_RPC" = 1 ]; then flags+=(-DGGML_RPC=ON); fi
   local bflag
   bflag="$(backend_flags)"
   if [ -n "$bflag" ]; then flags+=("$bflag"); fi
@@ -212,12 +233,16 @@ main() {
   log "build directory: $out/build"
   mkdir -p "$out"
   cmake -S "$SOURCE_DIR" -B "$out/build" "${flags[@]}" >&2
-  cmake --build "$out/build" --config Release --target llama-server -j "$JOBS" >&2
-  local built
-  built="$(find "$out/build" -type f -name llama-server -perm -u+x | head -n1)"
-  [ -n "$built" ] || die "the build finished but produced no llama-server binary"
+  local targets=(llama-server)
+  if [ "$WITH_RPC" = 1 ]; then targets+=("$(rpc_target)"); fi
+  cmake --build "$out/build" --config Release --target "${targets[@]}" -j "$JOBS" >&2
   mkdir -p "$out/bin"
-  cp "$built" "$binary.tmp" && mv "$binary.tmp" "$binary"
+  local target built
+  for target in "${targets[@]}"; do
+    built="$(find "$out/build" -type f -name "$target" -perm -u+x | head -n1)"
+    [ -n "$built" ] || die "the build finished but produced no $target binary"
+    cp "$built" "$out/bin/$target.tmp" && mv "$out/bin/$target.tmp" "$out/bin/$target"
+  done
   {
     echo "source=$SOURCE_ID backend=$BACKEND"
     printf 'flags=%s\n' "${flags[*]}"

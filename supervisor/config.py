@@ -61,6 +61,12 @@ class ModelSettings(BaseModel):
         description="multimodal projector (--mmproj): a file name in the model's folder, or a "
         "path; unset: an mmproj*.gguf beside the model is paired by name; empty: none",
     )
+    rpc: list[str] | None = Field(
+        default=None,
+        description="llama.cpp RPC workers (`llama-supervisor rpc-worker`) as host:port, whose "
+        "devices take this model's layers (--rpc, with n_gpu_layers); unset: the global rpc; "
+        "empty: none",
+    )
 
     @field_validator("extra_args")
     @classmethod
@@ -72,6 +78,29 @@ class ModelSettings(BaseModel):
             raise ValueError(f"extra_args may not set {', '.join(taken)}: children listen on "
                              "127.0.0.1 on a port the gateway picks")  # fmt: skip
         return value
+
+
+class PeerSettings(BaseModel):
+    """Another OpenAI-compatible server whose models the gateway serves too (another
+    llama-supervisor, a llama-server, vLLM, ...)."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the peer's name: its models are also served as <name>/<model id>",
+    )
+    url: str = Field(
+        pattern=r"^http://[^/?#\s]+/?$",
+        description="the peer's base address, http://host:port (its /v1 routes are used)",
+    )
+    api_key: SecretStr | None = Field(default=None, description="key sent to the peer")
+    models: list[str] | None = Field(
+        default=None, description="the peer's models to serve; unset: what its /v1/models lists"
+    )
+    spillover: bool = Field(
+        default=True,
+        description="take requests for a model served both here and by this peer when the "
+        "local queue is full (instead of a 429)",
+    )
 
 
 class Settings(BaseSettings):
@@ -263,8 +292,43 @@ class Settings(BaseSettings):
         description="folders models may be imported from (POST /v1/import, `models import`), "
         "e.g. a mounted SD card; none: imports from paths are refused",
     )
+    peers: list[PeerSettings] = Field(
+        default_factory=list,
+        description="other OpenAI-compatible servers whose models the gateway serves too "
+        "([[peers]]: name, url, api_key, models, spillover)",
+    )
+    peer_check_interval_s: float = Field(
+        default=5.0, gt=0, description="how often each peer's /v1/models is checked"
+    )
+    peer_timeout_s: float = Field(
+        default=3.0, gt=0, description="longest a peer's check (and a connection to it) may take"
+    )
+    rpc: list[str] = Field(
+        default_factory=list,
+        description="llama.cpp RPC workers (host:port) every model's children use (--rpc); a "
+        "model's own rpc wins",
+    )
+    rpc_allow_public: bool = Field(
+        default=False,
+        description="allow RPC workers on public addresses (rpc-server has no authentication: "
+        "keep workers on a private network); off: only loopback and private addresses",
+    )
+    sessions_url: str | None = Field(
+        default=None,
+        description="where /api sessions are kept: postgresql://user:pass@host/db (shared by "
+        "several gateways); unset: SQLite in data_dir",
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="build/model cache")
     data_dir: Path = Field(default=Path("data"), description="sessions database lives here")
+
+    @field_validator("peers")
+    @classmethod
+    def _unique_peers(cls, value: list[PeerSettings]) -> list[PeerSettings]:
+        names = [peer.name for peer in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"peer names must be unique: {', '.join(twice)}")
+        return value
 
     @field_validator("log_level")
     @classmethod
