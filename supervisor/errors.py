@@ -22,7 +22,8 @@ Lower layers' exceptions (httpx, OSError, gguf) are translated once, where they 
     ├── QueueFull                   429 (Retry-After) the model's queue is full
     ├── ModelUnavailable            503 (Retry-After) model not loaded and not loadable now
     │   ├── QueueTimeout            503 no slot freed within the queue's maximum wait
-    │   └── InsufficientMemory      503 the model does not fit, and nothing can be evicted
+    │   ├── InsufficientMemory      503 the model does not fit, and nothing can be evicted
+    │   └── PeerUnavailable         503 the peer serving the model is down (or gone)
     ├── ModelLoadError              503 the child failed to start; carries its last stderr lines
     ├── BackendError                502 the child failed or vanished while serving a request
     ├── ChildRejected               4xx/5xx as the child said, for surfaces that reshape errors
@@ -213,6 +214,18 @@ class QueueTimeout(ModelUnavailable):
 class InsufficientMemory(ModelUnavailable):
     code = "insufficient_memory"
     retry_after = 30
+
+
+class PeerUnavailable(ModelUnavailable):
+    """A request for a peer's model while that peer is down, or no longer configured: a quick
+    503, never a wait on a dead address."""
+
+    code = "peer_unavailable"
+
+    def __init__(self, peer: str, model: str, reason: str = "is down") -> None:
+        super().__init__(f"Peer '{peer}' {reason}: model '{model}' is unavailable", param="model")
+        self.peer = peer
+        self.model = model
 
 
 class ModelLoadError(SupervisorError):

@@ -1,5 +1,5 @@
 """Configuration reload (SIGHUP, or ``POST /api/v2/reload``): the settings and keys in force,
-re-read on demand and applied to the catalog, the request limits and the models."""
+re-read on demand and applied to the catalog, the request limits, the models and the peers."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from supervisor.http.auth import KeyRing, load_keys
 from supervisor.lifecycle.manager import ModelManager
 from supervisor.models.catalog import Catalog
 from supervisor.models.registry import ModelEntry, Registry
+from supervisor.peers.directory import Peers
 from supervisor.redact import redact_paths
 from supervisor.relay.limits import Limits
 
@@ -32,6 +33,7 @@ class Reloader:
         catalog: Catalog,
         limits: Limits,
         manager: ModelManager,
+        peers: Peers | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
@@ -40,6 +42,7 @@ class Reloader:
         self._catalog = catalog
         self._limits = limits
         self._manager = manager
+        self._peers = peers
         self._lock = asyncio.Lock()
 
     async def reload(self) -> dict[str, list[str]]:
@@ -56,6 +59,8 @@ class Reloader:
             self.settings, self.keys = settings, keys
             self._catalog.replace(registry, settings)
             self._limits.apply(settings)
+            if self._peers is not None:
+                self._peers.replace(settings)
             LOG.info("configuration reloaded: %s", report)
             return report
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import httpx
 
@@ -86,6 +86,15 @@ class Backend:
         return self.process.base_url
 
     @property
+    def model_id(self) -> str:
+        return self.entry.id
+
+    @property
+    def upstream_model(self) -> str | None:
+        """A child serves one model whatever a body names: the body goes on as it came."""
+        return None
+
+    @property
     def slot_context(self) -> int:
         """Tokens of context one of its slots holds."""
         return slot_context(self.entry, self.ctx_size, self.parallel)
@@ -97,11 +106,35 @@ class Backend:
         return self.in_flight < self.parallel
 
 
-class Lease:
-    """One request's hold on a backend slot. Release is idempotent (streams end in odd ways)
-    and tells the owner, so queued requests move up and drains notice the end."""
+class Target(Protocol):
+    """Where a leased request goes, as the relay sees it: a child (``Backend``) or another
+    server's model (``supervisor/peers``)."""
 
-    def __init__(self, backend: Backend, on_release: Callable[[Backend], None]) -> None:
+    in_flight: int
+    idle: asyncio.Event
+
+    @property
+    def model_id(self) -> str:
+        """The model's name as the client knows it, for errors and logs."""
+
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def api_key(self) -> str | None: ...
+    @property
+    def upstream_model(self) -> str | None:
+        """The name the request's body must give as its ``model`` there; None: as it came."""
+
+
+TargetT = TypeVar("TargetT", bound=Target, covariant=True)
+
+
+class Lease(Generic[TargetT]):
+    """One request's hold on a slot of ``backend``: a child's, or a peer's. Release is
+    idempotent (streams end in odd ways) and tells the owner, so queued requests move up and
+    drains notice the end."""
+
+    def __init__(self, backend: TargetT, on_release: Callable[[TargetT], None]) -> None:
         self.backend = backend
         self._on_release = on_release
         self._released = False

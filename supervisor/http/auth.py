@@ -2,8 +2,9 @@
 
 Two kinds of key: inference keys reach every model route; admin keys reach everything,
 including the admin routes (load, unload, swap, reload, logs, pull and import, the activity
-log, a child's slots and LoRA adapters) and the host's figures (``/api/v2/metrics``,
-``/v1/stats``). No key configured at all means the gateway is open, as before keys existed.
+log, a child's slots and LoRA adapters), the host's figures (``/api/v2/metrics``,
+``/v1/stats``) and the peers (``/v1/peers``). No key configured at all means the gateway is
+open, as before keys existed.
 ``/health`` (both forms), the API docs and the console's files (``/ui/``: the page asks for a
 key itself) stay public, so probes and people can always find out what is there.
 """
@@ -46,11 +47,13 @@ ADMIN_PATH = re.compile(
     r"^/api/(?:v2/(?:reload|activity(?:/.*)?|metrics/history|models/pulls?(?:/.*)?)"
     r"|(?:v2/)?models/.+/(?:load|unload|swap|logs(?:/.*)?))$"
 )
-# The host's own figures (CPU, memory, GPU): for operators, not for every inference key;
-# bringing a model in (``/v1/import``); and the relayed routes declared admin
-# (``relay/table.Relay.admin``: a child's slots, its LoRA adapters), whatever the method.
+# The host's own figures (CPU, memory, GPU) and the peers' addresses (``/v1/peers``): for
+# operators, not for every inference key; bringing a model in (``/v1/import``); and the
+# relayed routes declared admin (``relay/table.Relay.admin``: a child's slots, its LoRA
+# adapters), whatever the method.
 ADMIN_READS = frozenset(
-    {"/api/v2/metrics", "/v1/stats", "/v1/import"} | {path for _, path in ADMIN_RELAYS}
+    {"/api/v2/metrics", "/v1/stats", "/v1/import", "/v1/peers"}
+    | {path for _, path in ADMIN_RELAYS}
 )
 
 

@@ -77,7 +77,7 @@ class ManagedModel:
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()  # one load, unload or swap at a time
         self._loading: asyncio.Task[Backend] | None = None
-        self._waiters: deque[asyncio.Future[Lease | None]] = deque()
+        self._waiters: deque[asyncio.Future[Lease[Backend] | None]] = deque()
         self._retiring: set[Backend] = set()  # stopped on purpose: their exit is no crash
         self._restart_on_exit: set[Backend] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -93,7 +93,7 @@ class ManagedModel:
             return backend
         return None
 
-    async def acquire(self, *, autoload: bool) -> Lease:
+    async def acquire(self, *, autoload: bool) -> Lease[Backend]:
         """A slot on the current child: loading the model, or waiting for a swap, an unload
         or a restart to settle, or queueing (FIFO) until a slot frees."""
         while True:
@@ -113,7 +113,7 @@ class ManagedModel:
             else:
                 await self._changed.wait()
 
-    def try_acquire(self) -> Lease | None:
+    def try_acquire(self) -> Lease[Backend] | None:
         """A slot on the current child at once, if one is free and nobody queues for it;
         else None (``acquire`` waits, loads or refuses)."""
         backend = self.serving()
@@ -121,11 +121,11 @@ class ManagedModel:
             return None
         return Lease(backend, self._released)
 
-    async def _enqueue(self) -> Lease | None:
+    async def _enqueue(self) -> Lease[Backend] | None:
         settings = self._host.settings
         if self.queued >= settings.queue_max:
             raise QueueFull(f"Model '{self.entry.id}' has {self.queued} requests queued")
-        waiter: asyncio.Future[Lease | None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Lease[Backend] | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout(settings.queue_timeout_s):

@@ -62,10 +62,10 @@ class ModelTable:
     def remove(self, key: tuple[str, Role]) -> None:
         self._models.pop(key, None)
 
-    async def acquire(self, entry: ModelEntry, role: Role, *, autoload: bool) -> Lease:
+    async def acquire(self, entry: ModelEntry, role: Role, *, autoload: bool) -> Lease[Backend]:
         return await self.model(entry, serving_role(entry, role)).acquire(autoload=autoload)
 
-    def try_acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease | None:
+    def try_acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease[Backend] | None:
         """A slot at once, or None where ``acquire`` would have to wait, load or refuse."""
         model = self.get(entry, serving_role(entry, role))
         return model.try_acquire() if model is not None else None

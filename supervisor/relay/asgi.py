@@ -13,7 +13,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from supervisor.children.child import Lease
+from supervisor.children.child import Lease, Target
 from supervisor.errors import BackendError
 from supervisor.relay.disconnect import DisconnectWatch
 from supervisor.relay.failures import CLIENT_CLOSED_REQUEST, map_upstream_errors, stream_broke
@@ -23,6 +23,7 @@ from supervisor.relay.stream import (
     passed_headers,
     stream_headers,
 )
+from supervisor.relay.targets import named_body
 from supervisor.relay.upstream import (
     JSON,
     RawHeaders,
@@ -47,7 +48,7 @@ class Proxy:
 
     async def forward(
         self,
-        acquire: Callable[[], Awaitable[Lease]],
+        acquire: Callable[[], Awaitable[Lease[Target]]],
         path: str,
         body: bytes,
         stream: StreamTranslator,
@@ -80,7 +81,7 @@ class Proxy:
 
     async def fetch_json(
         self,
-        acquire: Callable[[], Awaitable[Lease]],
+        acquire: Callable[[], Awaitable[Lease[Target]]],
         path: str,
         body: bytes,
         receive: Receive,
@@ -95,27 +96,33 @@ class Proxy:
         try:
             return upstream.status_code, json.loads(content)
         except ValueError as exc:
-            raise BackendError(f"Model '{lease.backend.entry.id}' answered no JSON") from exc
+            raise BackendError(f"Model '{lease.backend.model_id}' answered no JSON") from exc
 
     async def _exchange(
         self,
-        acquire: Callable[[], Awaitable[Lease]],
+        acquire: Callable[[], Awaitable[Lease[Target]]],
         path: str,
         body: bytes,
         receive: Receive,
         method: str = "POST",
         content_type: str = JSON,
-    ) -> tuple[Lease, UpstreamResponse, bytes] | None:
+    ) -> tuple[Lease[Target], UpstreamResponse, bytes] | None:
         """The lease, the child's response (open if it streams) and its body if it does not;
         None if the client disconnected first (everything is released then)."""
-        lease: Lease | None = None
+        lease: Lease[Target] | None = None
         upstream: UpstreamResponse | None = None
         content = b""
         try:
             with DisconnectWatch(receive) as watch:
                 lease = await acquire()
-                with map_upstream_errors(lease.backend.entry.id):
+                with map_upstream_errors(lease.backend.model_id):
                     backend = lease.backend
+                    if (
+                        backend.upstream_model is not None
+                        and method == "POST"
+                        and content_type == JSON
+                    ):
+                        body = named_body(body, backend.upstream_model)  # as the peer knows it
                     upstream = await self._pool.post(
                         backend.base_url, path, body, backend.api_key,
                         method=method, content_type=content_type,
@@ -131,7 +138,7 @@ class Proxy:
         return lease, upstream, content
 
 
-def _close(upstream: UpstreamResponse | None, lease: Lease | None) -> None:
+def _close(upstream: UpstreamResponse | None, lease: Lease[Target] | None) -> None:
     if upstream is not None:
         upstream.close()
     if lease is not None:
@@ -149,7 +156,7 @@ class RelayResponse(Response):
     def __init__(
         self,
         upstream: UpstreamResponse,
-        lease: Lease,
+        lease: Lease[Target],
         stream: StreamTranslator,
         headers: RawHeaders,
     ) -> None:
@@ -177,7 +184,7 @@ class RelayResponse(Response):
             async for chunk in self._stream.chunks(self._upstream.aiter_raw()):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except (UpstreamError, ValueError) as exc:
-            model = self._lease.backend.entry.id
+            model = self._lease.backend.model_id
             LOG.warning("[%s] stream broke: %r", model, exc)
             tail = self._stream.error(stream_broke(model))
             await send({"type": "http.response.body", "body": tail, "more_body": True})

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, Protocol
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from supervisor.children.child import Backend, Lease
+from supervisor.children.child import Lease, Target
 from supervisor.errors import SupervisorError
 from supervisor.http.admission import Admission
 from supervisor.http.error_responses import (
@@ -41,6 +41,7 @@ from supervisor.relay.failures import CLIENT_CLOSED_REQUEST, backend_failed, str
 from supervisor.relay.plan import RelayPlan, RelayServices, plan_relay
 from supervisor.relay.stream import is_event_stream, passed_headers, stream_headers
 from supervisor.relay.table import RELAYS, ModelFrom, Relay
+from supervisor.relay.targets import named_body
 from supervisor.relay.upstream import (
     Address,
     Connection,
@@ -125,7 +126,7 @@ class RelayLane:
         assert self.services is not None  # admitted
         return Exchange(self, self.services, client, route, body, keep_alive)
 
-    def upstream(self, backend: Backend, path: str) -> Upstream:
+    def upstream(self, backend: Target, path: str) -> Upstream:
         """Where to send a request for ``path`` to ``backend``, and its head but for the
         body's length: made once per child and path."""
         key = (backend.base_url, path, backend.api_key)
@@ -149,7 +150,7 @@ class Exchange:
     made for every request, and the fewer steps before its request is sent, the sooner."""
 
     _plan: RelayPlan | None = None
-    _lease: Lease | None = None
+    _lease: Lease[Target] | None = None
     _upstream = Upstream(("", 0), b"")
     _connection: Connection | None = None
     _task: asyncio.Task[None] | None = None
@@ -183,7 +184,7 @@ class Exchange:
         self._lane.drain.enter()
         try:
             self._plan = plan = plan_relay(self._services, self._route, self._body)
-            lease = self._services.manager.try_acquire(plan.entry, self._route.role)
+            lease = self._services.targets.try_acquire(plan.entry, self._route.role)
             if lease is None:
                 self._wait(self._acquire(plan))
             else:
@@ -197,10 +198,12 @@ class Exchange:
             self._answer_error(internal_error_answer(self._route.path))
 
     async def _acquire(self, plan: RelayPlan) -> None:
-        self._send(await self._services.manager.acquire(plan.entry, self._route.role))
+        self._send(await self._services.targets.acquire(plan.entry, self._route.role))
 
-    def _send(self, lease: Lease) -> None:
+    def _send(self, lease: Lease[Target]) -> None:
         self._lease = lease
+        if lease.backend.upstream_model is not None:  # a peer's: named as the peer knows it
+            self._body = named_body(self._body, lease.backend.upstream_model)
         self._upstream = self._lane.upstream(lease.backend, self._route.path)
         connection = self._pool.take(self._upstream.address)
         if connection is None:

@@ -13,13 +13,14 @@ from starlette.responses import Response
 from supervisor.errors import BadRequest
 from supervisor.http.observer import note_model, request_record
 from supervisor.lifecycle.manager import ModelManager
-from supervisor.models.catalog import Catalog
+from supervisor.models.catalog import Catalog, Served
 from supervisor.models.registry import ModelEntry
 from supervisor.redact import scrub_paths
 from supervisor.relay.asgi import Proxy
 from supervisor.relay.limits import Limits
 from supervisor.relay.stream import Passthrough
 from supervisor.relay.table import ModelFrom, Relay
+from supervisor.relay.targets import Targets
 from supervisor.relay.upstream import JSON
 from supervisor.surfaces import errors as surfaces
 from supervisor.surfaces.form import form_field
@@ -32,14 +33,16 @@ from supervisor.telemetry.tokens import TokenMeter
 @dataclass(frozen=True)
 class RelayServices:
     """What relaying needs, on either way in: which model (``catalog``) within which limits,
-    a slot on its child (``manager``), the upstream connections (``proxy``) and the token
-    meters (``telemetry``). Built in the app's lifespan (``app.state.relay_services``)."""
+    a slot on its child or peer (``targets``; the children's ``manager``), the upstream
+    connections (``proxy``) and the token meters (``telemetry``). Built in the app's lifespan
+    (``app.state.relay_services``)."""
 
     catalog: Catalog
     limits: Limits
     manager: ModelManager
     proxy: Proxy
     telemetry: Telemetry
+    targets: Targets
 
 
 def relay_services(request: Request) -> RelayServices:
@@ -53,7 +56,7 @@ class RelayPlan:
     answers, its token meter and the stream translator that passes the child's bytes on
     (made then, so that nothing delays the request on its way to the child)."""
 
-    entry: ModelEntry
+    entry: Served
     route: Relay
     telemetry: Telemetry
     record: RequestRecord | None = None  # the ASGI way's: its activity entry shows the meter's
@@ -112,8 +115,13 @@ def plan_relay(
         if route.method == "POST":
             openai_dialect.parse_json(body)  # llama-server answers bad JSON with a 500
         name = query_model or None
-    entry = services.catalog.pick(name)
-    if route.needs is not None and route.needs not in entry.capabilities:
+    entry = services.catalog.serve(name)
+    # A peer's model: the peer answers for what it can serve.
+    if (
+        route.needs is not None
+        and isinstance(entry, ModelEntry)
+        and route.needs not in entry.capabilities
+    ):
         raise BadRequest(
             f"Model '{entry.id}' cannot serve {route.path}: it has no {route.needs} projector",
             param="model",
@@ -136,7 +144,7 @@ async def relay(request: Request, route: Relay) -> Response:
     note_model(request.scope, plan.entry.id)
     query = request.scope.get("query_string", b"").decode("latin-1")
     return await services.proxy.forward(
-        lambda: services.manager.acquire(plan.entry, route.role),
+        lambda: services.targets.acquire(plan.entry, route.role),
         f"{route.path}?{query}" if query else route.path, body, plan.stream, request.receive,
         answer=plan.counted_answer, method=route.method, content_type=content_type,
     )  # fmt: skip

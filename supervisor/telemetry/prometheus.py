@@ -2,14 +2,16 @@
 
 Requests are observed by ``http/observer.py``'s ``RequestObserver``, for both ways in; model
 states, queues, in-flight requests and each running child's placement are read from the model
-manager at scrape time; lifecycle counters arrive as ``LifecycleEvents``; and tokens are
-counted from llama-server's ``usage`` or ``timings`` by ``TokenMeter``s.
+manager at scrape time, and the peers' health from their listing; lifecycle counters arrive
+as ``LifecycleEvents``; and tokens are counted from llama-server's ``usage`` or ``timings`` by
+``TokenMeter``s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -50,6 +52,8 @@ class Telemetry:
         ProcessCollector(registry=registry)
         self._models: Callable[[], Iterable[ManagedModel]] = list
         registry.register(_ModelsCollector(lambda: self._models()))
+        self._peers: Callable[[], Iterable[dict[str, Any]]] = list
+        registry.register(_PeersCollector(lambda: self._peers()))
         self.requests = Counter(
             PREFIX + "requests",
             "HTTP requests answered, by route template, method, model and status",
@@ -135,6 +139,10 @@ class Telemetry:
     def watch(self, models: Callable[[], Iterable[ManagedModel]]) -> None:
         """Read the managed models (states, queues, in flight) from ``models`` when scraped."""
         self._models = models
+
+    def watch_peers(self, listing: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        """Read the peers' health from ``listing`` (``Peers.listing``) when scraped."""
+        self._peers = listing
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -283,4 +291,35 @@ class _ModelsCollector:
                 "memory goes (RAM or VRAM)",
                 ["model", "role", "cpus", "gpus", "memory"],
             ),
+        )
+
+
+class _PeersCollector:
+    """Each peer's health, as ``GET /v1/peers`` shows it at scrape time."""
+
+    def __init__(self, listing: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        self._listing = listing
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        up, latency, in_flight = families = self._families()
+        for peer in self._listing():
+            labels = [peer["name"]]
+            up.add_metric(labels, 1.0 if peer["state"] == "up" else 0.0)
+            if peer["latency_ms"] is not None:
+                latency.add_metric(labels, peer["latency_ms"] / 1000)
+            in_flight.add_metric(labels, peer["in_flight"])
+        return iter(families)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        def gauge(name: str, help_text: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(PREFIX + name, help_text, labels=["peer"])
+
+        return (
+            gauge("peer_up", "1 while the peer's last check succeeded, else 0"),
+            gauge("peer_check_seconds", "How long the peer's last check took"),
+            gauge("peer_in_flight_requests", "Requests relayed to the peer now"),
         )

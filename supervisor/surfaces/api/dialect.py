@@ -10,11 +10,13 @@ without reports None. A caller that knows better (configuration, say) passes ``t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
 from supervisor.lifecycle.state import ModelState, ModelStatus
 from supervisor.models.registry import ModelEntry
+from supervisor.peers.model import PeerModel
 
 EMBEDDED_TEMPLATE = "chat"
 
@@ -51,9 +53,27 @@ def model_entry(
     }
 
 
-def models_list(pairs: list[tuple[ModelEntry, ModelStatus]]) -> dict[str, Any]:
-    """``GET /api/models``."""
-    return {"models": [model_entry(entry, status) for entry, status in pairs]}
+def peer_model_entry(model: PeerModel) -> dict[str, Any]:
+    """A peer's model in the /api shape: what its peer's /v1/models tells is only its name;
+    it is listed while the peer is up, so it is loaded as far as a client can tell."""
+    return {
+        "name": model.id,
+        "family": None,
+        "size_mb": 0,
+        "quantization": None,
+        "context_size": None,
+        "template": None,
+        "parameters": {},
+        "loaded": True,
+    }
+
+
+def models_list(
+    pairs: list[tuple[ModelEntry, ModelStatus]], peers: Sequence[PeerModel] = ()
+) -> dict[str, Any]:
+    """``GET /api/models``: the local models, then the peers' (``Peers.models``)."""
+    local = [model_entry(entry, status) for entry, status in pairs]
+    return {"models": local + [peer_model_entry(model) for model in peers]}
 
 
 def load_response(name: str) -> dict[str, Any]:

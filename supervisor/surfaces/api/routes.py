@@ -23,7 +23,8 @@ router = APIRouter(prefix="/api", tags=["api"])
 async def list_models(request: Request) -> dict[str, Any]:
     manager = services.manager(request)
     entries = services.catalog(request).entries()
-    return api_dialect.models_list([(e, manager.status(e)) for e in entries])
+    pairs = [(e, manager.status(e)) for e in entries]
+    return api_dialect.models_list(pairs, services.peer_models(request))
 
 
 @router.get(

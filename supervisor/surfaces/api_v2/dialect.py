@@ -9,6 +9,7 @@ placement (threads, CPUs, polling, GPUs) included.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -18,6 +19,7 @@ from supervisor.errors import BadRequest
 from supervisor.lifecycle.state import ModelState, ModelStatus
 from supervisor.models.memory import format_bytes
 from supervisor.models.registry import ModelEntry
+from supervisor.peers.model import PeerModel
 from supervisor.placement.plan import Placement
 
 # (key, minimum) for the /api/v2 integer load parameters; -1 GPU layers means "all".
@@ -39,6 +41,20 @@ def model_summary(entry: ModelEntry) -> dict[str, Any]:
         "modified": iso(entry.modified),
         "metadata": _metadata(entry),
         "capabilities": list(entry.capabilities),
+    }
+
+
+def peer_model_summary(model: PeerModel) -> dict[str, Any]:
+    """A peer's model in ``available_models``: its name is all its peer's /v1/models tells.
+    ``peer`` (ours) marks it: it has no children, logs or lifecycle here."""
+    unknown = {"context_length": None, "embedding_length": None, "block_count": None}
+    return {
+        "id": model.file_name,
+        "size": 0,
+        "modified": None,
+        "metadata": {"model_type": None, "parameters": unknown},
+        "capabilities": list(model.capabilities),
+        "peer": model.peer,
     }
 
 
@@ -129,10 +145,13 @@ def loaded_models(
 def models_list(
     entries: list[ModelEntry],
     statuses: list[tuple[ModelEntry, ModelStatus]],
+    peers: Sequence[PeerModel] = (),
 ) -> dict[str, Any]:
-    """``GET /api/v2/models``."""
+    """``GET /api/v2/models``: the local models, then the peers' (``Peers.models``), which
+    have no children here, so no ``loaded_models`` entry."""
     return {
-        "available_models": [model_summary(entry) for entry in entries],
+        "available_models": [model_summary(entry) for entry in entries]
+        + [peer_model_summary(model) for model in peers],
         "loaded_models": loaded_models(statuses),
     }
 

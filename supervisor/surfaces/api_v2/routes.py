@@ -48,7 +48,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     manager = services.manager(request)
     entries = services.catalog(request).entries()
     statuses = [(e, manager.status(e)) for e in entries]
-    return api_v2.models_list(entries, statuses)
+    return api_v2.models_list(entries, statuses, services.peer_models(request))
 
 
 @router.get("/models/{model_id}", summary="Get a model", responses=replies(V2ModelInfo, 404))
@@ -127,12 +127,12 @@ async def swap_model(request: Request, model_id: str) -> dict[str, Any]:
 )
 async def chat(request: Request, model_id: str) -> Response:
     """The /api/v2 chat: an OpenAI ``chat.completion`` whose ``model`` is the file name."""
-    entry = services.pick_model(request, model_id)
+    entry = services.serve_model(request, model_id)
     upstream = api_v2_chat.parse_v2_chat(parse_body(await request.body()), stream=False)
     services.limits(request).general.check(upstream)
-    manager = services.manager(request)
+    targets = services.targets(request)
     answer = await services.proxy(request).fetch_json(
-        lambda: manager.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
+        lambda: targets.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
         request.receive,
     )  # fmt: skip
     if answer is None:
@@ -153,12 +153,12 @@ async def chat(request: Request, model_id: str) -> Response:
 async def chat_stream(request: Request, model_id: str) -> Response:
     """The /api/v2 stream: ``chat.completion.chunk`` events ending in ``data: [DONE]``,
     relayed as the child sends them."""
-    entry = services.pick_model(request, model_id)
+    entry = services.serve_model(request, model_id)
     upstream = api_v2_chat.parse_v2_chat(parse_body(await request.body()), stream=True)
     services.limits(request).general.check(upstream)
-    manager, meter = services.manager(request), services.meter(request, entry.id)
+    targets, meter = services.targets(request), services.meter(request, entry.id)
     return await services.proxy(request).forward(
-        lambda: manager.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
+        lambda: targets.acquire(entry), "/v1/chat/completions", json.dumps(upstream).encode(),
         Passthrough(openai_error_event, meter=meter), request.receive,
     )  # fmt: skip
 

@@ -51,6 +51,9 @@ class V2ModelSummary(BaseModel):
         description="completion (rerank for a dedicated reranker), then what the model's "
         "multimodal projector adds: vision, audio"
     )
+    peer: str | None = Field(
+        None, description="Present only for another server's model: the peer serving it"
+    )
 
 
 class V2Gpu(BaseModel):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from supervisor.errors import BadRequest, SupervisorError
 from supervisor.models.registry import ModelEntry
+from supervisor.peers.model import PeerModel
 
 OWNER = "llama-supervisor"
 
@@ -143,8 +145,15 @@ def model_object(entry: ModelEntry) -> dict[str, Any]:
     return body
 
 
-def model_list(entries: list[ModelEntry]) -> dict[str, Any]:
-    return {"object": "list", "data": [model_object(e) for e in entries]}
+def peer_model_object(model: PeerModel) -> dict[str, Any]:
+    """A peer's model in OpenAI's shape, owned by the peer (its file is not ours to date)."""
+    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.peer}
+
+
+def model_list(entries: list[ModelEntry], peers: Sequence[PeerModel] = ()) -> dict[str, Any]:
+    """The local models, then the peers' (``Peers.models``)."""
+    data = [model_object(e) for e in entries] + [peer_model_object(m) for m in peers]
+    return {"object": "list", "data": data}
 
 
 def error_body(error: SupervisorError) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The OpenAI surface's own routes under /v1: the model list and the statistics. Its relayed
-routes (chat, completions, embeddings, responses …) are the relay table's (``relay/table.py``)."""
+"""The OpenAI surface's own routes under /v1: the model list, the peers and the statistics.
+Its relayed routes (chat, completions, embeddings, responses …) are the relay table's
+(``relay/table.py``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from supervisor import __version__
+from supervisor.errors import ModelNotFound
 from supervisor.lifecycle.state import ModelState
 from supervisor.surfaces import services
 from supervisor.surfaces.openai import dialect as openai
-from supervisor.surfaces.schemas import ModelList, ModelObject, Stats, replies
+from supervisor.surfaces.schemas import ModelList, ModelObject, PeerList, Stats, replies
 from supervisor.telemetry.host import format_uptime, system_metrics
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -20,12 +22,26 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 @router.get("/models", summary="List models", responses=replies(ModelList))
 async def list_models(request: Request) -> dict[str, Any]:
-    return openai.model_list(services.catalog(request).entries())
+    return openai.model_list(services.catalog(request).entries(), services.peer_models(request))
 
 
 @router.get("/models/{model_id}", summary="Get a model", responses=replies(ModelObject, 404))
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
-    return openai.model_object(services.pick_model(request, model_id))
+    """A local model, else a model the lists show of a peer that is up (a bare id)."""
+    try:
+        return openai.model_object(services.pick_model(request, model_id))
+    except ModelNotFound:
+        listed = {m.id: m for m in services.peer_models(request)}
+        if model_id not in listed:
+            raise
+        return openai.peer_model_object(listed[model_id])
+
+
+@router.get("/peers", summary="List peers", responses=replies(PeerList))
+async def list_peers(request: Request) -> dict[str, Any]:
+    """The peers whose models the gateway serves too: each one's health, latency and models
+    (seed 003's ``GET /v1/peers``)."""
+    return {"object": "list", "data": services.peers(request).listing()}
 
 
 @router.get("/stats", summary="Server statistics", responses=replies(Stats))

@@ -121,3 +121,22 @@ class ModelObject(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelObject]
+
+
+class PeerObject(BaseModel):
+    name: str
+    url: str = Field(description="The peer's address (never its key)")
+    state: Literal["unknown", "up", "down"] = Field(
+        description="unknown until its first check; down after a failed one"
+    )
+    latency_ms: float | None = Field(description="How long its last check took")
+    models: list[str] = Field(description="Its models served here (as <name>/<id>, and <id>)")
+    spillover: bool = Field(description="Whether it takes requests a full local queue refuses")
+    in_flight: int = Field(description="Requests relayed to it now")
+    checked_at: float | None = Field(description="Its last check, epoch seconds")
+    last_error: str | None = Field(description="Why its last check failed; null when up")
+
+
+class PeerList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[PeerObject]

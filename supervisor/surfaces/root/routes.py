@@ -36,7 +36,7 @@ async def health() -> dict[str, str]:
 )
 async def list_models(request: Request) -> dict[str, Any]:
     """``GET /v1/models``'s list, under the root name llama-server also serves it at."""
-    return openai.model_list(services.catalog(request).entries())
+    return openai.model_list(services.catalog(request).entries(), services.peer_models(request))
 
 
 @router.get("/", summary="Server information", responses=replies(RootInfo))
@@ -45,7 +45,8 @@ async def root(request: Request) -> dict[str, Any]:
         "name": "llama-supervisor",
         "version": __version__,
         "status": "running",
-        "models_available": len(services.catalog(request).entries()),
+        "models_available": len(services.catalog(request).entries())
+        + len(services.peer_models(request)),
     }
 
 

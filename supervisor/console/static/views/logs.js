@@ -53,7 +53,7 @@ class LogsView {
   async show() {
     this.shown = true;
     try {
-      const models = await this.ctx.models();
+      const models = (await this.ctx.models()).filter((model) => !model.peer); // no logs here
       const chosen = this.picker.value;
       replace(this.picker, models.map((model) => el("option", { value: model.id }, model.id)));
       const loaded = models.find((model) => model.state);

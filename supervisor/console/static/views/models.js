@@ -65,7 +65,8 @@ class ModelsView {
   async refresh() {
     clearTimeout(this.timer);
     try {
-      const models = await this.ctx.models();
+      // A peer's models have no lifecycle here: GET /v1/peers shows their peers.
+      const models = (await this.ctx.models()).filter((model) => !model.peer);
       const failures = [];
       const details = await Promise.all(models.map((model) =>
         this.ctx.api.json("GET", `/api/v2/models/${encodeURIComponent(model.id)}`)
