@@ -291,6 +291,9 @@ install_linux() {
 	make_dir "$(dirname "$service_file")" 0755
 	install_config 0640 root "$group"
 	render "$template" | write_file "$service_file" 0644
+	# For machines that lend their devices to a gateway elsewhere; not enabled here.
+	render "$here/systemd/llama-supervisor-rpc-worker.service.in" |
+		write_file "$(dirname "$service_file")/llama-supervisor-rpc-worker.service" 0644
 	if [ -z "$destdir" ]; then
 		if [ -d /run/systemd/system ]; then
 			run systemctl daemon-reload
@@ -304,6 +307,8 @@ Next: edit $config (models, keys), then
   systemctl enable --now llama-supervisor
   curl http://127.0.0.1:8080/health
   journalctl -u llama-supervisor -f
+On a machine that lends its devices to a gateway (docs/rpc-workers.md):
+  systemctl enable --now llama-supervisor-rpc-worker
 EOF
 }
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from supervisor.errors import ConfigError
+from supervisor.rpc.address import check_workers
 
 ENV_PREFIX = "LLAMA_SUPERVISOR_"
 # llama-server flags that say where a child listens: the gateway's alone (loopback only).
@@ -321,6 +322,13 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir, description="build/model cache")
     data_dir: Path = Field(default=Path("data"), description="sessions database lives here")
 
+    @field_validator("sessions_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (unset: SQLite in data_dir)")
+        return value or None
+
     @field_validator("peers")
     @classmethod
     def _unique_peers(cls, value: list[PeerSettings]) -> list[PeerSettings]:
@@ -334,6 +342,17 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.lower()
+
+    @model_validator(mode="after")
+    def _rpc_workers(self) -> Settings:
+        """RPC worker addresses are host:port, IPv4 or a host name, and not public unless
+        rpc_allow_public (host names are checked when resolved, before each load)."""
+        try:
+            for workers in (self.rpc, *(m.rpc for m in self.models if m.rpc)):
+                check_workers(workers, self.rpc_allow_public)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return self
 
     @property
     def relay_lane_enabled(self) -> bool:

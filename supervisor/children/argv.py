@@ -10,6 +10,7 @@ from supervisor.config import Settings
 from supervisor.models.memory import context_total
 from supervisor.models.registry import ModelEntry
 from supervisor.placement.plan import Placement
+from supervisor.rpc.workers import model_workers
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class LaunchSpec:
     kv_cache_type: str | None = None
     n_predict: int | None = None  # the default token limit of requests that set none
     api_key_file: Path | None = None  # the child refuses requests without the key in it
+    rpc: tuple[str, ...] = ()  # RPC workers (host:port) whose devices take layers: --rpc
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -109,6 +111,7 @@ def launch_spec(
         kv_cache_type="f32" if asked.f16_kv is False else None,
         n_predict=settings.max_tokens_limit if generates else None,
         extra_args=tuple(own.extra_args) if own else (),
+        rpc=tuple(worker.strip() for worker in model_workers(settings, entry)),
     )
 
 
@@ -150,6 +153,7 @@ def build_argv(spec: LaunchSpec) -> list[str]:
         ("--cache-type-k", spec.kv_cache_type),
         ("--cache-type-v", spec.kv_cache_type),
         ("--n-predict", spec.n_predict),
+        ("--rpc", ",".join(spec.rpc) or None),
     ]
     for flag, value in optional:
         if value is not None:

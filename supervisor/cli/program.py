@@ -11,6 +11,7 @@ from pathlib import Path
 from supervisor import __version__
 from supervisor.cli.build import add_build_command
 from supervisor.cli.commands import add_client_commands
+from supervisor.cli.rpc_worker import add_rpc_worker_command
 from supervisor.errors import SupervisorError
 
 LOG = logging.getLogger("supervisor")
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a download progress bar (default: when stderr is a terminal)",
     )
     add_build_command(commands)
+    add_rpc_worker_command(commands)
     add_client_commands(commands)
     return parser
 

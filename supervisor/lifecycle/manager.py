@@ -32,6 +32,7 @@ from supervisor.lifecycle.watch import Watch
 from supervisor.models.memory import MemoryEstimate, MemoryProbe
 from supervisor.models.registry import ModelEntry
 from supervisor.placement.cores import CoreReader, cpu_list
+from supervisor.rpc.workers import WorkerChecks, model_workers, refuse_shared_workers
 
 LOG = logging.getLogger(__name__)
 
@@ -46,8 +47,10 @@ class ModelManager:
         events: LifecycleEvents | None = None,
         cores: CoreReader | None = None,
         clock: Clock | None = None,
+        workers: WorkerChecks | None = None,
     ) -> None:
         self._probe = probe
+        self._workers = workers or WorkerChecks()  # RPC workers: probed before each load
         self._cores = cores or CoreReader()
         clock = clock or SystemClock()
         placer = self._make_placer(settings, clock)
@@ -62,7 +65,7 @@ class ModelManager:
         cores = self._cores.host_cores(settings.cpu_cores)
         LOG.info("children may use %d cores: CPUs %s (%s)", cores.count, cpu_list(cores.cpus),
                  cores.source)  # fmt: skip
-        return Placer(settings, self._probe, cores, clock)
+        return Placer(settings, self._probe, cores, clock, self._workers)
 
     @property
     def settings(self) -> Settings:
@@ -96,10 +99,10 @@ class ModelManager:
     def loaded(self) -> list[ManagedModel]:
         return self._table.loaded()
 
-    async def acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease:
+    async def acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease[Backend]:
         return await self._table.acquire(entry, role, autoload=self.settings.autoload)
 
-    def try_acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease | None:
+    def try_acquire(self, entry: ModelEntry, role: Role = Role.CHAT) -> Lease[Backend] | None:
         return self._table.try_acquire(entry, role)
 
     async def load(self, entry: ModelEntry, params: LoadParams | None = None) -> Backend:
@@ -121,9 +124,23 @@ class ModelManager:
 
     # -- ModelHost: what each ManagedModel calls back --------------------------------------------
     def fits_beside(self, model: ManagedModel, entry: ModelEntry, params: LoadParams) -> bool:
+        if model_workers(self.settings, entry):
+            return False  # an rpc-server serves one child at a time: never two side by side
         return eviction.fits_beside(self.placer, model, entry, params)
 
     async def make_room(self, model: ManagedModel, entry: ModelEntry, params: LoadParams) -> None:
+        """Check the model's RPC workers (a quick load error naming one that is down, before
+        anything is evicted for it), then evict until it fits, counting what they have free."""
+        settings = self.settings
+        workers = model_workers(settings, entry)
+        if workers:
+            holders = {
+                other.name: model_workers(settings, other.entry)
+                for other in self._table.models()
+                if other is not model and other.backend is not None
+            }
+            refuse_shared_workers(entry.id, workers, holders)
+            await self._workers.check(entry.id, workers, settings.rpc_allow_public)
         limit = self.settings.max_loaded_models
         await eviction.make_room(self._table, self.placer, limit, self.events, model, entry, params)
 

@@ -23,7 +23,7 @@ from supervisor.config import ModelSettings, Settings
 from supervisor.errors import SupervisorError
 from supervisor.lifecycle.model import ManagedModel
 from supervisor.lifecycle.state import ModelState
-from supervisor.models.memory import MemoryEstimate, MemoryProbe, estimate_memory
+from supervisor.models.memory import MemoryBudget, MemoryEstimate, MemoryProbe, estimate_memory
 from supervisor.models.registry import ModelEntry
 from supervisor.placement.cores import HostCores, cpu_list
 from supervisor.placement.plan import (
@@ -35,6 +35,7 @@ from supervisor.placement.plan import (
     offloaded_fraction,
     share_cores,
 )
+from supervisor.rpc.workers import WorkerChecks
 
 LOG = logging.getLogger(__name__)
 REPLACE_BACKOFF_S = 60.0  # after a failed re-placement, leave that child alone this long
@@ -47,10 +48,12 @@ class Placer:
         probe: MemoryProbe,
         cores: HostCores,
         clock: Clock | None = None,
+        workers: WorkerChecks | None = None,
     ) -> None:
         self.settings = settings
         self.cores = cores
         self._probe = probe
+        self._workers = workers or WorkerChecks()
         self._clock = clock or SystemClock()
         self._replace_failed: dict[str, float] = {}  # child name -> when re-placing it failed
 
@@ -74,6 +77,8 @@ class Placer:
         the page cache, so a second one needs no second copy in RAM (unless locked in)."""
         budget = self._probe.budget()
         spec = launch_spec(self.settings, entry, entry.path, params=params)
+        if spec.rpc:
+            return self._fit_with_workers(entry, spec, budget)
         layers = spec.n_gpu_layers
         if layers is None and budget.gpus:
             layers = -1  # llama.cpp's default, "auto", offloads what fits
@@ -83,6 +88,19 @@ class Placer:
         if shares_weights and not params.use_mlock and fraction == 0:
             total -= estimate.weights
         return fit_memory(total, fraction, budget.ram_available, budget.gpus, budget.unified)
+
+    def _fit_with_workers(
+        self, entry: ModelEntry, spec: LaunchSpec, budget: MemoryBudget
+    ) -> MemoryFit:
+        """A model split over RPC workers fits when its estimate fits the local free memory
+        (RAM, and GPUs not sharing it) and what the workers said they had free at their last
+        probe, together. llama.cpp spreads the layers over every device in proportion to its
+        free memory, so no GPU is chosen here (nor any --tensor-split)."""
+        local = budget.ram_available
+        if budget.gpus and not budget.unified:
+            local += sum(gpu.free for gpu in budget.gpus)
+        free = local + self._workers.free(list(spec.rpc))
+        return MemoryFit(self._estimate(entry, spec).total, free, "RAM+RPC")
 
     # -- cores -----------------------------------------------------------------------------
     def asked_threads(self, entry: ModelEntry, params: LoadParams) -> int | None:
