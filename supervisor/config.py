@@ -109,6 +109,7 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
+        hide_input_in_errors=True,  # a bad value may be a key or a database password
     )
 
     host: str = Field(default="127.0.0.1", description="address the gateway listens on")
@@ -314,7 +315,7 @@ class Settings(BaseSettings):
         description="allow RPC workers on public addresses (rpc-server has no authentication: "
         "keep workers on a private network); off: only loopback and private addresses",
     )
-    sessions_url: str | None = Field(
+    sessions_url: SecretStr | None = Field(
         default=None,
         description="where /api sessions are kept: postgresql://user:pass@host/db (shared by "
         "several gateways); unset: SQLite in data_dir",
@@ -324,10 +325,12 @@ class Settings(BaseSettings):
 
     @field_validator("sessions_url")
     @classmethod
-    def _postgres_url(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("postgresql://", "postgres://")):
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """A secret (it may hold a password): never shown in an error or a log."""
+        url = value.get_secret_value() if value is not None else ""
+        if url and not url.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL (unset: SQLite in data_dir)")
-        return value or None
+        return value if url else None
 
     @field_validator("peers")
     @classmethod

@@ -22,13 +22,16 @@ from supervisor.models.memory import MemoryProbe
 from supervisor.models.pulls.service import Pulls
 from supervisor.models.pulls.transfer import PullTools
 from supervisor.models.registry import Registry
+from supervisor.peers.directory import Peers
 from supervisor.relay.asgi import Proxy
 from supervisor.relay.limits import Limits
 from supervisor.relay.plan import RelayServices
+from supervisor.relay.targets import Targets
 from supervisor.relay.upstream import UpstreamPool
 from supervisor.reload import Reloader, SettingsLoader
-from supervisor.sessions.locks import SessionLocks
-from supervisor.sessions.store import SessionStore
+from supervisor.sessions.base import Store
+from supervisor.sessions.locks import SessionLocks, SharedLocks, Turns
+from supervisor.sessions.pick import open_store
 from supervisor.telemetry.activity import ActivityLog
 from supervisor.telemetry.history import MetricsHistory
 from supervisor.telemetry.host import HostReader
@@ -41,14 +44,20 @@ class Services:
     manager: ModelManager
     reloader: Reloader
     relay: RelayServices
-    sessions: SessionStore
+    sessions: Store  # SQLite, or PostgreSQL shared with other gateways (sessions_url)
     probe: MemoryProbe
     logs: ChildLogs
     telemetry: Telemetry
     pulls: Pulls
     history: MetricsHistory  # the console's charts: sampled while the gateway runs
+    peers: Peers  # other servers whose models are served too, health-checked while it runs
     session_locks: SessionLocks = field(default_factory=SessionLocks)
+    shared_locks: SharedLocks | None = None  # the sessions database's, shared by gateways
     started_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        # A session's turn: its lock here, then the database's when several gateways share it.
+        self.turns = Turns(self.shared_locks, self.session_locks)
 
     def install(self, state: State) -> None:
         """Each service on ``state`` under the name its accessor reads."""
@@ -58,8 +67,10 @@ class Services:
         state.reloader = self.reloader
         state.relay_services = self.relay
         state.proxy = self.relay.proxy
+        state.targets = self.relay.targets
         state.sessions = self.sessions
         state.session_locks = self.session_locks
+        state.session_turns = self.turns
         state.probe = self.probe
         state.child_logs = self.logs
         state.telemetry = self.telemetry
@@ -67,18 +78,22 @@ class Services:
         state.performance = self.telemetry.performance
         state.activity = self.telemetry.activity
         state.metrics_history = self.history
+        state.peers = self.peers
         state.started_at = self.started_at
 
     def start(self) -> None:
         self.manager.start(self.relay.catalog.entries())
         self.history.start()
+        self.peers.start()
         self.pulls.sweep()  # hidden copies a killed gateway left in the models directory
 
     async def close(self) -> None:
         await self.history.stop()
+        await self.peers.close()
         await self.pulls.close()  # running pulls stopped; their partial files kept to resume
         await self.manager.close()
         self.sessions.close()
+        await self.turns.close()
         self.relay.proxy.close()
         await self.client.aclose()
 
@@ -100,18 +115,22 @@ def build_services(
     telemetry = telemetry or Telemetry(activity_log(settings))
     manager = ModelManager(settings, starter, probe, client, telemetry)
     telemetry.watch(manager.models)
-    catalog = Catalog(registry, settings, lambda: [m.entry.id for m in manager.loaded()])
+    peers = Peers(settings, client)
+    telemetry.watch_peers(peers.listing)
+    catalog = Catalog(registry, settings, lambda: [m.entry.id for m in manager.loaded()], peers)
     limits = Limits(settings)
     keys = load_keys(settings)
     reloader = Reloader(
-        settings, keys, load_settings or (lambda: settings), catalog, limits, manager
+        settings, keys, load_settings or (lambda: settings), catalog, limits, manager, peers
     )
-    relay = RelayServices(catalog, limits, manager, Proxy(UpstreamPool()), telemetry)
-    sessions = SessionStore(settings.data_dir / "sessions.sqlite3", open_later=True)
+    targets = Targets(manager, peers)
+    relay = RelayServices(catalog, limits, manager, Proxy(UpstreamPool()), telemetry, targets)
+    sessions, shared_locks = open_store(settings)
     pulls = Pulls(lambda: reloader.settings, catalog, reloader.rescan, pull_tools)
     history = MetricsHistory(telemetry.activity, manager.models, HostReader(probe))
     return Services(
-        client, manager, reloader, relay, sessions, probe, logs, telemetry, pulls, history
+        client, manager, reloader, relay, sessions, probe, logs, telemetry, pulls, history, peers,
+        shared_locks=shared_locks,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import gguf
 import numpy as np
 import pytest
 from fake_child import FakeChild
+from postgres_server import PostgresServer, find_bin_dir, running_postgres
 
 MakeGGUF = Callable[..., Path]
 
@@ -23,6 +25,21 @@ def fake_child() -> Iterator[FakeChild]:
     """llama-server's HTTP side on a real socket (point a ``FakeFactory`` at its ``url``)."""
     with FakeChild() as child:
         yield child
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster on a loopback port (``create_database()`` per test).
+    Without PostgreSQL installed this skips, but fails under
+    LLAMA_SUPERVISOR_REQUIRE_INTEGRATION=1 (`make test`, CI): `make system-deps` installs it."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        reason = "PostgreSQL is not installed: make system-deps (apt-get install postgresql)"
+        if os.environ.get("LLAMA_SUPERVISOR_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with running_postgres(bin_dir) as server:
+        yield server
 
 
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"

@@ -8,15 +8,18 @@ from fastapi import Request
 from supervisor.children.logs import ChildLogs
 from supervisor.http.observer import note_model, request_record
 from supervisor.lifecycle.manager import ModelManager
-from supervisor.models.catalog import Catalog
+from supervisor.models.catalog import Catalog, Served
 from supervisor.models.memory import MemoryProbe
 from supervisor.models.pulls.service import Pulls
 from supervisor.models.registry import ModelEntry
+from supervisor.peers.directory import Peers
+from supervisor.peers.model import PeerModel
 from supervisor.relay.asgi import Proxy
 from supervisor.relay.limits import Limits
+from supervisor.relay.targets import Targets
 from supervisor.reload import Reloader
-from supervisor.sessions.locks import SessionLocks
-from supervisor.sessions.store import SessionStore
+from supervisor.sessions.base import Store
+from supervisor.sessions.locks import SessionLocks, Turns
 from supervisor.telemetry.activity import ActivityLog
 from supervisor.telemetry.history import MetricsHistory
 from supervisor.telemetry.performance import PerformanceTable
@@ -32,9 +35,34 @@ def pick_model(request: Request, name: str | None) -> ModelEntry:
     return entry
 
 
+def serve_model(request: Request, name: str | None) -> Served:
+    """The model an inference request names: a local one as ``pick_model`` finds it, else a
+    peer's (``Catalog.serve``), noted as the model the request uses for its metrics."""
+    model = catalog(request).serve(name)
+    note_model(request.scope, model.id)
+    return model
+
+
+def targets(request: Request) -> Targets:
+    """Where requests get a slot: a local model's child, or a peer."""
+    service: Targets = request.app.state.targets
+    return service
+
+
 def catalog(request: Request) -> Catalog:
     service: Catalog = request.app.state.catalog
     return service
+
+
+def peers(request: Request) -> Peers:
+    service: Peers = request.app.state.peers
+    return service
+
+
+def peer_models(request: Request) -> list[PeerModel]:
+    """The peer models the lists show after the local ones: a local model's names win."""
+    local = {name for entry in catalog(request).entries() for name in entry.names}
+    return peers(request).models(local)
 
 
 def manager(request: Request) -> ModelManager:
@@ -83,8 +111,13 @@ def performance(request: Request) -> PerformanceTable:
     return service
 
 
-def sessions(request: Request) -> SessionStore:
-    service: SessionStore = request.app.state.sessions
+def sessions(request: Request) -> Store:
+    service: Store = request.app.state.sessions
+    return service
+
+
+def session_turns(request: Request) -> Turns:
+    service: Turns = request.app.state.session_turns
     return service
 
 

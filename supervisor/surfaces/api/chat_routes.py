@@ -18,11 +18,14 @@ from supervisor.children.argv import context_size, parallel_slots, slot_context
 from supervisor.children.spec import Role
 from supervisor.errors import ChildRejected, SessionNotFound, SupervisorError
 from supervisor.lifecycle.manager import ModelManager
-from supervisor.models.registry import ModelEntry
+from supervisor.models.catalog import Served
+from supervisor.peers.model import PeerModel
 from supervisor.relay.asgi import RelayResponse
+from supervisor.relay.disconnect import DisconnectWatch
 from supervisor.relay.failures import CLIENT_CLOSED_REQUEST
 from supervisor.relay.stream import sse_events
-from supervisor.sessions.store import Message, SessionStore, fit_history
+from supervisor.sessions.base import Store
+from supervisor.sessions.store import Message, fit_history
 from supervisor.surfaces import services
 from supervisor.surfaces.api import chat as dialect
 from supervisor.surfaces.openai.dialect import parse_body
@@ -45,6 +48,7 @@ from supervisor.telemetry.tokens import TokenMeter
 
 router = APIRouter(prefix="/api", tags=["api"])
 DEFAULT_REPLY_TOKENS = 512  # room kept for the answer when fitting a session's history
+PEER_SLOT_CONTEXT = 4096  # a peer's model's slot context, assumed when fitting a history
 
 Finish = Callable[[str, dict[str, int] | None], Awaitable[bytes]]
 
@@ -87,12 +91,13 @@ class ApiStream:
 
 
 async def _call(
-    request: Request, entry: ModelEntry, path: str, body: dict[str, Any], role: Role
+    request: Request, entry: Served, path: str, body: dict[str, Any], role: Role
 ) -> dict[str, Any] | None:
-    """A non-streamed call to the child: its JSON answer, or None if the client left."""
-    manager = services.manager(request)
+    """A non-streamed call to the child (or peer): its JSON answer, or None if the client
+    left."""
+    targets = services.targets(request)
     answer = await services.proxy(request).fetch_json(
-        lambda: manager.acquire(entry, role), path, json.dumps(body).encode(), request.receive
+        lambda: targets.acquire(entry, role), path, json.dumps(body).encode(), request.receive
     )
     if answer is None:
         return None
@@ -104,9 +109,9 @@ async def _call(
 
 
 async def _stream(
-    request: Request, entry: ModelEntry, path: str, body: dict[str, Any], stream: ApiStream
+    request: Request, entry: Served, path: str, body: dict[str, Any], stream: ApiStream
 ) -> Response:
-    acquire = partial(services.manager(request).acquire, entry)
+    acquire = partial(services.targets(request).acquire, entry)
     raw = json.dumps(body).encode()
     response = await services.proxy(request).forward(acquire, path, raw, stream, request.receive)
     if not isinstance(response, RelayResponse) and response.status_code >= 400:
@@ -137,11 +142,16 @@ async def chat(request: Request) -> Response:
     # The new turns only: the stored history is trimmed to fit the context anyway.
     services.limits(request).general.check({"messages": asked.messages, **asked.options})
     session_id = asked.session_id or str(uuid.uuid4())
-    # Requests on one session take turns: the lock is held until the answer is stored and,
-    # for a stream, until the relay is over (the stream releases it when it closes).
-    lock = services.session_locks(request).lock(session_id)
-    await lock.acquire()
-    release = _once(lock.release)
+    # Requests on one session take turns (across gateways when they share the database): the
+    # turn is held until the answer is stored and, for a stream, until the relay is over (the
+    # stream releases it when it closes). A client that leaves while waiting gives it up.
+    release: Callable[[], None] | None = None
+    with DisconnectWatch(request.receive) as watch:
+        release = await services.session_turns(request).take(session_id)
+    if release is None or watch.gone:
+        if release is not None:
+            release()
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     try:
         response = await _chat_in_turn(request, asked, session_id, release)
     except BaseException:
@@ -150,18 +160,6 @@ async def chat(request: Request) -> Response:
     if not isinstance(response, RelayResponse):
         release()
     return response
-
-
-def _once(action: Callable[[], None]) -> Callable[[], None]:
-    done = False
-
-    def run() -> None:
-        nonlocal done
-        if not done:
-            done = True
-            action()
-
-    return run
 
 
 async def _chat_in_turn(
@@ -176,7 +174,7 @@ async def _chat_in_turn(
     if asked.session_id:
         stored = await anyio.to_thread.run_sync(sessions.get, asked.session_id)
         history, model_name = stored.messages, model_name or stored.model
-    entry = services.pick_model(request, model_name)
+    entry = services.serve_model(request, model_name)
     budget = _history_budget(services.manager(request), entry, asked.options)
     messages = fit_history([*history, *asked.messages], budget)
 
@@ -208,7 +206,7 @@ async def _chat_in_turn(
 
 
 def _save(
-    store: SessionStore,
+    store: Store,
     session_id: str,
     model: str,
     existing: str | None,
@@ -222,15 +220,18 @@ def _save(
         store.append(session_id, turns)
 
 
-def _history_budget(manager: ModelManager, entry: ModelEntry, options: dict[str, Any]) -> int:
+def _history_budget(manager: ModelManager, entry: Served, options: dict[str, Any]) -> int:
     """Tokens a session's history may use: the slot's context less room for the reply."""
     reply = options.get("max_tokens") or DEFAULT_REPLY_TOKENS
     return max(_slot_context(manager, entry) - int(reply), 256)
 
 
-def _slot_context(manager: ModelManager, entry: ModelEntry) -> int:
+def _slot_context(manager: ModelManager, entry: Served) -> int:
     """The context of one slot of the model's chat child: the running child's own (as it was
-    launched: its load parameters, its model's --parallel), else what one started now gets."""
+    launched: its load parameters, its model's --parallel), else what one started now gets;
+    for a peer's model, which says nothing of its slots, a common size."""
+    if isinstance(entry, PeerModel):
+        return PEER_SLOT_CONTEXT
     chat = manager.get(entry, Role.CHAT)
     if chat is not None and chat.backend is not None:
         return chat.backend.slot_context
@@ -250,7 +251,7 @@ async def generate(request: Request) -> Response:
     """Stateless text generation from a prompt; streamed like chat, without a session."""
     asked = dialect.parse_generate_request(parse_body(await request.body()))
     services.limits(request).general.check({"prompt": asked.prompt, **asked.options})
-    entry = services.pick_model(request, asked.model)
+    entry = services.serve_model(request, asked.model)
     if asked.stream:
 
         async def finish(text: str, usage: dict[str, int] | None) -> bytes:
@@ -275,7 +276,7 @@ async def generate(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     model, text = dialect.parse_embeddings_request(parse_body(await request.body()))
     services.limits(request).general.check({"input": text})
-    entry = services.pick_model(request, model)
+    entry = services.serve_model(request, model)
     body = dialect.embeddings_upstream_body(text)
     answer = await _call(request, entry, "/v1/embeddings", body, Role.EMBEDDING)
     if answer is None:
@@ -306,7 +307,7 @@ async def get_session(request: Request, session_id: str) -> dict[str, Any]:
     responses=replies(SessionDeleted, 404, error=DetailError),
 )
 async def delete_session(request: Request, session_id: str) -> dict[str, Any]:
-    async with services.session_locks(request).lock(session_id):
+    async with services.session_turns(request).hold(session_id):
         deleted = await anyio.to_thread.run_sync(services.sessions(request).delete, session_id)
     if not deleted:
         raise SessionNotFound(session_id)
