@@ -111,12 +111,16 @@ class Peers:
     # -- names -------------------------------------------------------------------------------
     def find(self, name: str) -> PeerModel | None:
         """The peer model ``name`` means: ``"box2/qwen"`` is peer box2's qwen (while box2 is
-        not up, whatever it names: the lease then answers 503); a bare ``"qwen"`` is the first
-        peer's that serves it and is up, else the first's that serves it at all. None: no
-        peer serves it (a 404)."""
+        not up, whatever it names: the lease then answers 503, or ``find`` at once for a name
+        a down peer never listed); a bare ``"qwen"`` is the first peer's that serves it and
+        is up, else the first's that serves it at all. None: no peer serves it (a 404)."""
         peer_name, separator, remote = name.partition(PREFIX_SEPARATOR)
         peer = self._peers.get(peer_name) if separator else None
         if peer is not None and remote and (not peer.up or remote in peer.models):
+            if peer.state == "down" and remote not in peer.models:
+                # The 503 now, before the request is labelled by a name nobody listed: the
+                # metrics' model labels stay bounded.
+                raise PeerUnavailable(peer.name, name)
             return PeerModel(name, peer.name, remote)
         serving = [peer for peer in self._peers.values() if name in peer.models]
         chosen = next((peer for peer in serving if peer.up), serving[0] if serving else None)

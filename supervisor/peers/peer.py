@@ -63,9 +63,10 @@ class Peer:
 
     @property
     def models(self) -> list[str]:
-        wanted = self.settings.models
+        configured = self.settings.models
+        wanted = None if configured is None else list(dict.fromkeys(configured))  # no repeats
         if self._listed is None:
-            return list(wanted or [])
+            return wanted or []
         if wanted is None:
             return list(self._listed)
         return [model for model in wanted if model in self._listed]

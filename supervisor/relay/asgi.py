@@ -23,7 +23,8 @@ from supervisor.relay.stream import (
     passed_headers,
     stream_headers,
 )
-from supervisor.relay.targets import named_body
+from supervisor.relay.table import ModelFrom
+from supervisor.relay.targets import peer_request
 from supervisor.relay.upstream import (
     JSON,
     RawHeaders,
@@ -57,6 +58,7 @@ class Proxy:
         answer: Callable[[int, bytes], bytes] | None = None,
         method: str = "POST",
         content_type: str = JSON,
+        model_from: ModelFrom = ModelFrom.BODY,
     ) -> Response:
         """Wait for a slot (``acquire``), POST ``body`` to its child (or send ``method``)
         and relay the answer: SSE through ``stream`` (raw bytes with ``Passthrough``),
@@ -66,7 +68,9 @@ class Proxy:
         while queued leaves the queue, and one that gives up while llama-server generates a
         non-streamed answer (sent only when complete) cancels the upstream request, so the
         slot frees at once."""
-        exchange = await self._exchange(acquire, path, body, receive, method, content_type)
+        exchange = await self._exchange(
+            acquire, path, body, receive, method, content_type, model_from
+        )
         if exchange is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         lease, upstream, content = exchange
@@ -106,6 +110,7 @@ class Proxy:
         receive: Receive,
         method: str = "POST",
         content_type: str = JSON,
+        model_from: ModelFrom = ModelFrom.BODY,
     ) -> tuple[Lease[Target], UpstreamResponse, bytes] | None:
         """The lease, the child's response (open if it streams) and its body if it does not;
         None if the client disconnected first (everything is released then)."""
@@ -117,12 +122,10 @@ class Proxy:
                 lease = await acquire()
                 with map_upstream_errors(lease.backend.model_id):
                     backend = lease.backend
-                    if (
-                        backend.upstream_model is not None
-                        and method == "POST"
-                        and content_type == JSON
-                    ):
-                        body = named_body(body, backend.upstream_model)  # as the peer knows it
+                    if backend.upstream_model is not None:  # named as the peer knows it
+                        path, body = peer_request(
+                            model_from, path, body, content_type, backend.upstream_model
+                        )
                     upstream = await self._pool.post(
                         backend.base_url, path, body, backend.api_key,
                         method=method, content_type=content_type,

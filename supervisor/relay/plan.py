@@ -147,4 +147,5 @@ async def relay(request: Request, route: Relay) -> Response:
         lambda: services.targets.acquire(plan.entry, route.role),
         f"{route.path}?{query}" if query else route.path, body, plan.stream, request.receive,
         answer=plan.counted_answer, method=route.method, content_type=content_type,
+        model_from=route.model_from,
     )  # fmt: skip

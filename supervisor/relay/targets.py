@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Protocol
+from urllib.parse import parse_qsl, urlencode
 
 from supervisor.children.child import Lease, Target
 from supervisor.children.spec import Role
@@ -14,6 +15,8 @@ from supervisor.lifecycle.manager import ModelManager
 from supervisor.models.catalog import Served
 from supervisor.models.registry import ModelEntry
 from supervisor.peers.model import PeerModel
+from supervisor.relay.table import ModelFrom
+from supervisor.surfaces.form import with_field
 
 LOG = logging.getLogger(__name__)
 
@@ -81,3 +84,18 @@ def named_body(body: bytes, model: str) -> bytes:
         return body
     data["model"] = model
     return json.dumps(data, ensure_ascii=False).encode()
+
+
+def peer_request(
+    model_from: ModelFrom, path: str, body: bytes, content_type: str, model: str
+) -> tuple[str, bytes]:
+    """The ``path`` (with its query) and ``body`` of a relayed request, the model named
+    ``model`` where the route names it (``model_from``): a peer knows its models by its own
+    ids, never as ``"<peer>/<id>"``."""
+    if model_from is ModelFrom.BODY:
+        return path, named_body(body, model)
+    if model_from is ModelFrom.FORM:
+        return path, with_field(body, content_type.encode("latin-1"), "model", model)
+    route, _, query = path.partition("?")
+    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "model"]
+    return f"{route}?{urlencode([('model', model), *pairs])}", body

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, cast
@@ -25,6 +26,10 @@ import httptools
 LOG = logging.getLogger(__name__)
 IDLE_EXPIRY_S = 2.0  # llama-server drops a keep-alive connection after 5 s idle
 CONNECT_TIMEOUT_S = 10.0
+# TCP keep-alive on a connection to another host (a peer): idle seconds before the first
+# probe, seconds between probes, probes unanswered before the kernel gives up (~25 s).
+TCP_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+LOOPBACK = ("127.", "localhost", "::1")
 HIGH_WATER = 1 << 18  # stop reading from a child this far ahead of a slow client
 LOW_WATER = 1 << 16
 Address = tuple[str, int]
@@ -327,9 +332,13 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, connection = await loop.create_connection(lambda: Connection(address), *address)
+                transport, connection = await loop.create_connection(
+                    lambda: Connection(address), *address
+                )
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"cannot connect to {address[0]}:{address[1]}: {exc}") from exc
+        if not address[0].startswith(LOOPBACK):
+            probed(transport)
         return connection
 
     def take(self, address: Address) -> Connection | None:
@@ -373,6 +382,24 @@ def stale(connection: Connection, error: UpstreamError) -> bool:
         LOG.info("pooled connection to %s:%d was closed; sending again", *connection.address)
         return True
     return False
+
+
+def probed(transport: asyncio.BaseTransport) -> None:
+    """Keep-alive probes on a connection to another host (a peer): a host gone from the
+    network sends no reset, and a request waiting on it would wait for ever; the probes end
+    it as a lost connection (a 502, or a stream's error event). A child, on loopback, goes
+    without: its death is a reset at once."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in TCP_KEEPALIVE:
+            option = getattr(socket, name, None)  # Linux's; elsewhere the system's defaults
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:  # not TCP after all: nothing to probe
+        return
 
 
 def address_of(base_url: str) -> Address:

@@ -22,18 +22,7 @@ def form_field(body: bytes, content_type: bytes, name: str) -> str | None:
         if part.startswith(b"--"):
             break  # the closing delimiter
         head, blank, value = part.partition(b"\r\n\r\n")
-        if not blank:
-            continue
-        disposition = next(
-            (
-                line
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-disposition:")
-            ),
-            b"",
-        )
-        found = _NAME.search(disposition)
-        if found is None or found.group(1) != wanted or b"filename=" in disposition.lower():
+        if not blank or _text_field(head) != wanted:
             continue
         value = value.removesuffix(b"\r\n")
         if len(value) > MAX_FIELD:
@@ -43,6 +32,41 @@ def form_field(body: bytes, content_type: bytes, name: str) -> str | None:
         except UnicodeDecodeError:
             raise BadRequest(f"Form field '{name}' is not UTF-8", param=name) from None
     return None
+
+
+def with_field(body: bytes, content_type: bytes, name: str, value: str) -> bytes:
+    """The form ``body`` with its text field ``name`` set to ``value`` (added first if it has
+    none), every other part as it came: a form relayed to a peer, which knows the model by
+    its own name."""
+    delimiter = b"--" + _boundary(content_type)
+    wanted = name.encode()
+    field = b'\r\nContent-Disposition: form-data; name="%b"\r\n\r\n%b\r\n' % (
+        wanted,
+        value.encode(),
+    )
+    parts = body.split(delimiter)
+    for index, part in enumerate(parts[1:], start=1):
+        if part.startswith(b"--"):
+            break
+        head, blank, _ = part.partition(b"\r\n\r\n")
+        if blank and _text_field(head) == wanted:
+            parts[index] = head + blank + value.encode() + b"\r\n"
+            return delimiter.join(parts)
+    if len(parts) < 2:
+        return body  # no part at all: nothing a server would read
+    return delimiter.join([parts[0], field, *parts[1:]])
+
+
+def _text_field(head: bytes) -> bytes | None:
+    """The name of the text field whose part has ``head``; None for a file or no name."""
+    disposition = next(
+        (line for line in head.split(b"\r\n") if line.lower().startswith(b"content-disposition:")),
+        b"",
+    )
+    found = _NAME.search(disposition)
+    if found is None or b"filename=" in disposition.lower():
+        return None
+    return found.group(1)
 
 
 def _boundary(content_type: bytes) -> bytes:

@@ -287,3 +287,51 @@ def test_a_peer_that_hangs_up_without_answering_is_a_502(
     answer = client.post("/v1/chat/completions", json=chat("box2/qwen"))
     assert answer.status_code == 502
     assert answer.json()["error"]["code"] == "backend_error"
+
+
+def test_a_get_naming_a_peer_model_in_its_query_names_it_as_the_peer_knows_it(
+    client: httpx.Client, fake_peer: FakeChild
+) -> None:
+    fake_peer.answer("GET", "/props", Reply(json={"total_slots": 1}))
+    fake_peer.answer("POST", "/lora-adapters", Reply(json=[]))
+    answer = client.get("/props", params={"model": "box2/qwen"})
+    assert answer.status_code == 200, answer.text
+    [sent] = fake_peer.received("GET", "/props")
+    assert sent.query == "model=qwen"
+    scales = [{"id": 0, "scale": 0.5}]  # a JSON list, not an object: passed on as it came
+    answer = client.post("/lora-adapters", params={"model": "box2/qwen"}, json=scales)
+    assert answer.status_code == 200, answer.text
+    [sent] = fake_peer.received("POST", "/lora-adapters")
+    assert sent.query == "model=qwen" and sent.json() == scales
+
+
+def test_a_form_naming_a_peer_model_names_it_as_the_peer_knows_it(
+    client: httpx.Client, fake_peer: FakeChild
+) -> None:
+    fake_peer.answer("POST", "/v1/audio/transcriptions", Reply(json={"text": "hi"}))
+    answer = client.post(
+        "/v1/audio/transcriptions",
+        data={"model": "box2/qwen", "language": "en"},
+        files={"file": ("a.wav", b"RIFF\x00\x00", "audio/wav")},
+    )
+    assert answer.status_code == 200, answer.text
+    [sent] = fake_peer.received("POST", "/v1/audio/transcriptions")
+    assert b'name="model"\r\n\r\nqwen\r\n' in sent.body
+    assert b'name="language"\r\n\r\nen\r\n' in sent.body and b"RIFF\x00\x00" in sent.body
+
+
+def test_made_up_names_on_a_down_peer_are_a_503_with_no_metrics_series(
+    way: str, make_settings: MakeSettings, factory: FakeFactory
+) -> None:
+    """A 503 for any ``box2/<id>`` while box2 is down, but the metrics' model labels stay
+    bounded (names a peer served when last up, or configured): no series per made-up name."""
+    with FakeChild() as gone:
+        url = gone.url
+    settings = make_settings(peers=[peer_config(url)])
+    with client_of(create_app(settings, factory=factory), settings, way) as client:
+        settled(client)
+        for made_up in ("box2/made-up-1", "box2/made-up-2"):
+            answer = client.post("/v1/chat/completions", json=chat(made_up))
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+            assert answer.json()["error"]["code"] == "peer_unavailable"
+        assert "made-up" not in client.get("/metrics").text

@@ -179,6 +179,15 @@ def test_configured_models_filter_what_the_peer_lists() -> None:
     assert directory.listing()[0]["models"] == ["llama"]
 
 
+def test_a_model_configured_twice_is_listed_once() -> None:
+    fake = FakePeer(["qwen", "llama"])
+    config = peer_settings("box2", models=["qwen", "qwen"])
+    assert Peer(config).models == ["qwen"]
+    directory = run(lambda: checked(FakeNetwork(box2=fake), config))
+    assert directory.listing()[0]["models"] == ["qwen"]
+    assert [model.id for model in directory.models()] == ["qwen", "box2/qwen"]
+
+
 def test_model_ids_are_an_openai_lists_ids_without_repeats() -> None:
     assert model_ids({"data": [{"id": "a"}, {"id": "b"}, {"id": "a"}]}) == ("a", "b")
     with pytest.raises(ValueError):
@@ -229,7 +238,8 @@ def test_a_down_peers_models_are_found_and_their_lease_is_a_quick_503() -> None:
         assert caught.value.message == f"Peer 'box2' is down: model '{shown}' is unavailable"
     never_up = two_peers(box2_up=False, box3_up=False)
     assert never_up.find("llama") is None  # nothing known of it: a 404
-    assert never_up.find("box2/llama") == PeerModel("box2/llama", "box2", "llama")
+    with pytest.raises(PeerUnavailable):  # at once: no model label for a made-up name
+        never_up.find("box2/llama")
 
 
 def test_a_lease_counts_in_flight_on_its_peer_and_targets_the_remote_model() -> None:

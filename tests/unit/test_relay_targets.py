@@ -19,7 +19,8 @@ from supervisor.errors import BadRequest, ModelNotFound, QueueFull
 from supervisor.models.catalog import Catalog
 from supervisor.models.registry import Registry
 from supervisor.peers.model import PeerModel
-from supervisor.relay.targets import Targets, named_body
+from supervisor.relay.table import ModelFrom
+from supervisor.relay.targets import Targets, named_body, peer_request
 
 MakeGGUF = Callable[..., Path]
 QWEN_ON_BOX2 = PeerModel("box2/qwen", "box2", "qwen")
@@ -106,6 +107,26 @@ def test_a_peer_body_names_the_model_as_the_peer_knows_it() -> None:
     for bad in (b"{", b"[1]"):
         with pytest.raises(BadRequest):
             named_body(bad, "qwen")
+
+
+def test_a_peer_request_names_the_model_where_its_route_does() -> None:
+    """In the query (others kept, added where the default model was meant), in the form
+    (added first where it had none), in the JSON body; nothing else touched."""
+    query = peer_request(ModelFrom.QUERY, "/props?model=box2%2Fqwen&x=1", b"", "", "qwen")
+    assert query == ("/props?model=qwen&x=1", b"")
+    assert peer_request(ModelFrom.QUERY, "/props", b"", "", "qwen") == ("/props?model=qwen", b"")
+    scales = b'[{"id": 0, "scale": 0.5}]'
+    assert peer_request(ModelFrom.QUERY, "/lora-adapters", scales, "", "q")[1] is scales
+    form_type = "multipart/form-data; boundary=XyZ"
+    file_part = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="model"\r\n\r\nRIFF\r\n'
+    )
+    form = file_part + b"--XyZ--\r\n"
+    path, sent = peer_request(ModelFrom.FORM, "/v1/audio/transcriptions", form, form_type, "q")
+    assert path == "/v1/audio/transcriptions"
+    assert sent == b'--XyZ\r\nContent-Disposition: form-data; name="model"\r\n\r\nq\r\n' + form
+    body = peer_request(ModelFrom.BODY, "/v1/embeddings", b'{"input": "hi"}', "", "q")[1]
+    assert json.loads(body) == {"input": "hi", "model": "q"}
 
 
 class Lookup:

@@ -732,3 +732,37 @@ async def test_connection_paused_when_its_answer_completed_works_again(
 
     assert await post_and_read(pool, server.url) == b"small"
     assert len(server.peers) == 1
+
+
+def this_hosts_address() -> str | None:
+    """An IPv4 address of this host that is not loopback, if it has a route out (a UDP
+    socket's connect picks its source address and sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: any routed address does
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+async def test_a_connection_to_another_host_is_probed_one_on_loopback_is_not(
+    pool: UpstreamPool,
+) -> None:
+    """A peer host gone from the network sends no reset: keep-alive probes end its requests
+    instead of leaving them waiting for ever. A child on loopback needs none."""
+    host = this_hosts_address()
+    if host is None:
+        pytest.skip("this host has no address but loopback")
+    server = await asyncio.start_server(lambda r, w: None, "0.0.0.0", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for address, probed in ((host, 1), ("127.0.0.1", 0)):
+            connection = await pool.connect((address, port))
+            try:
+                sock = connection._transport.get_extra_info("socket")  # type: ignore[union-attr]
+                assert bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)) == probed
+            finally:
+                connection.abort()
+    finally:
+        server.close()
