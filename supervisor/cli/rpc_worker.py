@@ -98,6 +98,8 @@ def run_rpc_worker(args: argparse.Namespace) -> int:
     host = listen_address(args.host, args.allow_public)
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port {args.port} is out of range")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: give at least 1")
     binary = find_rpc_server(args.rpc_server, default_cache_dir())
     options = WorkerOptions(host, args.port, args.threads, args.device, args.cache, args.mem)
     argv = server_argv(binary, options, server_help(binary) if args.mem is not None else "")

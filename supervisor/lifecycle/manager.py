@@ -25,14 +25,19 @@ from supervisor.lifecycle.events import LifecycleEvents, NoEvents
 from supervisor.lifecycle.model import ManagedModel, SwapReport
 from supervisor.lifecycle.placer import Placer
 from supervisor.lifecycle.starts import ChildStarts
-from supervisor.lifecycle.state import ModelStatus
+from supervisor.lifecycle.state import ModelState, ModelStatus
 from supervisor.lifecycle.status import StatusReader
 from supervisor.lifecycle.table import ModelTable
 from supervisor.lifecycle.watch import Watch
 from supervisor.models.memory import MemoryEstimate, MemoryProbe
 from supervisor.models.registry import ModelEntry
 from supervisor.placement.cores import CoreReader, cpu_list
-from supervisor.rpc.workers import WorkerChecks, model_workers, refuse_shared_workers
+from supervisor.rpc.workers import (
+    WorkerChecks,
+    model_workers,
+    refuse_shared_workers,
+    shared_workers,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -131,18 +136,40 @@ class ModelManager:
     async def make_room(self, model: ManagedModel, entry: ModelEntry, params: LoadParams) -> None:
         """Check the model's RPC workers (a quick load error naming one that is down, before
         anything is evicted for it), then evict until it fits, counting what they have free."""
-        settings = self.settings
-        workers = model_workers(settings, entry)
+        workers = model_workers(self.settings, entry)
         if workers:
-            holders = {
-                other.name: model_workers(settings, other.entry)
-                for other in self._table.models()
-                if other is not model and other.backend is not None
-            }
-            refuse_shared_workers(entry.id, workers, holders)
-            await self._workers.check(entry.id, workers, settings.rpc_allow_public)
+            await self._take_workers(model, entry, workers)
         limit = self.settings.max_loaded_models
         await eviction.make_room(self._table, self.placer, limit, self.events, model, entry, params)
+
+    async def _take_workers(
+        self, model: ManagedModel, entry: ModelEntry, workers: list[str]
+    ) -> None:
+        """Probe ``workers``; a worker that another model's child holds (an rpc-server serves
+        one client at a time) is freed by evicting that model when it is idle, as memory
+        eviction would, and probed after; when it is busy, pinned or loading, a load error."""
+        settings = self.settings
+        holders = {
+            other: model_workers(settings, other.entry)
+            for other in self._table.models()
+            if other is not model
+            and (other.backend is not None or other.state is ModelState.LOADING)
+            and shared_workers(workers, model_workers(settings, other.entry))
+        }
+        stuck = {
+            o.name: theirs
+            for o, theirs in holders.items()
+            if eviction.least_recently_used([o]) is None  # busy, pinned or loading
+        }
+        refuse_shared_workers(entry.id, workers, stuck)
+        held = {key for theirs in holders.values() for key in shared_workers(workers, theirs)}
+        free_now = [worker for worker in workers if not shared_workers([worker], list(held))]
+        await self._workers.check(entry.id, free_now, settings.rpc_allow_public)
+        for other in holders:
+            LOG.info("evicting '%s' (it holds an RPC worker) to load '%s'", other.name, model.name)
+            self.events.evicted(other.entry.id)
+            await other.unload()
+        await self._workers.check(entry.id, sorted(held), settings.rpc_allow_public)
 
     async def start_child(
         self, model: ManagedModel, entry: ModelEntry, params: LoadParams

@@ -77,7 +77,7 @@ class Placer:
         the page cache, so a second one needs no second copy in RAM (unless locked in)."""
         budget = self._probe.budget()
         spec = launch_spec(self.settings, entry, entry.path, params=params)
-        if spec.rpc:
+        if spec.rpc and spec.n_gpu_layers != 0:  # 0: every layer stays here, none on them
             return self._fit_with_workers(entry, spec, budget)
         layers = spec.n_gpu_layers
         if layers is None and budget.gpus:

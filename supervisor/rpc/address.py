@@ -28,13 +28,18 @@ class WorkerAddress:
 def parse_worker(text: str) -> WorkerAddress:
     """``host:port`` as llama-server's ``--rpc`` takes it; a ConfigError naming ``text``."""
     value = text.strip()
+    if value.count(":") > 1 and "," in value:
+        raise ConfigError(
+            f'RPC worker {text!r}: one worker per item, e.g. rpc = ["10.0.0.2:50052", '
+            '"10.0.0.3:50052"]'
+        )
     if value.startswith("["):
         raise ConfigError(
             f"RPC worker {text!r}: llama.cpp's RPC client connects over IPv4 only; give an "
             "IPv4 address or a host name"
         )
     host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
         raise ConfigError(f"RPC worker {text!r}: expected host:port, e.g. 10.0.0.2:50052")
     if ":" in host:
         raise ConfigError(

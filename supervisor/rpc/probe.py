@@ -22,6 +22,7 @@ from supervisor.errors import ConfigError
 from supervisor.rpc.address import WorkerAddress, refuse_public
 
 PROTOCOL_MAJOR = 7  # RPC_PROTO_MAJOR_VERSION of the pinned llama.cpp
+PROTOCOL_MINOR = 0  # RPC_PROTO_MINOR_VERSION: its client refuses a server with a higher one
 CONN_CAPS_SIZE = 24  # RPC_CONN_CAPS_SIZE: transport capabilities; all zero means plain TCP
 CMD_GET_DEVICE_MEMORY = 11
 CMD_HELLO = 14
@@ -68,9 +69,15 @@ async def probe_worker(
     ``timeout`` seconds. Host names resolve over IPv4, as llama.cpp's client resolves them,
     and what they resolve to is held to the same public-address rule as a literal."""
     began = time.monotonic()
-    ip = await _resolve(worker, allow_public)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, worker.port), timeout)
+        ip = await asyncio.wait_for(_resolve(worker, allow_public), timeout)
+    except TimeoutError:
+        reason = f"no answer from the resolver for {worker.host!r} within {timeout:g}s"
+        raise ProbeFailed(reason) from None
+    try:
+        remaining = max(0.1, timeout - (time.monotonic() - began))
+        connecting = asyncio.open_connection(ip, worker.port)
+        reader, writer = await asyncio.wait_for(connecting, remaining)
     except TimeoutError:
         raise ProbeFailed(f"no answer to a connection within {timeout:g}s") from None
     except OSError as exc:
@@ -146,10 +153,10 @@ async def _ask(
 ) -> tuple[tuple[int, int, int], tuple[DeviceMemory, ...]]:
     hello = await _call(reader, writer, CMD_HELLO, bytes(CONN_CAPS_SIZE), 4 + CONN_CAPS_SIZE)
     major, minor, patch = hello[0], hello[1], hello[2]
-    if major != PROTOCOL_MAJOR:
+    if major != PROTOCOL_MAJOR or minor > PROTOCOL_MINOR:
         raise ProbeFailed(
             f"speaks RPC protocol {major}.{minor}.{patch}, the gateway's llama.cpp "
-            f"{PROTOCOL_MAJOR}.x: run the same llama.cpp build on the worker"
+            f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}: run the same llama.cpp build on the worker"
         )
     (count,) = struct.unpack("<I", await _call(reader, writer, CMD_DEVICE_COUNT, b"", 4))
     if not 0 < count <= MAX_DEVICES:

@@ -32,19 +32,24 @@ def model_workers(settings: Settings, entry: ModelEntry) -> list[str]:
     return list(own) if own is not None else list(settings.rpc)
 
 
+def shared_workers(workers: list[str], theirs: list[str]) -> list[str]:
+    """The workers (as host:port) in both lists."""
+    return sorted({_key(worker) for worker in workers} & {_key(worker) for worker in theirs})
+
+
 def refuse_shared_workers(model_id: str, workers: list[str], holders: dict[str, list[str]]) -> None:
     """A ``ModelLoadError`` when a worker of ``model_id`` is held by a child of another model
-    (``holders``: each running child's name and workers). An rpc-server serves one client at
-    a time, so a second child would wait on it without end; and probing it would only tell
-    "busy" after a timeout."""
-    wanted = {_key(worker) for worker in workers}
+    that cannot be evicted (``holders``: each such child's name and workers). An rpc-server
+    serves one client at a time, so a second child would wait on it without end; and probing
+    it would only tell "busy" after a timeout."""
     for holder, theirs in holders.items():
-        shared = sorted(wanted & {_key(worker) for worker in theirs})
+        shared = shared_workers(workers, theirs)
         if shared:
             raise ModelLoadError(
                 model_id,
                 f"RPC worker {shared[0]} is in use by model '{holder}' (an rpc-server serves "
-                "one llama-server at a time): unload that model first",
+                "one llama-server at a time), which is busy, pinned or loading: unload that "
+                "model first",
             )
 
 

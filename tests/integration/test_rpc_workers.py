@@ -192,3 +192,17 @@ def test_a_down_worker_is_a_quick_503_naming_it_and_the_model_loads_once_it_is_b
     workers.append(RunningWorker(rpc_server_bin, worker_port, workdir / "worker2.log"))
     reply = chat(gateway)
     assert reply.status_code == 200, reply.text
+
+
+def test_the_server_dies_with_a_worker_killed_outright(rpc_server_bin: Path, workdir: Path) -> None:
+    """kill -9 of rpc-worker leaves no rpc-server behind holding the port and the devices:
+    the launcher's death signal takes it down too."""
+    worker = RunningWorker(rpc_server_bin, free_port(), workdir / "worker-killed.log")
+    try:
+        server = worker.server()
+        assert server is not None
+        worker.proc.kill()
+        worker.proc.wait(PATIENCE_S)
+        assert not wait_until_gone([server], timeout=10), worker.log()[-2000:]
+    finally:
+        worker.stop()

@@ -44,6 +44,8 @@ def test_workers_parse_as_host_and_port(text: str, parsed: WorkerAddress) -> Non
         ("[fd00::2]:50052", "IPv4 only"),
         ("fd00::2:50052", "IPv4 only"),
         ("a,b:1", "not a host name"),
+        ("10.0.0.2:50052,10.0.0.3:50052", "one worker per item"),
+        ("10.0.0.2:\uff15\uff10\uff10\uff15\uff12", "expected host:port"),  # not ASCII
     ],
 )
 def test_malformed_workers_are_refused_by_name(text: str, says: str) -> None:

@@ -118,20 +118,63 @@ async def test_placement_counts_what_the_workers_have_free(client: httpx.AsyncCl
     assert models.placer.memory_fit(entry("local"), LoadParams()).where == "RAM"
 
 
-async def test_a_worker_in_use_by_another_models_child_is_not_probed(
+async def test_workers_count_for_nothing_when_no_layer_is_offloaded(
+    client: httpx.AsyncClient,
+) -> None:
+    """n_gpu_layers = 0 keeps every layer here: the workers' memory does not make it fit."""
+    factory, workers = FakeFactory(), FakeWorkers({WORKER: 64 * GiB})
+    models = manager(client, factory, workers, ram=0)
+    (await models.acquire(entry("split", rpc=[WORKER]))).release()  # the worker is probed
+    local = entry("local", rpc=[WORKER], n_gpu_layers=0)
+    assert models.placer.memory_fit(local, LoadParams()).where == "RAM"
+    await models.unload(entry("split", rpc=[WORKER]))
+    with pytest.raises(InsufficientMemory, match="RAM free"):
+        await models.acquire(local)
+
+
+async def test_a_worker_in_use_by_another_models_busy_child_is_not_probed(
     client: httpx.AsyncClient,
 ) -> None:
     factory, workers = FakeFactory(), FakeWorkers({WORKER: 8 * GiB})
     models = manager(client, factory, workers, rpc=[WORKER])
-    (await models.acquire(entry("first"))).release()
+    lease = await models.acquire(entry("first"))  # a request in flight: not evictable
     probes = len(workers.probed)
     with pytest.raises(ModelLoadError, match=f"RPC worker {WORKER} is in use by model 'first'"):
         await models.acquire(entry("second"))
     assert len(workers.probed) == probes  # refused without a connection
+    assert models.status(entry("first")).state is ModelState.READY
     # A model of its own, without workers, is not held back.
     (await models.acquire(entry("alone", rpc=[]))).release()
+    lease.release()
     await models.unload(entry("first"))
     (await models.acquire(entry("second"))).release()
+
+
+async def test_an_idle_model_holding_the_worker_is_evicted_for_the_next(
+    client: httpx.AsyncClient,
+) -> None:
+    """With the global rpc every model uses the same worker: asking for another model swaps
+    them, as memory eviction would, instead of refusing until someone unloads by hand."""
+    factory, workers = FakeFactory(), FakeWorkers({WORKER: 8 * GiB})
+    models = manager(client, factory, workers, rpc=[WORKER])
+    (await models.acquire(entry("first"))).release()
+    (await models.acquire(entry("second"))).release()
+    first, second = factory.made
+    assert not first.alive and second.alive
+    assert models.status(entry("first")).state is ModelState.UNLOADED
+    assert models.status(entry("second")).state is ModelState.READY
+
+
+async def test_a_down_worker_evicts_nothing_even_when_another_is_held(
+    client: httpx.AsyncClient,
+) -> None:
+    down = "10.0.0.3:50052"
+    factory, workers = FakeFactory(), FakeWorkers({WORKER: 8 * GiB, down: None})
+    models = manager(client, factory, workers)
+    (await models.acquire(entry("first", rpc=[WORKER]))).release()
+    with pytest.raises(ModelLoadError, match=f"RPC worker {down} is unavailable"):
+        await models.acquire(entry("second", rpc=[WORKER, down]))
+    assert models.status(entry("first", rpc=[WORKER])).state is ModelState.READY
 
 
 async def test_a_split_model_swaps_stop_then_start(client: httpx.AsyncClient) -> None:

@@ -117,6 +117,36 @@ async def test_a_worker_of_another_protocol_version_is_refused(fake_worker) -> N
         await probe_worker(await fake_worker(old), timeout=2)
 
 
+async def test_a_worker_of_a_newer_minor_version_is_refused(fake_worker) -> None:  # type: ignore[no-untyped-def]
+    """llama.cpp's client refuses a server whose minor version is above its own (it would
+    abort the child), so the probe refuses it first."""
+
+    async def newer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(1 + 8 + CONN_CAPS_SIZE)
+        writer.write(hello_reply(7))  # 7.1.2, the pinned llama.cpp speaks 7.0
+        await writer.drain()
+
+    with pytest.raises(ProbeFailed, match=r"protocol 7\.1\.2.*same llama\.cpp build"):
+        await probe_worker(await fake_worker(newer), timeout=2)
+
+
+async def test_a_host_name_that_never_resolves_fails_within_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Name resolution counts against the probe's timeout: a resolver that never answers
+    is a quick failure, not a load that waits on it."""
+    loop = asyncio.get_running_loop()
+
+    async def silent(*args: object, **kwargs: object) -> list[object]:
+        await asyncio.Event().wait()
+        return []
+
+    monkeypatch.setattr(loop, "getaddrinfo", silent)
+    probing = probe_worker(WorkerAddress("worker.lan", 50052), timeout=0.2)
+    with pytest.raises(ProbeFailed, match="no answer"):
+        await asyncio.wait_for(probing, 10)  # the outer bound only stops a hang
+
+
 async def test_a_server_that_hangs_up_is_not_taken_for_a_worker(fake_worker) -> None:  # type: ignore[no-untyped-def]
     async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()

@@ -138,6 +138,14 @@ def test_the_command_refuses_a_public_address(capsys: pytest.CaptureFixture[str]
     assert "public" in capsys.readouterr().err
 
 
+def test_the_command_refuses_options_rpc_server_would_exit_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """rpc-server exits at once on them: the worker would restart it without end."""
+    assert main(["rpc-worker", "--threads", "0"]) == 2
+    assert "--threads 0" in capsys.readouterr().err
+
+
 def test_the_command_is_listed_and_its_help_warns_about_authentication(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
