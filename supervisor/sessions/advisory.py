@@ -21,7 +21,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from supervisor.errors import SessionStoreError
-from supervisor.sessions.postgres import connection_kwargs, reason
+from supervisor.sessions.postgres import KEEPALIVES, connection_kwargs, reason
 
 LOG = logging.getLogger(__name__)
 Unlock = Callable[[], Awaitable[None]]
@@ -37,18 +37,27 @@ def lock_key(session_id: str) -> int:
 class AdvisoryLocks:
     """One pooled connection per session whose turn this gateway holds (or awaits)."""
 
-    def __init__(self, url: str, *, timeout_s: float = 5.0, max_connections: int = 32) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 5.0,
+        max_connections: int = 32,
+        unlock_timeout_s: float = 10.0,
+    ) -> None:
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             url,
             kwargs={**connection_kwargs(), "autocommit": True},
             min_size=0,
             max_size=max_connections,
             open=False,  # it needs the running loop: opened on first use
+            configure=_configure,
             check=AsyncConnectionPool.check_connection,
             timeout=timeout_s,
             name="session-locks",
         )
         self._url = url
+        self._unlock_timeout_s = unlock_timeout_s
         self._opening = asyncio.Lock()
         self._opened = False
         # The server was unreachable at the last try (see PostgresStore); until a first lock,
@@ -81,9 +90,12 @@ class AdvisoryLocks:
             raise
 
         async def unlock() -> None:
+            # Bounded: a stuck connection must not keep the session's local lock (its next
+            # turns here) or the gateway's shutdown waiting; closing it frees the lock.
             try:
-                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-            except psycopg.Error as exc:
+                async with asyncio.timeout(self._unlock_timeout_s):
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            except (psycopg.Error, TimeoutError) as exc:
                 LOG.warning("session %s: unlock failed (%s); dropping its connection", session_id,
                             exc)  # fmt: skip
                 await conn.close()  # the server drops the lock with the connection
@@ -102,6 +114,12 @@ class AdvisoryLocks:
     async def close(self) -> None:
         if self._opened:
             await self._pool.close()
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # No statement_timeout here: a turn may wait as long as another gateway's answer lasts.
+    for setting in KEEPALIVES:
+        await conn.execute(f"SET {setting}")
 
 
 def _store_error(session_id: str, exc: psycopg.Error) -> SessionStoreError:

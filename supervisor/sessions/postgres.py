@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from supervisor.errors import BadRequest, SessionNotFound, SessionStoreError
 from supervisor.sessions.store import (
@@ -56,11 +56,28 @@ SCHEMA_VERSION = len(MIGRATIONS)
 SCHEMA_LOCK = (0x6C6C, 1)
 CONNECT_TIMEOUT_S = 3
 STATEMENT_TIMEOUT_MS = 30_000
+# A gateway whose host dies closes none of its connections: the server keeps their turn locks
+# until TCP keepalive finds the peer gone, two hours by the system's defaults, and the other
+# gateways' turns on those sessions wait as long. Every connection asks for about a minute.
+KEEPALIVES = (
+    "tcp_keepalives_idle = 30",
+    "tcp_keepalives_interval = 10",
+    "tcp_keepalives_count = 3",
+)
 
 
 def connection_kwargs() -> dict[str, Any]:
     """What every connection of the gateway's gets beside the URL."""
-    return {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "llama-supervisor"}
+    return {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "application_name": "llama-supervisor",
+        # A database host that vanished mid-query (or mid-wait for a turn): an error in about
+        # a minute rather than a worker thread, or a turn, held for good.
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
 
 
 def migrate(conn: psycopg.Connection[Any], target: int = SCHEMA_VERSION) -> int:
@@ -91,11 +108,15 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     # A server that stops answering must not hold a worker thread (and a client) forever.
     conn.autocommit = True
     conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    for setting in KEEPALIVES:
+        conn.execute(f"SET {setting}")
     conn.autocommit = False
 
 
 def reason(exc: psycopg.Error) -> str:
     """What a client may read of a database failure: no host, no user, no URL."""
+    if isinstance(exc, PoolTimeout):  # no connection could be made, or all were in use
+        return "the database is unreachable, or all this gateway's connections to it are busy"
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return "the database is unreachable"
     return exc.diag.message_primary or type(exc).__name__
@@ -149,6 +170,7 @@ class PostgresStore:
                 return
             try:
                 with psycopg.connect(self._url, **connection_kwargs()) as conn:
+                    _configure(conn)  # bounded: another gateway may hold the lock, and be stuck
                     before = migrate(conn)
             except psycopg.Error as exc:
                 LOG.warning("session store: cannot migrate the schema: %s", exc)

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +34,7 @@ from supervisor.errors import BadRequest, SessionStoreError
 from supervisor.sessions.advisory import AdvisoryLocks, lock_key
 from supervisor.sessions.locks import Turns
 from supervisor.sessions.pick import open_store
-from supervisor.sessions.postgres import SCHEMA_VERSION, PostgresStore, migrate
+from supervisor.sessions.postgres import SCHEMA_LOCK, SCHEMA_VERSION, PostgresStore, migrate
 from supervisor.sessions.store import SessionStore
 
 MODEL = "tiny.Q4_1"
@@ -92,6 +95,34 @@ def test_gateways_starting_together_migrate_once(postgres: PostgresServer) -> No
         assert rows == [(SCHEMA_VERSION,)]
     finally:
         for store in stores:
+            store.close()
+
+
+def test_a_migration_stuck_elsewhere_does_not_hang_the_start(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another gateway holds the schema lock and does not finish (stuck, or its host gone):
+    this one starts anyway, within the statement timeout, answers 503 meanwhile, and
+    migrates on the first call after the lock is free."""
+    monkeypatch.setattr("supervisor.sessions.postgres.STATEMENT_TIMEOUT_MS", 500)
+    url = postgres.create_database()
+    started: list[PostgresStore] = []
+    with psycopg.connect(url) as other:
+        other.execute("SELECT pg_advisory_xact_lock(%s, %s)", SCHEMA_LOCK)
+        starting = threading.Thread(target=lambda: started.append(PostgresStore(url)))
+        starting.start()
+        starting.join(30)
+        try:
+            assert started, "the gateway's start waited on the schema lock"
+            with pytest.raises(SessionStoreError):
+                started[0].list()
+        finally:
+            other.rollback()  # the lock goes; a start still waiting ends
+            starting.join(30)
+    try:
+        assert started[0].list() == []
+    finally:
+        for store in started:
             store.close()
 
 
@@ -301,6 +332,48 @@ def test_a_turn_given_up_while_waiting_leaves_nothing_held(postgres: PostgresSer
     asyncio.run(run())
 
 
+def lock_holder(url: str, key: int) -> int:
+    """The server process that holds the advisory lock on ``key``."""
+    classid, objid = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid"
+            " AND objid = %s::oid AND objsubid = 1 AND granted",
+            (classid, objid),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_stuck_connection_does_not_keep_a_session_or_a_shutdown_waiting(
+    postgres: PostgresServer,
+) -> None:
+    """The server process behind a turn's lock stops answering (a stuck connection): giving
+    the turn back must still end, within a bound, so that the session's next turn on this
+    gateway is not queued forever and the gateway's shutdown does not hang."""
+    url = postgres.create_database()
+    key = lock_key("s-1")
+
+    async def run() -> None:
+        turns = Turns(AdvisoryLocks(url, unlock_timeout_s=0.5))
+        stopped: int | None = None
+        try:
+            release = await turns.take("s-1")
+            stopped = lock_holder(url, key)
+            os.kill(stopped, signal.SIGSTOP)
+            release()
+            await asyncio.wait_for(turns.close(), 30)
+            assert not turns.locks.lock("s-1").locked()
+        finally:
+            if stopped is not None:
+                os.kill(stopped, signal.SIGCONT)
+            await turns.close()
+        # Once it runs again, the server finds the connection closed and drops the lock.
+        await wait_until(lambda: held_locks(url, key) == (0, 0))
+
+    asyncio.run(run())
+
+
 def test_an_unreachable_database_makes_taking_a_turn_a_503(make_settings: MakeSettings) -> None:
     url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/nothing"
 
@@ -373,3 +446,61 @@ def test_a_gateway_on_sqlite_does_not_load_psycopg() -> None:
     code = "import supervisor.services, supervisor.app; import sys; print('psycopg' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_server_notices_a_dead_gateway_within_a_minute_not_hours(
+    postgres: PostgresServer,
+) -> None:
+    """A gateway whose host dies (power, network) closes nothing: the server keeps its turns'
+    locks until TCP keepalive finds the peer gone, two hours by the system's defaults, and
+    every other gateway's turn on those sessions waits that long. Every connection of a
+    gateway's asks the server to probe it sooner."""
+    url = postgres.create_database()
+    keepalives = ["tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"]
+    store = PostgresStore(url)
+    try:
+        with store._pool.connection() as conn:
+            shown = [conn.execute(f"SHOW {name}").fetchone() for name in keepalives]
+            # and the gateway's side notices a database host that vanished, likewise
+            client = conn.info.get_parameters()
+        assert [int(row[0]) for row in shown if row] == [30, 10, 3]
+        assert [client.get(f"keepalives_{n}") for n in ("idle", "interval", "count")] == [
+            "30", "10", "3"]  # fmt: skip
+    finally:
+        store.close()
+
+    async def run() -> None:
+        locks = AdvisoryLocks(url)
+        try:
+            unlock = await locks.acquire("s-1")
+            async with locks._pool.connection() as conn:
+                rows = [
+                    await (await conn.execute(f"SHOW {name}")).fetchone() for name in keepalives
+                ]
+            assert [int(row[0]) for row in rows if row] == [30, 10, 3]
+            await unlock()
+        finally:
+            await locks.close()
+
+    asyncio.run(run())
+
+
+def test_a_gateway_out_of_turn_connections_says_so_not_that_the_database_is_away(
+    postgres: PostgresServer,
+) -> None:
+    """More sessions' turns at once than the gateway keeps lock connections for: the 503 says
+    that may be the cause, not only that the database (which is up) is unreachable."""
+    url = postgres.create_database()
+
+    async def run() -> None:
+        turns = Turns(AdvisoryLocks(url, max_connections=1, timeout_s=0.5))
+        try:
+            release = await turns.take("s-1")
+            with pytest.raises(SessionStoreError) as caught:
+                await turns.take("s-2")
+            assert "connections to it are busy" in caught.value.message
+            release()
+        finally:
+            await turns.close()
+
+    asyncio.run(run())

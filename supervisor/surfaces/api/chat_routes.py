@@ -3,6 +3,7 @@ generate, embeddings, and the sessions themselves. Errors are ``{"detail": …}`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -180,8 +181,18 @@ async def _chat_in_turn(
 
     async def store(reply: str) -> None:
         turns = [(m["role"], m["content"]) for m in asked.messages]
-        await anyio.to_thread.run_sync(_save, sessions, session_id, entry.id, asked.session_id,
-                                       [*turns, ("assistant", reply)])  # fmt: skip
+        write = asyncio.ensure_future(anyio.to_thread.run_sync(
+            _save, sessions, session_id, entry.id, asked.session_id,
+            [*turns, ("assistant", reply)]))  # fmt: skip
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # A client gone mid-write cannot stop the thread: the turn (which the stream's
+            # end gives up) lasts until the write is over, or the next turn reads without it.
+            await asyncio.wait([write])
+            if not write.cancelled():
+                write.exception()  # nobody is left to tell; the store has logged a failure
+            raise
 
     if asked.stream:
 
