@@ -302,9 +302,7 @@ class Settings(BaseSettings):
     peer_check_interval_s: float = Field(
         default=5.0, gt=0, description="how often each peer's /v1/models is checked"
     )
-    peer_timeout_s: float = Field(
-        default=3.0, gt=0, description="longest a peer's check (and a connection to it) may take"
-    )
+    peer_timeout_s: float = Field(default=3.0, gt=0, description="longest a peer's check may take")
     rpc: list[str] = Field(
         default_factory=list,
         description="llama.cpp RPC workers (host:port) every model's children use (--rpc); a "
