@@ -52,8 +52,7 @@ ADMIN_PATH = re.compile(
 # relayed routes declared admin (``relay/table.Relay.admin``: a child's slots, its LoRA
 # adapters), whatever the method.
 ADMIN_READS = frozenset(
-    {"/api/v2/metrics", "/v1/stats", "/v1/import", "/v1/peers"}
-    | {path for _, path in ADMIN_RELAYS}
+    {"/api/v2/metrics", "/v1/stats", "/v1/import", "/v1/peers"} | {path for _, path in ADMIN_RELAYS}
 )
 
 
