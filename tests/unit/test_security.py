@@ -54,6 +54,7 @@ ROUTE_ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/models"): Access.INFERENCE,
     ("GET", "/v1/models/{model_id}"): Access.INFERENCE,
     ("GET", "/v1/stats"): Access.ADMIN,
+    ("GET", "/v1/peers"): Access.ADMIN,
     ("POST", "/v1/chat/completions"): Access.INFERENCE,
     ("POST", "/v1/completions"): Access.INFERENCE,
     ("POST", "/v1/embeddings"): Access.INFERENCE,
