@@ -194,7 +194,7 @@ def _assert_error(reply: Any, path: str, status: int, code: str) -> None:
 
 def test_admin_routes_refuse_inference_keys_and_no_keys(keyed: TestClient) -> None:
     admin = [(m, _concrete(t)) for (m, t), a in ROUTE_ACCESS.items() if a is Access.ADMIN]
-    assert len(admin) == 24  # the 405 answers of /api/v2/models/pull included
+    assert len(admin) == 25  # the 405 answers of /api/v2/models/pull included
     for method, path in admin:
         _assert_error(keyed.request(method, path), path, 401, "invalid_api_key")
         as_client = keyed.request(method, path, headers={"authorization": f"Bearer {INFERENCE}"})
