@@ -129,19 +129,9 @@ def build_services(
     pulls = Pulls(lambda: reloader.settings, catalog, reloader.rescan, pull_tools)
     history = MetricsHistory(telemetry.activity, manager.models, HostReader(probe))
     return Services(
-        client,
-        manager,
-        reloader,
-        relay,
-        sessions,
-        probe,
-        logs,
-        telemetry,
-        pulls,
-        history,
-        peers,
+        client, manager, reloader, relay, sessions, probe, logs, telemetry, pulls, history, peers,
         shared_locks=shared_locks,
-    )
+    )  # fmt: skip
 
 
 def activity_log(settings: Settings) -> ActivityLog:
