@@ -63,9 +63,10 @@ test: setup system-deps lint llama-server
 	LLAMA_SUPERVISOR_REQUIRE_INTEGRATION=1 $(BIN)/pytest -q -rs $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests selected"; exit 0; fi; exit $$rc
 
-# Benchmarks (issues 6 and 17, docs/benchmarks.md): the gateway against a direct llama-server,
-# llama-server's router mode and nginx, then several models on one machine against
-# llama-servers started by hand. The full run takes about half an hour on two cores.
+# Benchmarks (issues 6, 17 and 20, docs/benchmarks.md): the gateway against a direct
+# llama-server, llama-server's router mode and nginx, then several models on one machine against
+# llama-servers started by hand, then a peer hop and a model split over an RPC worker. The full
+# run takes about 35 minutes on two cores.
 bench: setup llama-server
 	$(BIN)/python -m bench --out docs/benchmarks.md --json bench/results/latest.json
 

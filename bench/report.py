@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .distributed_report import distributed_section
 from .markdown import counts as _counts
 from .markdown import num as _f
 from .markdown import spread as _spread
@@ -104,7 +105,11 @@ METHOD = """\
 ```bash
 make bench          # the full run: rewrites this file and bench/results/latest.json
 make bench-quick    # a few minutes with smaller counts; prints the report
-.venv/bin/python -m bench --only several    # the several-models phase alone: about 6 minutes
+.venv/bin/python -m bench --only several    # the several-models phase alone: about 8 minutes
+# the beyond-one-machine phase alone (about 4 minutes), written into this file and the JSON
+# in place of its earlier figures, the other sections' kept:
+.venv/bin/python -m bench --only distributed --out docs/benchmarks.md \\
+    --json bench/results/latest.json
 .venv/bin/python -m bench --help    # --rounds, --requests, --threads, --model, --no-relay, ...
 ```
 
@@ -120,9 +125,17 @@ def render(results: Mapping[str, Any]) -> str:
         if "several" in summary
         else ""
     )
-    if "latency" not in summary:  # the several-models phase alone (--only several)
+    distributed = (
+        distributed_section(summary["distributed"], raw["distributed"], meta["distributed"])
+        if "distributed" in summary
+        else ""
+    )
+    if "latency" not in summary:  # a phase alone (--only) with no earlier run to go into
         phases = _phases(raw.get("phases_s", {}))
-        return standalone_header(meta, _machine(meta), phases) + "\n" + several
+        titles = [t for t, s in (("several models", several), ("beyond one machine", distributed))
+                  if s]  # fmt: skip
+        header = standalone_header(meta, _machine(meta), phases, " and ".join(titles))
+        return "\n".join(part for part in (header, several, distributed) if part)
     parts = [
         _header(meta, raw.get("phases_s", {})),
         _verdicts(summary["verdicts"]),
@@ -133,7 +146,8 @@ def render(results: Mapping[str, Any]) -> str:
         _gateway_process(summary["gateway"], summary.get("model_cpu_s_per_1k_tokens", {})),
         _cold(summary["cold_load_s"], summary["swap"]),
         _relay(summary["relay"], meta["plan"]),
-        several,
+        _rerun_note(several, meta.get("several", {})),
+        distributed,
         METHOD,
     ]
     return "\n".join(part for part in parts if part)
@@ -160,6 +174,8 @@ def _header(meta: Mapping[str, Any], phases: Mapping[str, float]) -> str:
         if meta.get("several")
         else ""
     )
+    if meta.get("distributed"):
+        several_line += ";\nthen a peer hop and an RPC worker on loopback (Beyond one machine)"
     return f"""\
 # Benchmarks
 
@@ -187,6 +203,19 @@ stream, above it each target's streams run in {slices} turns taken in rotation.{
 Error check: {plan["error_requests"]:,} requests through the gateway at concurrency 16.
 Time taken: {_phases(phases)}.
 """
+
+
+def _rerun_note(section: str, meta: Mapping[str, Any]) -> str:
+    """A section rerun alone into an earlier run's report says so under its title."""
+    alone = meta.get("alone")
+    if not alone or not section:
+        return section
+    title, _, rest = section.partition("\n\n")
+    note = (
+        f"Rerun alone on {alone['date']} ({alone['duration_s'] / 60:.1f} minutes; "
+        f"llama-server {alone['llama_server']}): `{alone['command']}`."
+    )
+    return f"{title}\n\n{note}\n\n{rest}"
 
 
 def _machine(meta: Mapping[str, Any]) -> str:

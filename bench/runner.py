@@ -1,5 +1,6 @@
 """``python -m bench``: start the targets, run every workload against each in the same run,
-write the markdown report and the JSON."""
+write the markdown report and the JSON. A phase run alone (``--only``) is written into the
+``--json`` file's earlier results, keeping the other phases' figures (bench/sections.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from supervisor.children.binary import find_llama_server
 from supervisor.config import default_cache_dir
 from supervisor.models.demo import fetch_demo_model
 
-from . import lifecycle, machine, several, targets
+from . import distributed, lifecycle, machine, sections, several, targets
 from .meter import ProcessMeter
 from .nginx import find_nginx, start_nginx, version
 from .report import render
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Measure the gateway against a direct llama-server, llama-server's "
         "router mode and nginx (where installed) on the same model and settings, and against "
         "a zero-cost upstream; then several models on one machine against llama-servers "
-        "started by hand.",
+        "started by hand; then beyond one machine: a peer hop and a model split over an RPC "
+        "worker, on loopback.",
     )
     parser.add_argument("--quick", action="store_true", help="small counts: about 5 minutes")
     parser.add_argument(
@@ -68,14 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-relay", action="store_true", help="skip the zero-cost upstream")
     parser.add_argument(
         "--only",
-        choices=["several"],
+        choices=["several", "distributed"],
         help="several: run the several-models phase alone (two models at once, chat and "
         "embeddings at once, one model alone; bench/several.py): about 8 minutes, 2 with "
-        "--quick; the report then has that section only. Its llama-servers have their own "
-        "settings (--parallel 4, 512 tokens of context per slot), whatever --parallel, "
-        "--ctx-size and --threads say",
+        "--quick. Its llama-servers have their own settings (--parallel 4, 512 tokens of "
+        "context per slot), whatever --parallel, --ctx-size and --threads say. distributed: "
+        "the beyond-one-machine phase alone (a peer hop, a model split over an RPC worker; "
+        "bench/distributed.py): about 4 minutes, 1.5 with --quick. Where the --json file "
+        "holds an earlier run, the phase's figures replace its own there and the other "
+        "sections' are kept (in the JSON and the --out report); else the report has that "
+        "section only",
     )
     parser.add_argument("--no-several", action="store_true", help="skip the several-models phase")
+    parser.add_argument(
+        "--no-distributed", action="store_true", help="skip the beyond-one-machine phase"
+    )
     parser.add_argument(
         "--several-seconds",
         type=float,
@@ -93,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.requests:
         plan = replace(plan, error_requests=args.requests)
     several_plan = _several_plan(args)
-    main_phases = args.only != "several"
+    distributed_plan = _distributed_plan(args)
+    main_phases = args.only is None
     workdir = Path(tempfile.mkdtemp(prefix="llama-bench-"))
     try:
         binary = find_llama_server(args.llama_server, default_cache_dir())
@@ -105,18 +115,25 @@ def main(argv: list[str] | None = None) -> int:
         nginx = find_nginx() if main_phases else None
         if nginx is None and main_phases:
             _say("nginx not found (PATH, /usr/sbin/nginx): skipping the nginx target")
+        later = Later(several_plan, distributed_plan)
         raw = asyncio.run(
-            _measure(settings, plan, workdir, nginx, not args.no_relay, several_plan, main_phases)
+            _measure(settings, plan, workdir, nginx, not args.no_relay, later, main_phases)
         )
         meta = _meta(settings, plan, argv, time.monotonic() - started, nginx)
         if several_plan is not None:
             meta["several"] = several.describe(settings.model, several_plan)
+        if distributed_plan is not None:
+            meta["distributed"] = distributed.describe(settings, distributed_plan)
+        if args.only is not None:
+            meta[args.only]["alone"] = sections.alone(meta)
     finally:
         if args.keep:
             _say(f"work dir kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    results = {"meta": meta, "summary": summarize(raw), "raw": raw}
+    results: dict[str, Any] = {"meta": meta, "summary": summarize(raw), "raw": raw}
+    if args.only is not None:
+        results = sections.merged(sections.read_previous(args.json), results, args.only)
     report = render(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -133,12 +150,34 @@ def _several_plan(args: argparse.Namespace) -> several.SeveralPlan | None:
         if args.only == "several":
             _parser().error("--only several and --no-several leave nothing to run")
         return None
+    if args.only not in (None, "several"):
+        return None
     plan = several.QUICK if args.quick else several.FULL
     if args.rounds:
         plan = replace(plan, rounds=args.rounds)
     if args.several_seconds:
         plan = replace(plan, seconds=args.several_seconds)
     return plan
+
+
+def _distributed_plan(args: argparse.Namespace) -> distributed.DistributedPlan | None:
+    if args.no_distributed:
+        if args.only == "distributed":
+            _parser().error("--only distributed and --no-distributed leave nothing to run")
+        return None
+    if args.only not in (None, "distributed"):
+        return None
+    plan = distributed.QUICK if args.quick else distributed.FULL
+    return replace(plan, rounds=args.rounds) if args.rounds else plan
+
+
+@dataclass(frozen=True)
+class Later:
+    """The phases after the main ones (each None where it does not run), in this order, so
+    that the earlier phases' figures are what they were before these existed."""
+
+    several: several.SeveralPlan | None
+    distributed: distributed.DistributedPlan | None
 
 
 class Phases:
@@ -164,17 +203,22 @@ async def _measure(
     workdir: Path,
     nginx: str | None,
     relay: bool,
-    several_plan: several.SeveralPlan | None,
+    later: Later,
     main_phases: bool,
 ) -> dict[str, Any]:
-    """The phases in order, the several-models one last (so that the others' figures are
-    what they were before it existed)."""
+    """The phases in order, the several-models one and then the beyond-one-machine one last
+    (so that the others' figures are what they were before they existed)."""
     phases = Phases()
     raw = await _main_phases(settings, plan, workdir, nginx, relay, phases) if main_phases else {}
-    if several_plan is not None:
+    if later.several is not None:
         with phases.phase("several models: two at once, chat and embeddings, one alone"):
             raw["several"] = await several.measure(
-                settings.binary, settings.model, several_plan, workdir, _say
+                settings.binary, settings.model, later.several, workdir, _say
+            )
+    if later.distributed is not None:
+        with phases.phase("beyond one machine: a peer hop, a model split over an RPC worker"):
+            raw["distributed"] = await distributed.measure(
+                settings, later.distributed, workdir, _say
             )
     raw["phases_s"] = phases.seconds
     return raw

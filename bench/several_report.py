@@ -225,12 +225,14 @@ def _ordered(names: Mapping[str, Any]) -> list[str]:
     return sorted(names, key=lambda n: (SETUP_ORDER.index(n) if n in SETUP_ORDER else 99, n))
 
 
-def standalone_header(meta: Mapping[str, Any], machine: str, phases: str) -> str:
-    """The top of a report of this phase alone."""
+def standalone_header(
+    meta: Mapping[str, Any], machine: str, phases: str, title: str = "several models"
+) -> str:
+    """The top of a report of a phase alone (``--only``)."""
     return f"""\
-# Benchmarks: several models
+# Benchmarks: {title}
 
-<!-- Written by `python -m bench --only several` (bench/several_report.py). -->
+<!-- Written by `python -m bench --only ...` (bench/report.py). -->
 
 Latest run: {meta["date"]}, {meta["duration_s"] / 60:.1f} minutes:
 

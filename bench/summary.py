@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .distributed_summary import summarize_distributed
 from .several_summary import summarize_several
 from .stats import difference, median, per_thousand, ratio
 
@@ -66,10 +67,12 @@ def paired(
 
 
 def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Each phase's figures, for the phases that ran (``--only several`` runs one)."""
+    """Each phase's figures, for the phases that ran (``--only`` runs one)."""
     summary = _main_phases(raw) if "latency" in raw else {}
     if "several" in raw:
         summary["several"] = summarize_several(raw["several"])
+    if "distributed" in raw:
+        summary["distributed"] = summarize_distributed(raw["distributed"])
     return summary
 
 
