@@ -16,6 +16,7 @@ from supervisor.children.child import Lease
 from supervisor.clock import Clock, SystemClock, wait_or_sleep
 from supervisor.config import PeerSettings, Settings
 from supervisor.errors import PeerUnavailable
+from supervisor.loops import stop_loop
 from supervisor.peers.model import PREFIX_SEPARATOR, PeerModel, prefixed
 from supervisor.peers.peer import Peer
 from supervisor.peers.target import PeerTarget
@@ -74,12 +75,7 @@ class Peers:
     async def close(self) -> None:
         """Stop checking. Never raises: a loop that had failed is logged."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is not None:
-            LOG.error("peers: the check loop had failed", exc_info=task.exception())
+        await stop_loop(task, "peers: the check loop", LOG)
 
     async def run(self) -> None:
         """Check every peer, then wait for the interval (or a reload), until cancelled."""

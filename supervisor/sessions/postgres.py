@@ -19,7 +19,6 @@ import builtins
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +33,7 @@ from supervisor.sessions.store import (
     SessionSummary,
     _check_roles,
     is_valid_session_id,
+    new_session_id,
 )
 
 LOG = logging.getLogger(__name__)
@@ -208,13 +208,7 @@ class PostgresStore:
         session_id: str | None = None,
         messages: Sequence[tuple[str, str]] = (),
     ) -> str:
-        sid = str(uuid.uuid4()) if session_id is None else session_id
-        if not is_valid_session_id(sid):
-            raise BadRequest(
-                "session_id must be 1 to 128 characters of A-Z, a-z, 0-9, '_' or '-'",
-                param="session_id",
-            )
-        _check_roles(messages)
+        sid = new_session_id(session_id, messages)
         _check_text(messages)
         now = self._clock()
         with self._transaction("create a session") as conn:

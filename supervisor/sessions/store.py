@@ -172,13 +172,7 @@ class SessionStore:
         """Create a session holding ``messages`` (``(role, content)`` pairs) and return its id
         (a fresh uuid4 when none is given); one transaction, so it exists only with all of
         them."""
-        sid = str(uuid.uuid4()) if session_id is None else session_id
-        if not is_valid_session_id(sid):
-            raise BadRequest(
-                "session_id must be 1 to 128 characters of A-Z, a-z, 0-9, '_' or '-'",
-                param="session_id",
-            )
-        _check_roles(messages)
+        sid = new_session_id(session_id, messages)
         now = self._clock()
         with self._transaction("create a session", write=True) as conn:
             if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone():
@@ -247,6 +241,19 @@ class SessionStore:
             if self._conn is None:  # never opened: make sure it never will be
                 self._conn = sqlite3.connect(":memory:")
             self._conn.close()
+
+
+def new_session_id(session_id: str | None, messages: Sequence[tuple[str, str]]) -> str:
+    """The id of a session about to be created with ``messages``: the one asked for, else a
+    fresh uuid4; a bad id or message role is a 400 (every store's rule)."""
+    sid = str(uuid.uuid4()) if session_id is None else session_id
+    if not is_valid_session_id(sid):
+        raise BadRequest(
+            "session_id must be 1 to 128 characters of A-Z, a-z, 0-9, '_' or '-'",
+            param="session_id",
+        )
+    _check_roles(messages)
+    return sid
 
 
 def _check_roles(messages: Sequence[tuple[str, str]]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from supervisor.children.spec import Role
 from supervisor.clock import Clock, SystemClock
 from supervisor.lifecycle.model import ManagedModel
+from supervisor.loops import stop_loop
 from supervisor.telemetry.activity import ActivityLog
 from supervisor.telemetry.host import HostFigures, HostReader
 
@@ -139,12 +140,7 @@ class MetricsHistory:
         """Stop sampling. Never raises (the services' close goes on to stop the children
         after it): a sampler that had failed is logged."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is not None:
-            LOG.error("metrics history: the sampler had failed", exc_info=task.exception())
+        await stop_loop(task, "metrics history: the sampler", LOG)
 
     async def run(self) -> None:
         """Sample until cancelled: a reading or a sample that fails is logged and the next
