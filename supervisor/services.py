@@ -124,7 +124,7 @@ def build_services(
         settings, keys, load_settings or (lambda: settings), catalog, limits, manager, peers
     )
     targets = Targets(manager, peers)
-    relay = RelayServices(catalog, limits, manager, Proxy(UpstreamPool()), telemetry, targets)
+    relay = RelayServices(catalog, limits, Proxy(UpstreamPool()), telemetry, targets)
     sessions, shared_locks = open_store(settings)
     pulls = Pulls(lambda: reloader.settings, catalog, reloader.rescan, pull_tools)
     history = MetricsHistory(telemetry.activity, manager.models, HostReader(probe))

@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from supervisor.children.child import Lease, Target
 from supervisor.errors import BackendError
+from supervisor.relay.destination import JSON
 from supervisor.relay.disconnect import DisconnectWatch
 from supervisor.relay.failures import CLIENT_CLOSED_REQUEST, map_upstream_errors, stream_broke
 from supervisor.relay.stream import (
@@ -26,7 +27,6 @@ from supervisor.relay.stream import (
 from supervisor.relay.table import ModelFrom
 from supervisor.relay.targets import peer_request
 from supervisor.relay.upstream import (
-    JSON,
     RawHeaders,
     UpstreamError,
     UpstreamPool,

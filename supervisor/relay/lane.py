@@ -37,19 +37,18 @@ from supervisor.http.error_responses import (
     internal_error_answer,
 )
 from supervisor.http.observer import RequestObserver
+from supervisor.relay.destination import Address, request_head
 from supervisor.relay.failures import CLIENT_CLOSED_REQUEST, backend_failed, stream_broke
 from supervisor.relay.plan import RelayPlan, RelayServices, plan_relay
 from supervisor.relay.stream import is_event_stream, passed_headers, stream_headers
 from supervisor.relay.table import RELAYS, ModelFrom, Relay
 from supervisor.relay.targets import named_body
 from supervisor.relay.upstream import (
-    Address,
     Connection,
     RawHeaders,
     UpstreamError,
     UpstreamPool,
     address_of,
-    request_head,
     stale,
 )
 
@@ -73,7 +72,7 @@ class Client(Protocol):
 
 class Upstream(NamedTuple):
     """Where a relayed request goes: a child's address, and the head for one of its paths
-    (``upstream.request_head``: all but the body's length)."""
+    (``destination.request_head``: all but the body's length)."""
 
     address: Address
     head: bytes

@@ -12,16 +12,15 @@ from starlette.responses import Response
 
 from supervisor.errors import BadRequest
 from supervisor.http.observer import note_model, request_record
-from supervisor.lifecycle.manager import ModelManager
 from supervisor.models.catalog import Catalog, Served
 from supervisor.models.registry import ModelEntry
 from supervisor.redact import scrub_paths
 from supervisor.relay.asgi import Proxy
+from supervisor.relay.destination import JSON
 from supervisor.relay.limits import Limits
 from supervisor.relay.stream import Passthrough
 from supervisor.relay.table import ModelFrom, Relay
 from supervisor.relay.targets import Targets
-from supervisor.relay.upstream import JSON
 from supervisor.surfaces import errors as surfaces
 from supervisor.surfaces.form import form_field
 from supervisor.surfaces.openai import dialect as openai_dialect
@@ -33,13 +32,11 @@ from supervisor.telemetry.tokens import TokenMeter
 @dataclass(frozen=True)
 class RelayServices:
     """What relaying needs, on either way in: which model (``catalog``) within which limits,
-    a slot on its child or peer (``targets``; the children's ``manager``), the upstream
-    connections (``proxy``) and the token meters (``telemetry``). Built in the app's lifespan
-    (``app.state.relay_services``)."""
+    a slot on its child or peer (``targets``), the upstream connections (``proxy``) and the
+    token meters (``telemetry``). Built in the app's lifespan (``app.state.relay_services``)."""
 
     catalog: Catalog
     limits: Limits
-    manager: ModelManager
     proxy: Proxy
     telemetry: Telemetry
     targets: Targets

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, cast
@@ -23,18 +22,14 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from supervisor.relay.destination import JSON, LOOPBACK, Address, probed, request_head
+
 LOG = logging.getLogger(__name__)
 IDLE_EXPIRY_S = 2.0  # llama-server drops a keep-alive connection after 5 s idle
 CONNECT_TIMEOUT_S = 10.0
-# TCP keep-alive on a connection to another host (a peer): idle seconds before the first
-# probe, seconds between probes, probes unanswered before the kernel gives up (~25 s).
-TCP_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
-LOOPBACK = ("127.", "localhost", "::1")
 HIGH_WATER = 1 << 18  # stop reading from a child this far ahead of a slow client
 LOW_WATER = 1 << 16
-Address = tuple[str, int]
 RawHeaders = list[tuple[bytes, bytes]]  # names lower-case
-JSON = "application/json"
 
 
 class UpstreamError(ConnectionError):
@@ -384,44 +379,8 @@ def stale(connection: Connection, error: UpstreamError) -> bool:
     return False
 
 
-def probed(transport: asyncio.BaseTransport) -> None:
-    """Keep-alive probes on a connection to another host (a peer): a host gone from the
-    network sends no reset, and a request waiting on it would wait for ever; the probes end
-    it as a lost connection (a 502, or a stream's error event). A child, on loopback, goes
-    without: its death is a reset at once."""
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in TCP_KEEPALIVE:
-            option = getattr(socket, name, None)  # Linux's; elsewhere the system's defaults
-            if option is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, option, value)
-    except OSError:  # not TCP after all: nothing to probe
-        return
-
-
 def address_of(base_url: str) -> Address:
     parts = urlsplit(base_url)
     if parts.scheme != "http" or not parts.hostname:
         raise UpstreamError(f"not a plain http:// address: {base_url}")
     return parts.hostname, parts.port or 80
-
-
-def request_head(
-    address: Address,
-    path: str,
-    api_key: str | None = None,
-    *,
-    method: str = "POST",
-    content_type: str = JSON,
-) -> bytes:
-    """A request's head up to its Content-Length's value, which ``Connection.send`` fills in:
-    the rest is the same for every request to a child's path, so it can be kept. ``path`` (a
-    query string too) and ``content_type`` come from a parsed request (no line breaks)."""
-    authorization = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
-    return (
-        f"{method} {path} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n{authorization}"
-        f"Content-Type: {content_type}\r\nContent-Length: "
-    ).encode("latin-1")

@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from supervisor.relay.destination import JSON
 from supervisor.relay.plan import relay
 from supervisor.relay.table import RELAYS, Relay, Surface
-from supervisor.relay.upstream import JSON
 from supervisor.surfaces.schemas import AnthropicError, OpenAIError, json_body, replies
 
 ERROR_CODES = (400, 404, 429, 502, 503)
